@@ -1,0 +1,216 @@
+"""The ``grokscope`` command: parse, call the library, print.
+
+User mistakes (bad config, missing or corrupt run directory) print one line and exit with
+status 2; Ctrl-C during training leaves a resumable run and exits with 130.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from grokscope import config as config_mod
+from grokscope.errors import GrokscopeError
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="Train small networks on algorithmic tasks, watch them grok, and measure why.",
+)
+console = Console()
+err = Console(stderr=True)
+
+
+def _run_id(cfg: config_mod.Config) -> str:
+    t = cfg.task
+    what = {"modular": f"{t.op}-p{t.p}", "permutation": f"S{t.group_n}-{t.op}"}.get(
+        t.name, f"parity-n{t.n_bits}-k{t.k_bits}"
+    )
+    what = what.replace("/", "div").replace("*", "mul").replace("^", "").replace(" ", "_")
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{cfg.preset or 'default'}-{what}-s{cfg.train.seed}-{stamp}"
+
+
+def _progress_bar(total: int, start: int):
+    """A rich progress bar over epochs; returns (context manager, per-row callback)."""
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        TextColumn("epoch {task.completed:>6.0f}/{task.total:.0f}"),
+        BarColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+    task = bar.add_task("train", total=total, completed=start, stats="")
+
+    def update(row: dict) -> None:
+        stats = (
+            f"train {row['train_loss']:.2e} / {row['train_acc']:.3f}   "
+            f"test {row['test_loss']:.2e} / {row['test_acc']:.3f}"
+        )
+        bar.update(task, completed=row["epoch"], stats=stats)
+
+    return bar, update
+
+
+@app.command()
+def train(
+    preset: str = typer.Option(
+        "quick", "--preset", "-p", help="nanda2023, quick, mlp_quad, default"
+    ),
+    out: Path = typer.Option(Path("runs"), "--out", "-o", help="parent directory of the run"),
+    name: str = typer.Option("", "--name", help="run id (default: preset-task-seed-time)"),
+    set_: list[str] = typer.Option([], "--set", "-s", help="override: section.field=value"),
+    resume: Path = typer.Option(None, "--resume", help="continue the run in this directory"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+) -> None:
+    """Train one model and write its run directory.
+
+    Example: grokscope train --preset quick --set task.op=x-y --set train.seed=1
+    """
+    from grokscope.store.runner import train_run
+
+    if resume is not None:
+        if set_ or name:
+            raise GrokscopeError("--resume continues a run as configured; drop --set / --name")
+        from grokscope.store import rundir
+
+        cfg = rundir.read_config(resume)
+        run, start = resume, rundir.read_status(resume).get("epochs_done", 0)
+    else:
+        cfg = config_mod.resolve(config_mod.apply_overrides(config_mod.preset(preset), set_))
+        run, start = out / (name or _run_id(cfg)), 0
+    console.print(f"run directory: [bold]{run}[/bold]")
+    if quiet:
+        status = train_run(None if resume else cfg, run, resume=resume is not None)
+    else:
+        bar, update = _progress_bar(cfg.train.epochs, start)
+        with bar:
+            status = train_run(
+                None if resume else cfg, run, resume=resume is not None, progress=update
+            )
+    _print_status(run, status)
+    if status["state"] == "interrupted":
+        err.print(f"interrupted; continue with: grokscope train --resume {run}")
+        raise typer.Exit(130)
+    if status["state"] == "diverged":
+        err.print(f"diverged: non-finite loss at epoch {status.get('diverged_epoch')}")
+        raise typer.Exit(1)
+
+
+def _print_status(run: Path, status: dict) -> None:
+    console.print(
+        f"{status['state']}: {status['epochs_done']} epochs in {status.get('wall_s', 0):.1f} s; "
+        f"t_mem_epoch={status.get('t_mem_epoch')} t_grok_epoch={status.get('t_grok_epoch')}"
+    )
+
+
+@app.command()
+def runs(
+    directory: Path = typer.Argument(Path("runs"), help="folder holding run directories"),
+) -> None:
+    """List the runs under DIR: task, status, epochs, final accuracies, t_mem, t_grok.
+
+    Example: grokscope runs runs/
+    """
+    from grokscope.store.query import runs_table
+
+    df = runs_table(directory)
+    df["run"] = [
+        str(Path(r).relative_to(directory)) if r != str(directory) else "." for r in df["run"]
+    ]
+    if df.empty:
+        console.print(f"no runs under {directory}")
+        return
+    table = Table(*[c for c in df.columns], show_lines=False)
+    for row in df.itertuples(index=False):
+        table.add_row(*["-" if _isnull(v) else _fmt(v) for v in row])
+    console.print(table)
+
+
+def _isnull(v) -> bool:
+    return v is None or (isinstance(v, float) and v != v)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}" if not v.is_integer() or abs(v) < 1 else str(int(v))
+    return str(v)
+
+
+@app.command()
+def show(run: Path = typer.Argument(..., help="a run directory")) -> None:
+    """Print a run's config, status, t_mem and t_grok (null when not reached).
+
+    Example: grokscope show runs/quick-x+y-p59-s0-20260101-120000
+    """
+    from grokscope.store import rundir
+    from grokscope.train.loop import first_reached
+
+    cfg = rundir.read_config(run)
+    status = rundir.read_status(run)
+    rows = rundir.read_metrics(run).to_dict("records")
+    events = {
+        "t_mem_epoch": first_reached(rows, "train_acc", cfg.train.mem_threshold),
+        "t_grok_epoch": first_reached(rows, "test_acc", cfg.train.grok_threshold),
+    }
+    last = rows[-1] if rows else {}
+    out = {
+        "run": str(run),
+        "config": config_mod.to_dict(cfg),
+        "status": status,
+        **events,
+        "last_eval": last,
+        "checkpoints": rundir.list_epochs(run),
+    }
+    console.print_json(json.dumps(out, default=float))
+
+
+@app.command("config")
+def show_config(
+    preset: str = typer.Option("quick", "--preset", "-p", help="preset to start from"),
+    set_: list[str] = typer.Option([], "--set", "-s", help="override: section.field=value"),
+    fields: bool = typer.Option(False, "--fields", help="list every field with type and default"),
+) -> None:
+    """Print the resolved config of a preset with overrides (or every field with --fields).
+
+    Example: grokscope config --preset nanda2023 --set optim.weight_decay=0.5
+    """
+    if fields:
+        for name, typ, default in config_mod.field_reference():
+            console.print(f"{name:28s} {typ:6s} {default!r}")
+        return
+    cfg = config_mod.resolve(config_mod.apply_overrides(config_mod.preset(preset), set_))
+    console.print_json(config_mod.dumps(cfg))
+
+
+def main() -> None:
+    """Entry point: run the app, turning user mistakes into one line and exit status 2."""
+    try:
+        app()
+    except GrokscopeError as e:
+        err.print(f"error: {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,409 @@
+"""Configuration: dataclasses for task / model / optimizer / training, presets, validation.
+
+Every field has a default, the resolved config (all defaults written out) is what a run stores in
+``config.json``, and ``--set section.field=value`` reaches any field. Validation raises
+:class:`ConfigError` with a one-line message naming the problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from grokscope.errors import GrokscopeError
+
+
+class ConfigError(GrokscopeError, ValueError):
+    """A user mistake in a config: one line naming the problem."""
+
+
+@dataclass
+class TaskConfig:
+    """Which dataset to build and how to split it.
+
+    ``name``: ``modular`` (binary ops mod p, Power et al. 2022), ``permutation`` (composition in
+    S_n) or ``sparse_parity`` (n bits, parity of k hidden ones; Barak et al. 2022, Merrill et
+    al. 2023).
+    ``op``: empty means the task's default (``x+y`` for modular, ``x*y`` for permutation).
+    """
+
+    name: str = "modular"
+    op: str = ""
+    p: int = 113
+    group_n: int = 5
+    n_bits: int = 40
+    k_bits: int = 3
+    n_samples: int = 2000
+    train_fraction: float = 0.3
+    data_seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    """Network shape. ``kind`` is ``transformer`` or ``mlp``.
+
+    Transformer defaults are the Nanda et al. (2023) main-run model. For ``mlp``: ``d_embed`` is the
+    operand embedding width (0 = one-hot inputs), ``n_layers`` hidden layers of width ``d_mlp``,
+    ``act`` relu / gelu / quad (x^2, Gromov 2023), ``bias`` toggles every bias.
+    ``init_scale`` multiplies every initial weight (Liu et al. 2023, Omnigrok).
+    """
+
+    kind: str = "transformer"
+    n_layers: int = 1
+    d_model: int = 128
+    n_heads: int = 4
+    d_head: int = 32
+    d_mlp: int = 512
+    act: str = "relu"
+    layernorm: bool = False
+    d_embed: int = 128
+    bias: bool = True
+    init_scale: float = 1.0
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup (Nanda et al. 2023 settings) and the known interventions.
+
+    ``batch_size`` 0 means full batch. ``grokfast``: none / ema / ma (Lee et al. 2024).
+    ``loss``: softmax (cross-entropy) or stablemax (Prieto et al. 2025). ``orthograd`` projects out
+    the gradient component parallel to the weights (Prieto et al. 2025). ``weight_norm`` > 0 fixes
+    the total parameter norm after every step (Liu et al. 2023, Omnigrok). ``decay_to``: decay
+    toward zero or toward the initial weights.
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 1.0
+    beta1: float = 0.9
+    beta2: float = 0.98
+    eps: float = 1e-8
+    warmup_steps: int = 10
+    batch_size: int = 0
+    loss: str = "softmax"
+    grokfast: str = "none"
+    grokfast_alpha: float = 0.98
+    grokfast_lambda: float = 2.0
+    grokfast_window: int = 100
+    orthograd: bool = False
+    weight_norm: float = 0.0
+    decay_to: str = "zero"
+
+
+@dataclass
+class TrainConfig:
+    """Loop schedule, seeds and device.
+
+    ``epochs`` is the budget; evaluation every ``eval_every`` epochs; checkpoints at log-spaced
+    early epochs (1, 2, 5, 10, 20, ...) below ``checkpoint_every`` and then every
+    ``checkpoint_every`` epochs. ``early_stop_after`` >= 0 stops that many epochs after test
+    accuracy first reaches ``grok_threshold`` (-1: never). ``seed`` is the model seed (the data
+    seed lives in the task).
+    """
+
+    epochs: int = 25000
+    eval_every: int = 100
+    checkpoint_every: int = 1000
+    seed: int = 0
+    device: str = "auto"
+    deterministic: bool = True
+    mem_threshold: float = 0.99
+    grok_threshold: float = 0.99
+    early_stop_after: int = -1
+
+
+@dataclass
+class Config:
+    """A whole run: task, model, optimizer and training schedule."""
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    preset: str = ""
+
+
+SECTIONS = ("task", "model", "optim", "train")
+
+MODULAR_OPS = (
+    "x+y",
+    "x-y",
+    "x*y",
+    "x/y",
+    "x^2+y^2",
+    "x^2+xy+y^2",
+    "x^2+xy+y^2+x",
+    "x^3+xy",
+    "x^3+xy^2+y",
+    "x/y if y odd else x-y",
+)
+PRIME_OPS = ("x/y", "x/y if y odd else x-y")
+PERMUTATION_OPS = ("x*y", "x*y*x^-1")
+TASKS = ("modular", "permutation", "sparse_parity")
+DEFAULT_OPS = {"modular": "x+y", "permutation": "x*y", "sparse_parity": "parity"}
+
+
+def is_prime(n: int) -> bool:
+    """Trial division; p is at most a few thousand here."""
+    if n < 2:
+        return False
+    return all(n % d for d in range(2, math.isqrt(n) + 1))
+
+
+def resolve(cfg: Config) -> Config:
+    """Fill task-dependent defaults (the op) and validate; returns the same object."""
+    if cfg.task.name in DEFAULT_OPS and not cfg.task.op:
+        cfg.task.op = DEFAULT_OPS[cfg.task.name]
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Raise ConfigError naming the first problem found."""
+    t, m, o, r = cfg.task, cfg.model, cfg.optim, cfg.train
+    if t.name not in TASKS:
+        raise ConfigError(f"unknown task {t.name!r}; choose one of {', '.join(TASKS)}")
+    if t.name == "modular":
+        if t.op not in MODULAR_OPS:
+            raise ConfigError(
+                f"unknown modular op {t.op!r}; choose one of {', '.join(MODULAR_OPS)}"
+            )
+        if t.p < 2:
+            raise ConfigError(f"task.p must be >= 2, got {t.p}")
+        if t.op in PRIME_OPS and not is_prime(t.p):
+            raise ConfigError(f"op {t.op!r} needs a prime modulus, but task.p = {t.p} is not prime")
+    elif t.name == "permutation":
+        if t.op not in PERMUTATION_OPS:
+            raise ConfigError(
+                f"unknown permutation op {t.op!r}; choose one of {', '.join(PERMUTATION_OPS)}"
+            )
+        if not 2 <= t.group_n <= 7:
+            raise ConfigError(
+                f"task.group_n must be in 2..7 (S_n has n! elements), got {t.group_n}"
+            )
+    else:
+        if t.op != "parity":
+            raise ConfigError(f"unknown sparse_parity op {t.op!r}; the only op is 'parity'")
+        if not 1 <= t.k_bits <= t.n_bits:
+            raise ConfigError(f"need 1 <= task.k_bits <= task.n_bits, got {t.k_bits}, {t.n_bits}")
+        if t.n_samples < 2:
+            raise ConfigError(f"task.n_samples must be >= 2, got {t.n_samples}")
+        if t.n_bits < 40 and t.n_samples > 2**t.n_bits // 2:
+            raise ConfigError(
+                f"task.n_samples ({t.n_samples}) must be at most half of the "
+                f"2^{t.n_bits} bit strings"
+            )
+    if not 0.0 < t.train_fraction < 1.0:
+        raise ConfigError(f"task.train_fraction must lie in (0, 1), got {t.train_fraction}")
+
+    if m.kind not in ("transformer", "mlp"):
+        raise ConfigError(f"unknown model kind {m.kind!r}; choose transformer or mlp")
+    for name in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp"):
+        if getattr(m, name) < 1:
+            raise ConfigError(f"model.{name} must be >= 1, got {getattr(m, name)}")
+    if m.kind == "transformer":
+        if m.act not in ("relu", "gelu"):
+            raise ConfigError(f"unknown transformer activation {m.act!r}; choose relu or gelu")
+        if m.d_model % m.n_heads:
+            raise ConfigError(
+                f"model.d_model ({m.d_model}) must be divisible by model.n_heads ({m.n_heads})"
+            )
+    else:
+        if m.act not in ("relu", "gelu", "quad"):
+            raise ConfigError(f"unknown mlp activation {m.act!r}; choose relu, gelu or quad")
+        if m.d_embed < 0:
+            raise ConfigError(f"model.d_embed must be >= 0 (0 = one-hot), got {m.d_embed}")
+    if m.init_scale <= 0:
+        raise ConfigError(f"model.init_scale must be > 0, got {m.init_scale}")
+
+    if o.lr <= 0:
+        raise ConfigError(f"optim.lr must be > 0, got {o.lr}")
+    if o.weight_decay < 0:
+        raise ConfigError(f"optim.weight_decay must be >= 0, got {o.weight_decay}")
+    for name in ("beta1", "beta2"):
+        if not 0.0 <= getattr(o, name) < 1.0:
+            raise ConfigError(f"optim.{name} must lie in [0, 1), got {getattr(o, name)}")
+    if o.warmup_steps < 0 or o.batch_size < 0:
+        raise ConfigError("optim.warmup_steps and optim.batch_size must be >= 0")
+    if o.loss not in ("softmax", "stablemax"):
+        raise ConfigError(f"unknown loss {o.loss!r}; choose softmax or stablemax")
+    if o.grokfast not in ("none", "ema", "ma"):
+        raise ConfigError(f"unknown grokfast filter {o.grokfast!r}; choose none, ema or ma")
+    if not 0.0 <= o.grokfast_alpha < 1.0:
+        raise ConfigError(f"optim.grokfast_alpha must lie in [0, 1), got {o.grokfast_alpha}")
+    if o.grokfast_window < 1:
+        raise ConfigError(f"optim.grokfast_window must be >= 1, got {o.grokfast_window}")
+    if o.weight_norm < 0:
+        raise ConfigError(f"optim.weight_norm must be >= 0 (0 = off), got {o.weight_norm}")
+    if o.decay_to not in ("zero", "init"):
+        raise ConfigError(f"unknown optim.decay_to {o.decay_to!r}; choose zero or init")
+
+    if r.epochs < 1:
+        raise ConfigError(f"train.epochs must be >= 1, got {r.epochs}")
+    if r.eval_every < 1 or r.checkpoint_every < 1:
+        raise ConfigError("train.eval_every and train.checkpoint_every must be >= 1")
+    if r.device not in ("auto", "cpu", "cuda", "mps") and not r.device.startswith("cuda:"):
+        raise ConfigError(f"unknown device {r.device!r}; choose auto, cpu, cuda, cuda:N or mps")
+    for name in ("mem_threshold", "grok_threshold"):
+        if not 0.0 < getattr(r, name) <= 1.0:
+            raise ConfigError(f"train.{name} must lie in (0, 1], got {getattr(r, name)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# presets
+
+
+def _nanda2023() -> Config:
+    """Nanda et al. (2023) main run: (a + b) mod 113, 30 % train, 1-layer transformer, 25k
+    epochs (their public demo's length), a checkpoint every 100 epochs."""
+    cfg = Config(preset="nanda2023")
+    cfg.train.checkpoint_every = 100
+    return cfg
+
+
+def _quick() -> Config:
+    """Delayed generalization in about two minutes on a 2-core CPU (see README for measurements).
+
+    Same network family and optimizer as ``nanda2023`` with a smaller modulus and a higher
+    learning rate so that the whole memorize-then-generalize arc fits in a few thousand epochs.
+    """
+    cfg = Config(preset="quick")
+    cfg.task.p = 59
+    cfg.task.train_fraction = 0.4
+    cfg.optim.lr = 3e-3
+    cfg.train.epochs = 5000
+    cfg.train.eval_every = 10
+    cfg.train.checkpoint_every = 100
+    cfg.train.early_stop_after = 200
+    return cfg
+
+
+def _mlp_quad() -> Config:
+    """Gromov (2023): one hidden layer, x^2 activation, one-hot inputs, modular addition."""
+    cfg = Config(preset="mlp_quad")
+    cfg.task.p = 97
+    cfg.task.train_fraction = 0.5
+    cfg.model.kind = "mlp"
+    cfg.model.d_embed = 0
+    cfg.model.d_mlp = 512
+    cfg.model.act = "quad"
+    cfg.model.bias = False
+    cfg.train.epochs = 3000
+    cfg.train.eval_every = 10
+    cfg.train.checkpoint_every = 100
+    return cfg
+
+
+PRESETS = {"nanda2023": _nanda2023, "quick": _quick, "mlp_quad": _mlp_quad}
+
+
+def preset(name: str) -> Config:
+    """A fresh config for the named preset (``default`` is the plain defaults)."""
+    if name == "default":
+        return Config(preset="default")
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]()
+
+
+# ---------------------------------------------------------------------------------------------
+# dotted overrides and (de)serialisation
+
+
+def _field_types(obj: Any) -> dict[str, Any]:
+    return typing.get_type_hints(type(obj))
+
+
+def parse_value(text: str, typ: Any, key: str) -> Any:
+    """Turn the text of ``--set key=text`` into a value of the field's type."""
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        if text.lower() in ("none", "null"):
+            return None
+        typ = args[0]
+    try:
+        if typ is bool:
+            low = text.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if typ is int:
+            return int(text)
+        if typ is float:
+            return float(text)
+        return str(text)
+    except ValueError:
+        raise ConfigError(f"{key}: cannot read {text!r} as {typ.__name__}") from None
+
+
+def set_field(cfg: Config, key: str, value: Any) -> None:
+    """Set ``section.field`` (value given as text or already typed); unknown keys are errors."""
+    parts = key.split(".")
+    if len(parts) != 2 or parts[0] not in SECTIONS:
+        raise ConfigError(
+            f"unknown config field {key!r}; use section.field with section one of "
+            f"{', '.join(SECTIONS)}"
+        )
+    section = getattr(cfg, parts[0])
+    types_ = _field_types(section)
+    if parts[1] not in types_:
+        raise ConfigError(f"unknown config field {key!r}")
+    if isinstance(value, str):
+        value = parse_value(value, types_[parts[1]], key)
+    elif types_[parts[1]] is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    setattr(section, parts[1], value)
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``key=value`` strings from the command line."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects field=value, got {item!r}")
+        key, value = item.split("=", 1)
+        set_field(cfg, key.strip(), value.strip())
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain nested dict with every field written out."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Inverse of :func:`to_dict`; unknown keys are errors (a config from elsewhere is checked)."""
+    cfg = Config()
+    for key, value in data.items():
+        if key == "preset":
+            cfg.preset = str(value)
+            continue
+        if key not in SECTIONS or not isinstance(value, dict):
+            raise ConfigError(f"unknown config section {key!r}")
+        for name, v in value.items():
+            set_field(cfg, f"{key}.{name}", v)
+    return cfg
+
+
+def dumps(cfg: Config) -> str:
+    """The config as indented JSON."""
+    return json.dumps(to_dict(cfg), indent=2)
+
+
+def field_reference() -> list[tuple[str, str, Any]]:
+    """(dotted name, type name, default) for every field, for the README and ``--help``."""
+    cfg = Config()
+    rows = []
+    for section in SECTIONS:
+        obj = getattr(cfg, section)
+        for name, typ in _field_types(obj).items():
+            rows.append(
+                (f"{section}.{name}", getattr(typ, "__name__", str(typ)), getattr(obj, name))
+            )
+    return rows

@@ -1,0 +1,471 @@
+"""Latent-state training maps: a Gaussian HMM over per-checkpoint statistics of many runs.
+
+After Hu, Chen, Saphra & Cho, "Latent State Models of Training Dynamics" (TMLR 2023). Each
+training run is a sequence of feature vectors (one per checkpoint, e.g. the weight statistics
+of :mod:`grokscope.measures.weights`). Features are z-scored per run, a Gaussian HMM is fitted
+to all runs jointly with the number of states chosen by BIC on held-out runs, and the decoded
+(Viterbi) state paths are summarised as a graph of phase transitions. A state that only some
+runs visit, and whose visitors converge later, is a *detour* (the paper's term).
+
+This module reads tables (numpy arrays or a pandas frame) only; it never touches a model.
+
+Decisions not fixed by the paper, and documented here:
+
+* Constant features. A feature with zero spread within one run is set to z = 0 for that run
+  (with a warning); a feature constant in every run carries no information and is dropped
+  (with a warning). NaN or infinite features raise ValueError.
+* One run. Held-out model selection needs at least two runs; with a single run (or
+  ``heldout_fraction=0``) BIC is computed on the training data itself, with a warning in the
+  single-run case.
+* Censored runs. A run whose convergence epoch is None (or NaN) never converged within its
+  budget. Its convergence time is unknown, so it is left out of the association tests (both
+  groups of the Mann-Whitney test and the correlation) and counted per state in
+  ``n_censored_visitors``; it still counts for ``obligatory`` (every run, censored or not,
+  must visit an obligatory state).
+* State labels. After fitting, states are renumbered by the mean normalised time (t / (T - 1))
+  of the checkpoints decoded into them, so state 0 is typically where runs start and the last
+  label where they end; states never decoded come last. Labels are therefore stable across
+  refits that find the same states.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from hmmlearn.hmm import GaussianHMM
+from scipy import stats
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+_COVARIANCE_TYPES = ("diag", "full")
+
+
+class TrainingMapWarning(UserWarning):
+    """A data or model-selection problem that TrainingMap worked around."""
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A phase transition seen in the decoded paths: source -> target (source != target)."""
+
+    source: int
+    target: int
+    probability: float  # the fitted model's transition probability
+    count: int  # occurrences in all decoded paths
+
+
+@dataclass(frozen=True)
+class StateSummary:
+    """Per-state description of a fitted training map (Hu et al., TMLR 2023, Sec. 4)."""
+
+    id: int
+    means: dict[str, float]  # raw (unstandardised) feature means of checkpoints in the state
+    occupancy: float  # share of all checkpoints decoded into the state
+    visited_runs: list[int]  # indices of the runs whose path enters the state
+    obligatory: bool  # every run visits the state
+    detour: bool  # optional, and visiting it goes with later convergence (p < alpha)
+    p_value: float | None  # Mann-Whitney U, two-sided, visitors vs. others
+    later_for_visitors: bool | None  # direction of the Mann-Whitney effect
+    time_corr: float | None  # Spearman rho: share of time in state vs. convergence epoch
+    time_p_value: float | None
+    mean_convergence_epoch_visitors: float | None
+    mean_convergence_epoch_others: float | None
+    n_censored_visitors: int  # visitors that never converged (left out of the tests)
+
+
+def n_free_parameters(n_states: int, n_features: int, covariance_type: str) -> int:
+    """Free parameters of a Gaussian HMM, the k of BIC = -2 log L + k ln T.
+
+    Start probabilities n - 1, transition matrix n (n - 1), means n d, covariances n d (diag)
+    or n d (d + 1) / 2 (full).
+    """
+    n, d = n_states, n_features
+    if covariance_type == "diag":
+        n_cov = n * d
+    elif covariance_type == "full":
+        n_cov = n * d * (d + 1) // 2
+    else:
+        raise ValueError(f"covariance_type must be one of {_COVARIANCE_TYPES}")
+    return (n - 1) + n * (n - 1) + n * d + n_cov
+
+
+def standardise_runs(
+    sequences: Sequence[np.ndarray], feature_names: Sequence[str]
+) -> tuple[list[np.ndarray], list[int]]:
+    """Z-score every run's features over time, per run, as in Hu et al. (TMLR 2023).
+
+    Returns the standardised runs restricted to the kept features and the indices of those
+    features. A feature constant within a run gets z = 0 there; a feature constant in every
+    run is dropped. Both cases warn (TrainingMapWarning).
+    """
+    n_features = len(feature_names)
+    constant = np.zeros((len(sequences), n_features), dtype=bool)
+    z_runs = []
+    for i, run in enumerate(sequences):
+        mean = run.mean(axis=0)
+        std = run.std(axis=0)
+        # Treat spread at rounding level as zero (a constant stored in float64 may not give
+        # an exact 0.0 standard deviation).
+        flat = std <= 1e-12 * np.maximum(1.0, np.abs(mean))
+        constant[i] = flat
+        z = (run - mean) / np.where(flat, 1.0, std)
+        z[:, flat] = 0.0
+        z_runs.append(z)
+
+    kept = [j for j in range(n_features) if not constant[:, j].all()]
+    dropped = [feature_names[j] for j in range(n_features) if constant[:, j].all()]
+    if dropped:
+        warnings.warn(
+            f"features constant in every run carry no information and are dropped: {dropped}",
+            TrainingMapWarning,
+            stacklevel=3,
+        )
+    partial = [
+        (int(i), feature_names[j]) for i, j in zip(*np.nonzero(constant), strict=True) if j in kept
+    ]
+    if partial:
+        shown = ", ".join(f"run {i}: {name!r}" for i, name in partial[:5])
+        more = f" and {len(partial) - 5} more" if len(partial) > 5 else ""
+        warnings.warn(
+            f"features constant within a run were set to z = 0 there ({shown}{more})",
+            TrainingMapWarning,
+            stacklevel=3,
+        )
+    if not kept:
+        raise ValueError("every feature is constant in every run; nothing to model")
+    return [z[:, kept] for z in z_runs], kept
+
+
+def runs_from_table(
+    table: pd.DataFrame,
+    feature_names: Sequence[str],
+    run_column: str = "run",
+    epoch_column: str = "epoch",
+) -> tuple[list[np.ndarray], list[np.ndarray], list[Any]]:
+    """Split a long table (one row per run and checkpoint) into TrainingMap inputs.
+
+    Returns (sequences, epochs, run_ids): per run, its feature matrix and epochs sorted by
+    epoch, in the order of the sorted run ids.
+    """
+    sequences, epochs, run_ids = [], [], []
+    for run_id, group in table.groupby(run_column, sort=True):
+        group = group.sort_values(epoch_column)
+        sequences.append(group[list(feature_names)].to_numpy(dtype=np.float64))
+        epochs.append(group[epoch_column].to_numpy(dtype=np.float64))
+        run_ids.append(run_id)
+    return sequences, epochs, run_ids
+
+
+def _optional_float(value: float) -> float | None:
+    """A Python float, or None for NaN/inf (keeps results JSON-serialisable)."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+class TrainingMap(BaseEstimator):
+    """Gaussian-HMM training map of many runs (Hu, Chen, Saphra & Cho, TMLR 2023).
+
+    Fit with per-run feature sequences; the number of states is chosen by BIC on held-out
+    runs. Fitted attributes end in ``_``: ``n_states_``, ``bic_``, ``model_``, ``paths_``,
+    ``transitions_``, ``state_means_``, ``occupancy_``, ``states_``, ``detours_`` and more.
+    """
+
+    def __init__(
+        self,
+        n_states_range: Sequence[int] = range(1, 9),
+        n_restarts: int = 5,
+        covariance_type: str = "diag",
+        heldout_fraction: float = 0.25,
+        alpha: float = 0.05,
+        n_iter: int = 100,
+        tol: float = 1e-3,
+        random_state: int | None = 0,
+    ) -> None:
+        self.n_states_range = n_states_range
+        self.n_restarts = n_restarts
+        self.covariance_type = covariance_type
+        self.heldout_fraction = heldout_fraction
+        self.alpha = alpha
+        self.n_iter = n_iter
+        self.tol = tol
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ fitting
+
+    def fit(
+        self,
+        sequences: list[np.ndarray],
+        feature_names: list[str],
+        convergence_epochs: list[float | None] | None = None,
+        epochs: list[np.ndarray] | None = None,
+    ) -> TrainingMap:
+        """Fit the map to runs of shape (T_i, n_features); returns self.
+
+        ``convergence_epochs`` (one per run, None = never converged) drives the detour
+        analysis; ``epochs`` (one array of length T_i per run, default 0..T_i-1) labels the
+        checkpoints for plotting.
+        """
+        self._check_params()
+        runs = self._validate_runs(sequences, feature_names)
+        self.feature_names_in_ = list(feature_names)
+        self.n_runs_ = len(runs)
+        self.lengths_ = np.array([len(r) for r in runs])
+        self.epochs_ = self._validate_epochs(epochs, self.lengths_)
+        self.convergence_epochs_ = self._validate_convergence(convergence_epochs, len(runs))
+
+        z_runs, kept = standardise_runs(runs, self.feature_names_in_)
+        self.feature_names_ = [self.feature_names_in_[j] for j in kept]
+
+        rng = np.random.default_rng(self.random_state)
+        self._select_n_states(z_runs, rng)
+
+        X_all = np.concatenate(z_runs)
+        model, _ = self._fit_best(X_all, self.lengths_, self.n_states_, rng)
+        if model is None:
+            raise RuntimeError(f"every restart of the {self.n_states_}-state refit failed")
+        _, path = model.decode(X_all, self.lengths_)
+        self.model_, path = self._relabel(model, path)
+        self.paths_ = np.split(path, np.cumsum(self.lengths_)[:-1])
+        self._summarise(np.concatenate(runs), path)
+        return self
+
+    def _check_params(self) -> None:
+        if self.covariance_type not in _COVARIANCE_TYPES:
+            raise ValueError(f"covariance_type must be one of {_COVARIANCE_TYPES}")
+        if not 0.0 <= self.heldout_fraction < 1.0:
+            raise ValueError("heldout_fraction must be in [0, 1)")
+        if self.n_restarts < 1:
+            raise ValueError("n_restarts must be >= 1")
+        if len(self.n_states_range) == 0 or min(self.n_states_range) < 1:
+            raise ValueError("n_states_range must be a non-empty range of positive integers")
+
+    @staticmethod
+    def _validate_runs(sequences: list[np.ndarray], feature_names: list[str]) -> list[np.ndarray]:
+        if len(sequences) == 0:
+            raise ValueError("need at least one run")
+        runs = []
+        for i, seq in enumerate(sequences):
+            run = np.asarray(seq, dtype=np.float64)
+            if run.ndim != 2 or run.shape[1] != len(feature_names):
+                raise ValueError(
+                    f"run {i} has shape {run.shape}; expected (T, {len(feature_names)}) "
+                    "to match feature_names"
+                )
+            if run.shape[0] < 2:
+                raise ValueError(f"run {i} has {run.shape[0]} time points; need at least 2")
+            bad = ~np.isfinite(run)
+            if bad.any():
+                j = int(np.nonzero(bad.any(axis=0))[0][0])
+                raise ValueError(
+                    f"run {i}, feature {feature_names[j]!r} contains NaN or infinite values"
+                )
+            runs.append(run)
+        return runs
+
+    @staticmethod
+    def _validate_epochs(epochs: list[np.ndarray] | None, lengths: np.ndarray) -> list[np.ndarray]:
+        if epochs is None:
+            return [np.arange(n, dtype=np.float64) for n in lengths]
+        if len(epochs) != len(lengths):
+            raise ValueError(f"got {len(epochs)} epoch arrays for {len(lengths)} runs")
+        out = []
+        for i, (ep, n) in enumerate(zip(epochs, lengths, strict=True)):
+            ep = np.asarray(ep, dtype=np.float64)
+            if ep.shape != (n,):
+                raise ValueError(f"run {i}: epochs has shape {ep.shape}, expected ({n},)")
+            out.append(ep)
+        return out
+
+    @staticmethod
+    def _validate_convergence(conv: list[float | None] | None, n_runs: int) -> np.ndarray:
+        if conv is None:
+            return np.full(n_runs, np.nan)
+        if len(conv) != n_runs:
+            raise ValueError(f"got {len(conv)} convergence epochs for {n_runs} runs")
+        return np.array([np.nan if c is None else float(c) for c in conv])
+
+    def _fit_best(
+        self, X: np.ndarray, lengths: np.ndarray, n_states: int, rng: np.random.Generator
+    ) -> tuple[GaussianHMM | None, float]:
+        """Best of n_restarts EM fits (by log-likelihood on X), or (None, -inf) if all fail."""
+        best, best_ll = None, -np.inf
+        if n_states > len(X):
+            return best, best_ll
+        for seed in rng.integers(0, 2**31 - 1, size=self.n_restarts):
+            model = GaussianHMM(
+                n_components=n_states,
+                covariance_type=self.covariance_type,
+                n_iter=self.n_iter,
+                tol=self.tol,
+                random_state=int(seed),
+                implementation="scaling",
+            )
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    model.fit(X, lengths)
+                    ll = model.score(X, lengths)
+            except (ValueError, np.linalg.LinAlgError):
+                continue  # a degenerate restart (e.g. an emptied state); try the next seed
+            if np.isfinite(ll) and ll > best_ll:
+                best, best_ll = model, float(ll)
+        return best, best_ll
+
+    def _select_n_states(self, z_runs: list[np.ndarray], rng: np.random.Generator) -> None:
+        """Choose n_states_ by BIC = -2 log L(held-out) + k ln T(held-out)."""
+        n_runs = len(z_runs)
+        n_heldout = min(n_runs - 1, max(1, round(self.heldout_fraction * n_runs)))
+        if self.heldout_fraction == 0 or n_runs < 2:
+            if n_runs < 2:
+                warnings.warn(
+                    "a single run leaves none to hold out; choosing n_states by BIC on the "
+                    "training data",
+                    TrainingMapWarning,
+                    stacklevel=3,
+                )
+            n_heldout = 0
+        order = rng.permutation(n_runs)
+        heldout = np.sort(order[:n_heldout])
+        fit = np.sort(order[n_heldout:])
+        self.heldout_runs_, self.fit_runs_ = heldout, fit
+        self.selection_on_heldout_ = n_heldout > 0
+        eval_runs = heldout if n_heldout > 0 else fit
+
+        X_fit = np.concatenate([z_runs[i] for i in fit])
+        len_fit = self.lengths_[fit]
+        X_eval = np.concatenate([z_runs[i] for i in eval_runs])
+        len_eval = self.lengths_[eval_runs]
+        d = X_fit.shape[1]
+
+        self.bic_: dict[int, float] = {}
+        self.heldout_loglik_: dict[int, float] = {}
+        for n in self.n_states_range:
+            model, _ = self._fit_best(X_fit, len_fit, int(n), rng)
+            if model is None:
+                warnings.warn(
+                    f"every restart with {n} states failed; skipping n = {n}",
+                    TrainingMapWarning,
+                    stacklevel=3,
+                )
+                self.bic_[int(n)] = math.inf
+                self.heldout_loglik_[int(n)] = -math.inf
+                continue
+            ll = float(model.score(X_eval, len_eval))
+            k = n_free_parameters(int(n), d, self.covariance_type)
+            self.heldout_loglik_[int(n)] = ll
+            self.bic_[int(n)] = -2.0 * ll + k * math.log(len(X_eval))
+        if all(math.isinf(b) for b in self.bic_.values()):
+            raise RuntimeError("model selection failed for every number of states")
+        self.n_states_ = min(self.bic_, key=self.bic_.__getitem__)
+
+    def _relabel(self, model: GaussianHMM, path: np.ndarray) -> tuple[GaussianHMM, np.ndarray]:
+        """Renumber states by mean normalised time of their checkpoints (see module doc)."""
+        rel_time = np.concatenate([np.linspace(0.0, 1.0, n) for n in self.lengths_])
+        n = model.n_components
+        centre = np.array(
+            [rel_time[path == s].mean() if np.any(path == s) else np.inf for s in range(n)]
+        )
+        order = np.argsort(centre, kind="stable")  # order[new] = old
+        new_of_old = np.empty(n, dtype=int)
+        new_of_old[order] = np.arange(n)
+        covars = model.covars_  # full (n, d, d) matrices whatever the covariance type
+        if self.covariance_type == "diag":
+            covars = np.array([np.diag(c) for c in covars])
+        model.startprob_ = model.startprob_[order]
+        model.transmat_ = model.transmat_[np.ix_(order, order)]
+        model.means_ = model.means_[order]
+        model.covars_ = covars[order]
+        return model, new_of_old[path]
+
+    # ---------------------------------------------------------------- summaries
+
+    def _summarise(self, raw: np.ndarray, path: np.ndarray) -> None:
+        n = self.n_states_
+        counts = np.bincount(path, minlength=n)
+        self.occupancy_ = counts / counts.sum()
+        self.state_means_ = np.full((n, raw.shape[1]), np.nan)
+        for s in range(n):
+            if counts[s]:
+                self.state_means_[s] = raw[path == s].mean(axis=0)
+
+        self.visited_ = np.zeros((self.n_runs_, n), dtype=bool)
+        self.time_share_ = np.zeros((self.n_runs_, n))
+        pair_counts: dict[tuple[int, int], int] = {}
+        for i, p in enumerate(self.paths_):
+            share = np.bincount(p, minlength=n) / len(p)
+            self.time_share_[i] = share
+            self.visited_[i] = share > 0
+            for a, b in zip(p[:-1], p[1:], strict=True):
+                if a != b:
+                    pair_counts[(int(a), int(b))] = pair_counts.get((int(a), int(b)), 0) + 1
+        self.transitions_ = [
+            Transition(a, b, float(self.model_.transmat_[a, b]), c)
+            for (a, b), c in sorted(pair_counts.items())
+        ]
+        self.states_ = [self._state_summary(s) for s in range(n)]
+        self.detours_ = [s.id for s in self.states_ if s.detour]
+        self.n_censored_ = int(np.isnan(self.convergence_epochs_).sum())
+
+    def _state_summary(self, s: int) -> StateSummary:
+        conv = self.convergence_epochs_
+        observed = np.isfinite(conv)
+        visits = self.visited_[:, s]
+        vis_conv, oth_conv = conv[visits & observed], conv[~visits & observed]
+
+        p_value = later = None
+        if len(vis_conv) and len(oth_conv):
+            test = stats.mannwhitneyu(vis_conv, oth_conv, alternative="two-sided")
+            p_value = float(np.clip(test.pvalue, 0.0, 1.0))
+            later = bool(test.statistic > len(vis_conv) * len(oth_conv) / 2)
+
+        time_corr = time_p = None
+        share = self.time_share_[observed, s]
+        if observed.sum() >= 3 and np.ptp(share) > 0 and np.ptp(conv[observed]) > 0:
+            rho = stats.spearmanr(share, conv[observed])
+            time_corr = _optional_float(rho.statistic)
+            time_p = _optional_float(np.clip(rho.pvalue, 0.0, 1.0))
+
+        obligatory = bool(visits.all())
+        detour = (not obligatory) and p_value is not None and p_value < self.alpha and bool(later)
+        return StateSummary(
+            id=s,
+            means={
+                name: _optional_float(v)
+                for name, v in zip(self.feature_names_in_, self.state_means_[s], strict=True)
+            },
+            occupancy=float(self.occupancy_[s]),
+            visited_runs=[int(i) for i in np.nonzero(visits)[0]],
+            obligatory=obligatory,
+            detour=detour,
+            p_value=p_value,
+            later_for_visitors=later,
+            time_corr=time_corr,
+            time_p_value=time_p,
+            mean_convergence_epoch_visitors=(float(vis_conv.mean()) if len(vis_conv) else None),
+            mean_convergence_epoch_others=float(oth_conv.mean()) if len(oth_conv) else None,
+            n_censored_visitors=int((visits & ~observed).sum()),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable summary of the fitted map (NaN/inf become None)."""
+        check_is_fitted(self, "model_")
+        return {
+            "n_states": int(self.n_states_),
+            "bic": {str(n): _optional_float(b) for n, b in self.bic_.items()},
+            "selection_on_heldout": bool(self.selection_on_heldout_),
+            "transitions": [
+                {"from": t.source, "to": t.target, "probability": t.probability, "count": t.count}
+                for t in self.transitions_
+            ],
+            "states": [asdict(s) for s in self.states_],
+            "feature_names": list(self.feature_names_in_),
+            "modelled_features": list(self.feature_names_),
+            "n_runs": int(self.n_runs_),
+            "n_censored": int(self.n_censored_),
+        }

@@ -1,0 +1,67 @@
+"""Named activations: cache or patch any intermediate by its TransformerLens-style name.
+
+A model routes every named intermediate through :meth:`HookedModule.hook`. With no cache and no
+patches the call is free; :meth:`run_with_cache` records activations and :meth:`run_with_hooks`
+replaces them with ``fn(activation, name)`` (the TransformerLens convention).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+HookFn = Callable[[torch.Tensor, str], torch.Tensor | None]
+
+
+class HookedModule(nn.Module):
+    """Base class giving a model cache / patch hooks on its named activations."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cache: dict[str, torch.Tensor] | None = None
+        self._cache_names: set[str] | None = None
+        self._patches: dict[str, HookFn] = {}
+
+    @property
+    def hooks_active(self) -> bool:
+        return self._cache is not None or bool(self._patches)
+
+    def hook(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """Apply a patch registered for ``name`` and record the result when caching."""
+        if name in self._patches:
+            out = self._patches[name](x, name)
+            if out is not None:
+                x = out
+        if self._cache is not None and (self._cache_names is None or name in self._cache_names):
+            self._cache[name] = x.detach()
+        return x
+
+    def hook_names(self) -> list[str]:
+        """Every activation name the full forward pass produces, in order."""
+        raise NotImplementedError
+
+    def run_with_cache(
+        self, tokens: torch.Tensor, names: list[str] | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits and a dict of the named activations (all of them, or only ``names``)."""
+        self._cache, self._cache_names = {}, set(names) if names else None
+        try:
+            logits = self(tokens)
+            return logits, self._cache
+        finally:
+            self._cache, self._cache_names = None, None
+
+    def run_with_hooks(
+        self, tokens: torch.Tensor, fwd_hooks: list[tuple[str, HookFn]]
+    ) -> torch.Tensor:
+        """Logits with each named activation replaced by what its hook returns."""
+        unknown = [n for n, _ in fwd_hooks if n not in self.hook_names()]
+        if unknown:
+            raise KeyError(f"unknown hook name(s): {', '.join(unknown)}")
+        self._patches = dict(fwd_hooks)
+        try:
+            return self(tokens)
+        finally:
+            self._patches = {}

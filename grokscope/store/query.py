@@ -1,0 +1,90 @@
+"""Queries over many run directories (DuckDB over their parquet files)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from grokscope.errors import RunDirError
+
+RUN_COLUMNS = [
+    "run",
+    "task",
+    "op",
+    "p",
+    "seed",
+    "state",
+    "epochs",
+    "train_acc",
+    "test_acc",
+    "t_mem_epoch",
+    "t_grok_epoch",
+]
+
+
+def find_runs(root: Path) -> list[Path]:
+    """Every directory under ``root`` (itself included) that holds a config.json, sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise RunDirError(f"directory {root} does not exist")
+    return sorted(p.parent for p in root.rglob("config.json") if p.parent.name != "sweep")
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def runs_table(
+    root: Path, mem_threshold: float = 0.99, grok_threshold: float = 0.99
+) -> pd.DataFrame:
+    """One row per run under ``root``: task, status, epochs trained, final accuracies, and
+    t_mem / t_grok = first evaluated epoch with train / test accuracy >= the thresholds (null
+    when not reached)."""
+    runs = find_runs(root)
+    meta = []
+    for run in runs:
+        cfg, status = _read(run / "config.json"), _read(run / "status.json")
+        task = cfg.get("task", {})
+        meta.append(
+            {
+                "run": str(run),
+                "task": task.get("name"),
+                "op": task.get("op"),
+                "p": task.get("p") if task.get("name") == "modular" else None,
+                "seed": cfg.get("train", {}).get("seed"),
+                "state": status.get("state", "unknown"),
+            }
+        )
+    meta_df = pd.DataFrame(meta, columns=["run", "task", "op", "p", "seed", "state"])
+    files = [str(r / "metrics.parquet") for r in runs if (r / "metrics.parquet").is_file()]
+    if not files:
+        for col in RUN_COLUMNS[6:]:
+            meta_df[col] = None
+        meta_df["epochs"] = None
+        return meta_df[RUN_COLUMNS]
+    con = duckdb.connect()
+    con.register("meta_df", meta_df)
+    query = f"""
+        WITH m AS (
+            SELECT regexp_replace(filename, '/metrics\\.parquet$', '') AS run, *
+            FROM read_parquet({files!r}, filename = true, union_by_name = true)
+        ), agg AS (
+            SELECT run,
+                max(epoch) AS epochs,
+                arg_max(train_acc, epoch) AS train_acc,
+                arg_max(test_acc, epoch) AS test_acc,
+                min(epoch) FILTER (WHERE train_acc >= {mem_threshold}) AS t_mem_epoch,
+                min(epoch) FILTER (WHERE test_acc >= {grok_threshold}) AS t_grok_epoch
+            FROM m GROUP BY run
+        )
+        SELECT meta_df.run, task, op, p, seed, state, epochs, train_acc, test_acc,
+               t_mem_epoch, t_grok_epoch
+        FROM meta_df LEFT JOIN agg USING (run) ORDER BY meta_df.run
+    """
+    return con.execute(query).df()

@@ -1,0 +1,108 @@
+"""Gradient and weight interventions known to change grokking, applied between backward and step.
+
+- Grokfast (Lee et al. 2024): amplify the slow component of the gradient. EMA filter:
+  mu <- alpha mu + (1 - alpha) g; g <- g + lambda mu (defaults alpha 0.98, lambda 2.0). Moving
+  average: g <- g + lambda * mean of the last w gradients, once w gradients have been seen.
+- Orthogonal gradient, "perp-Grad" (Prieto et al. 2025): per parameter tensor
+  g_perp = g - (<w, g> / <w, w>) w, rescaled to the norm of g.
+- Weight-norm constraint (Liu, Michaud & Tegmark 2023, Omnigrok): after every step rescale all
+  parameters together to a fixed total L2 norm.
+- Weight decay toward the initial weights instead of toward zero.
+
+Each filter keeps its state as a dict of tensors so that checkpoints can store and restore it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from grokscope.config import OptimConfig
+
+
+class GradFilter:
+    """Grokfast filter state for a list of named parameters (``kind`` none / ema / ma)."""
+
+    def __init__(self, cfg: OptimConfig, names: list[str]) -> None:
+        self.kind, self.names = cfg.grokfast, names
+        self.alpha, self.lam, self.window = (
+            cfg.grokfast_alpha,
+            cfg.grokfast_lambda,
+            cfg.grokfast_window,
+        )
+        self.ema: dict[str, torch.Tensor] = {}
+        self.history: dict[str, torch.Tensor] = {}  # (window, *shape) ring buffer per parameter
+        self.seen = 0
+
+    @torch.no_grad()
+    def apply(self, params: list[torch.nn.Parameter]) -> None:
+        """Replace each parameter's .grad by its filtered version, in place."""
+        if self.kind == "none":
+            return
+        slot = self.seen % self.window
+        self.seen += 1
+        for name, p in zip(self.names, params, strict=True):
+            g = p.grad
+            if self.kind == "ema":
+                if name not in self.ema:
+                    self.ema[name] = g.clone()
+                else:
+                    self.ema[name].mul_(self.alpha).add_(g, alpha=1 - self.alpha)
+                g.add_(self.ema[name], alpha=self.lam)
+            else:
+                if name not in self.history:
+                    self.history[name] = torch.zeros(
+                        (self.window, *g.shape), dtype=g.dtype, device=g.device
+                    )
+                self.history[name][slot].copy_(g)
+                if self.seen >= self.window:
+                    g.add_(self.history[name].mean(dim=0), alpha=self.lam)
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        out = {f"ema.{k}": v for k, v in self.ema.items()}
+        out.update({f"history.{k}": v for k, v in self.history.items()})
+        out["seen"] = torch.tensor(self.seen, dtype=torch.int64)
+        return out
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor], device: torch.device) -> None:
+        self.seen = int(tensors.get("seen", torch.tensor(0)))
+        self.ema = {k[4:]: v.to(device) for k, v in tensors.items() if k.startswith("ema.")}
+        self.history = {k[8:]: v.to(device) for k, v in tensors.items() if k.startswith("history.")}
+
+
+@torch.no_grad()
+def orthogonalize_gradients(params: list[torch.nn.Parameter], eps: float = 1e-30) -> None:
+    """perp-Grad (Prieto et al. 2025): remove from each gradient its component along the
+    weights, then rescale it to the original gradient norm."""
+    for p in params:
+        g, w = p.grad, p.detach()
+        ww = torch.sum(w * w)
+        if ww <= eps:
+            continue
+        norm = torch.linalg.vector_norm(g)
+        g.sub_(w * (torch.sum(w * g) / ww))
+        new_norm = torch.linalg.vector_norm(g)
+        if new_norm > eps:
+            g.mul_(norm / new_norm)
+
+
+@torch.no_grad()
+def decay_toward(
+    params: list[torch.nn.Parameter], targets: list[torch.Tensor], factor: float
+) -> None:
+    """w <- w - factor * (w - w0): decoupled weight decay toward fixed targets (e.g. the init)."""
+    for p, t in zip(params, targets, strict=True):
+        p.sub_(p - t, alpha=factor)
+
+
+@torch.no_grad()
+def total_norm(params: list[torch.nn.Parameter]) -> torch.Tensor:
+    """L2 norm of all parameters together."""
+    return torch.sqrt(sum(torch.sum(p.detach().double() ** 2) for p in params))
+
+
+@torch.no_grad()
+def project_to_norm(params: list[torch.nn.Parameter], target: float) -> None:
+    """Rescale all parameters together so their total L2 norm equals ``target`` (Omnigrok)."""
+    scale = target / float(total_norm(params))
+    for p in params:
+        p.mul_(scale)
