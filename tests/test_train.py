@@ -1,0 +1,159 @@
+"""Training: warmup, float64 loss, determinism, resume == uninterrupted, divergence, schedule."""
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from grokscope.store import rundir
+from grokscope.store.runner import train_run
+from grokscope.train.loop import checkpoint_epochs, first_reached, lr_at
+from grokscope.train.losses import cross_entropy64
+
+
+def test_warmup_is_linear_from_zero():
+    assert lr_at(0, 1e-3, 10) == 0.0
+    assert lr_at(5, 1e-3, 10) == pytest.approx(5e-4)
+    assert lr_at(10, 1e-3, 10) == lr_at(500, 1e-3, 10) == 1e-3
+    assert lr_at(0, 1e-3, 0) == 1e-3
+
+
+def test_loss_is_float64_and_matches_definition():
+    logits = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 10.0]])
+    y = torch.tensor([2, 0])
+    loss = cross_entropy64(logits, y)
+    assert loss.dtype == torch.float64
+    want = (-(3 - math.log(math.e + math.e**2 + math.e**3)) + math.log(2 + math.e**10)) / 2
+    assert float(loss) == pytest.approx(want, rel=1e-12)
+
+
+def test_checkpoint_schedule_dense_then_regular():
+    assert checkpoint_epochs(1000, 100) == [
+        0,
+        1,
+        2,
+        5,
+        10,
+        20,
+        50,
+        100,
+        200,
+        300,
+        400,
+        500,
+        600,
+        700,
+        800,
+        900,
+        1000,
+    ]
+    assert checkpoint_epochs(25, 10) == [0, 1, 2, 5, 10, 20, 25]
+
+
+def test_first_reached_is_censored():
+    rows = [{"epoch": 0, "a": 0.1}, {"epoch": 5, "a": 0.995}, {"epoch": 10, "a": 1.0}]
+    assert first_reached(rows, "a", 0.99) == 5
+    assert first_reached(rows, "a", 1.01) is None
+
+
+def _metrics(run):
+    return rundir.read_metrics(run).drop(columns=["wall_s"])
+
+
+def test_run_directory_contents(tmp_path, tiny):
+    cfg = tiny()
+    status = train_run(cfg, tmp_path / "r")
+    run = tmp_path / "r"
+    assert status["state"] == "done" and status["epochs_done"] == 60
+    df = rundir.read_metrics(run)
+    assert list(df["epoch"]) == sorted(set(range(0, 61, 5)) | {1, 2})
+    for col in [
+        "epoch",
+        "train_loss",
+        "train_acc",
+        "test_loss",
+        "test_acc",
+        "weight_norm_sq",
+        "lr",
+        "wall_s",
+    ]:
+        assert col in df.columns
+    assert rundir.list_epochs(run) == [0, 1, 2, 5, 10, 20, 40, 60]
+    assert rundir.read_config(run) == cfg  # every field written out and read back
+    # the loss went down: training does something
+    assert df["train_loss"].iloc[-1] < 0.8 * df["train_loss"].iloc[0]
+    assert not list((run).rglob("*.tmp"))
+    assert status["t_mem_epoch"] == first_reached(df.to_dict("records"), "train_acc", 0.99)
+
+
+def test_same_seed_same_numbers_other_seed_differs(tmp_path, tiny):
+    train_run(tiny("train.epochs=20"), tmp_path / "a")
+    train_run(tiny("train.epochs=20"), tmp_path / "b")
+    train_run(tiny("train.epochs=20", "train.seed=1"), tmp_path / "c")
+    pd.testing.assert_frame_equal(_metrics(tmp_path / "a"), _metrics(tmp_path / "b"))
+    assert not _metrics(tmp_path / "a").equals(_metrics(tmp_path / "c"))
+
+
+@pytest.mark.parametrize("extra", [[], ["optim.batch_size=64"], ["optim.grokfast=ema"]])
+def test_ctrl_c_then_resume_equals_uninterrupted(tmp_path, tiny, extra):
+    """SIGINT mid-run: the run stops at an epoch boundary, saves, and --resume completes it."""
+    import os
+    import signal
+
+    train_run(tiny(*extra), tmp_path / "full")
+
+    def interrupt(row):
+        if row["epoch"] == 25:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    status = train_run(tiny(*extra), tmp_path / "cut", progress=interrupt)
+    assert status["state"] == "interrupted" and 25 <= status["epochs_done"] < 60
+    status = train_run(None, tmp_path / "cut", resume=True)
+    assert status["state"] == "done" and status["epochs_done"] == 60
+    pd.testing.assert_frame_equal(_metrics(tmp_path / "full"), _metrics(tmp_path / "cut"))
+
+
+def test_resume_after_kill_equals_uninterrupted(tmp_path, tiny):
+    """Simulate a hard kill: copy the run directory as it was at the epoch-40 checkpoint."""
+    import shutil
+
+    cfg = tiny()
+    seen = {}
+
+    def snapshot(row):
+        if row["epoch"] == 45 and "copied" not in seen:  # after the epoch-40 checkpoint
+            shutil.copytree(tmp_path / "full", tmp_path / "killed")
+            seen["copied"] = True
+
+    train_run(cfg, tmp_path / "full", progress=snapshot)
+    killed = tmp_path / "killed"
+    assert rundir.read_status(killed)["state"] == "running"
+    status = train_run(None, killed, resume=True)
+    assert status["state"] == "done"
+    pd.testing.assert_frame_equal(_metrics(tmp_path / "full"), _metrics(killed))
+    a = rundir.load_weights(tmp_path / "full", 60)
+    b = rundir.load_weights(killed, 60)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_divergence_is_recorded(tmp_path, tiny):
+    status = train_run(tiny("optim.lr=1e30", "optim.warmup_steps=0"), tmp_path / "d")
+    assert status["state"] == "diverged"
+    assert isinstance(status["diverged_epoch"], int) and status["diverged_epoch"] < 60
+    assert rundir.read_metrics(tmp_path / "d")["epoch"].max() <= status["diverged_epoch"]
+
+
+def test_early_stop_after_grokking(tmp_path, tiny):
+    status = train_run(
+        tiny(
+            "train.epochs=3000",
+            "train.early_stop_after=10",
+            "task.train_fraction=0.8",
+            "train.grok_threshold=0.2",
+        ),
+        tmp_path / "e",
+    )
+    assert status["state"] == "done"
+    assert status["t_grok_epoch"] is not None
+    assert status["epochs_done"] == status["t_grok_epoch"] + 10
