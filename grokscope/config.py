@@ -102,7 +102,8 @@ class TrainConfig:
     early epochs (1, 2, 5, 10, 20, ...) below ``checkpoint_every`` and then every
     ``checkpoint_every`` epochs. ``early_stop_after`` >= 0 stops that many epochs after test
     accuracy first reaches ``grok_threshold`` (-1: never). ``seed`` is the model seed (the data
-    seed lives in the task).
+    seed lives in the task). ``threads`` > 0 sets torch's CPU thread count (0 keeps torch's
+    default); one thread per process is fastest when several runs share the cores.
     """
 
     epochs: int = 25000
@@ -110,6 +111,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     seed: int = 0
     device: str = "auto"
+    threads: int = 0
     deterministic: bool = True
     mem_threshold: float = 0.99
     grok_threshold: float = 0.99
@@ -244,6 +246,8 @@ def validate(cfg: Config) -> None:
 
     if r.epochs < 1:
         raise ConfigError(f"train.epochs must be >= 1, got {r.epochs}")
+    if r.threads < 0:
+        raise ConfigError(f"train.threads must be >= 0 (0 = torch default), got {r.threads}")
     if r.eval_every < 1 or r.checkpoint_every < 1:
         raise ConfigError("train.eval_every and train.checkpoint_every must be >= 1")
     if r.device not in ("auto", "cpu", "cuda", "mps") and not r.device.startswith("cuda:"):

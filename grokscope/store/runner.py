@@ -13,6 +13,8 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
+
 from grokscope import config as config_mod
 from grokscope.errors import RunDirError
 from grokscope.store import rundir
@@ -75,6 +77,8 @@ def train_run(
         rundir.write_config(run, cfg)
         rows = []
 
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
     set_determinism(cfg.train.deterministic, device)
     ds = build_dataset(cfg.task)
