@@ -62,10 +62,13 @@ def fast_pass_flops(cfg, n_examples: int, d_vocab: int) -> float:
     """Multiply-adds x 2 of grokscope's pass per epoch: forward plus backward (~2x forward)."""
     m = cfg.model
     he = m.n_heads * m.d_head
-    tables = 3 * d_vocab * m.d_model * 2 * he  # K and V tables for every position
+    tables = (
+        3 * d_vocab * m.d_model * 2 * he  # K and V tables for every position
+        + d_vocab * m.d_model * he  # query table
+        + d_vocab * 3 * d_vocab * he  # score table
+    )
     per_example = (
-        m.d_model * he  # query at the last position
-        + 2 * 3 * he  # scores and weighted values
+        3 * he  # weighted values
         + he * m.d_model  # W_O
         + 2 * m.d_model * m.d_mlp  # W_in, W_out
         + m.d_model * d_vocab  # W_U

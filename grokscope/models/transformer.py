@@ -14,7 +14,8 @@ Every task here is read out at the last position only, so the training forward p
 just what that position depends on: keys and values at every position, but the query, the MLP
 and the unembedding at the last position alone. For a one-layer model without LayerNorm the keys,
 values and queries are moreover functions of (token, position) only, so they are looked up from
-per-position tables of size d_vocab instead of being computed per example. The function is the
+per-position tables of size d_vocab instead of being computed per example, and so are the
+attention scores (query token x key token x key position). The function is the
 same; :meth:`Transformer.forward` uses the full pass (every position, every hook) whenever a cache
 or a patch is active.
 """
@@ -220,16 +221,7 @@ class Transformer(HookedModule):
         batch, n = tokens.shape
         HE = self.cfg.n_heads * self.cfg.d_head
         if self.cfg.n_layers == 1 and not self.cfg.layernorm:
-            attn = self.blocks[0].attn
-            # x[token, pos] = W_E[token] + W_pos[pos]: per-position tables, then a lookup.
-            x_table = self.embed.W_E.unsqueeze(0) + self.pos_embed.W_pos[:n].unsqueeze(1)
-            kv_table = x_table.reshape(n * self.d_vocab, -1) @ _heads_to_cols(attn.W_K, attn.W_V)
-            index = tokens + torch.arange(n, device=tokens.device) * self.d_vocab
-            k, v = F.embedding(index, kv_table).split(HE, dim=-1)
-            last = F.embedding(tokens[:, -1], x_table[-1])
-            q = last @ _heads_to_cols(attn.W_Q)
-            resid = last + self._attend_last(0, q, k, v)
-            return self._unembed(resid + self._mlp_fast(0, resid))
+            return self._forward_tables(tokens)
         resid = self.embed.W_E[tokens] + self.pos_embed.W_pos[:n].unsqueeze(0)
         for i in range(self.cfg.n_layers - 1):
             x = self.blocks[i].ln1(resid) if self.cfg.layernorm else resid
@@ -242,6 +234,26 @@ class Transformer(HookedModule):
         resid = resid[:, -1] + self._attend_last(i, q, k, v)
         x = self.blocks[i].ln2(resid) if self.cfg.layernorm else resid
         return self._unembed(resid + self._mlp_fast(i, x))
+
+    def _forward_tables(self, tokens: torch.Tensor) -> torch.Tensor:
+        """One layer, no LayerNorm: the residual before attention is W_E[token] + W_pos[pos], so
+        queries, keys, values and even the attention scores (query token x key token x key
+        position) are small tables, looked up per example."""
+        batch, n = tokens.shape
+        V, H, E = self.d_vocab, self.cfg.n_heads, self.cfg.d_head
+        attn = self.blocks[0].attn
+        x_table = self.embed.W_E.unsqueeze(0) + self.pos_embed.W_pos[:n].unsqueeze(1)  # (n, V, D)
+        kv_table = x_table.reshape(n * V, -1) @ _heads_to_cols(attn.W_K, attn.W_V)
+        k_table, v_table = kv_table.split(H * E, dim=-1)  # rows: position * V + token
+        q_table = (x_table[-1] @ _heads_to_cols(attn.W_Q)).view(V, H, E)
+        s_table = torch.einsum("qhe,khe->qkh", q_table, k_table.view(n * V, H, E)) / math.sqrt(E)
+        key_rows = tokens + torch.arange(n, device=tokens.device) * V  # (batch, n)
+        scores = F.embedding(tokens[:, -1:] * (n * V) + key_rows, s_table.reshape(-1, H))
+        pattern = scores.softmax(dim=1).unsqueeze(-1)  # (batch, key pos, heads, 1)
+        v = F.embedding(key_rows, v_table).view(batch, n, H, E)
+        z = (pattern * v).sum(dim=1).reshape(batch, H * E)
+        resid = F.embedding(tokens[:, -1], x_table[-1]) + z @ attn.W_O.reshape(H * E, -1)
+        return self._unembed(resid + self._mlp_fast(0, resid))
 
     def _mlp_fast(self, i: int, x: torch.Tensor) -> torch.Tensor:
         mlp = self.blocks[i].mlp
