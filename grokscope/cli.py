@@ -200,6 +200,17 @@ def show_config(
     console.print_json(config_mod.dumps(cfg))
 
 
+@app.command()
+def report(run: Path = typer.Argument(..., help="a run directory")) -> None:
+    """Write RUN/report.html: headline numbers, every figure (embedded) and the config.
+
+    Example: grokscope report runs/quick
+    """
+    from grokscope.report.html import write_report
+
+    console.print(f"wrote {write_report(run)}")
+
+
 def main() -> None:
     """Entry point: run the app, turning user mistakes into one line and exit status 2."""
     try:

@@ -34,10 +34,12 @@ RESUME_RE = re.compile(r"^resume_(\d{8})\.safetensors$")
 STATES = ("running", "interrupted", "done", "diverged", "failed")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync it, rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; run files are meant to be shared
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -51,7 +53,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def write_json(path: Path, obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON."""
-    _atomic_write(Path(path), (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
+    atomic_write(Path(path), (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
 
 
 def _json_default(obj: Any) -> Any:
@@ -77,7 +79,7 @@ def write_table(path: Path, df: pd.DataFrame) -> None:
     """Atomically write a DataFrame as parquet."""
     sink = pa.BufferOutputStream()
     pq.write_table(pa.Table.from_pandas(df, preserve_index=False), sink)
-    _atomic_write(Path(path), sink.getvalue().to_pybytes())
+    atomic_write(Path(path), sink.getvalue().to_pybytes())
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -163,9 +165,9 @@ def save_checkpoint(
     The resume file carries ``meta`` (epoch, step, ...) as safetensors metadata, so it is written
     in one atomic rename together with the tensors.
     """
-    _atomic_write(checkpoint_path(run, epoch), save(_contiguous_cpu(weights)))
+    atomic_write(checkpoint_path(run, epoch), save(_contiguous_cpu(weights)))
     blob = save(_contiguous_cpu(resume), metadata={"meta": json.dumps(meta)})
-    _atomic_write(resume_path(run, epoch), blob)
+    atomic_write(resume_path(run, epoch), blob)
     for old in list_epochs(run, RESUME_RE):
         if old != epoch:
             resume_path(run, old).unlink(missing_ok=True)
