@@ -100,3 +100,15 @@ def test_corrupt_checkpoint_falls_back_or_fails_clearly(trained, monkeypatch, ca
     rundir.checkpoint_path(trained, 10).write_bytes(b"\x00" * 10)
     with pytest.raises(rundir.RunDirError, match="corrupt"):
         rundir.load_weights(trained, 10)
+
+
+def test_every_command_help_has_an_example():
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    names = [c.name or c.callback.__name__ for c in cli.app.registered_commands]
+    assert {"train", "runs", "show", "config", "report"} <= set(names)
+    for name in names:
+        result = runner.invoke(cli.app, [name, "--help"])
+        assert result.exit_code == 0, name
+        assert "Example:" in result.output, f"{name} --help has no example"
