@@ -30,9 +30,11 @@ Decisions not fixed by the paper, and documented here:
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -41,7 +43,9 @@ import pandas as pd
 from hmmlearn.hmm import GaussianHMM
 from scipy import stats
 from sklearn.base import BaseEstimator
+from sklearn.cluster import KMeans
 from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
 _COVARIANCE_TYPES = ("diag", "full")
 
@@ -124,7 +128,7 @@ def standardise_runs(
         warnings.warn(
             f"features constant in every run carry no information and are dropped: {dropped}",
             TrainingMapWarning,
-            stacklevel=3,
+            stacklevel=2,
         )
     partial = [
         (int(i), feature_names[j]) for i, j in zip(*np.nonzero(constant), strict=True) if j in kept
@@ -135,7 +139,7 @@ def standardise_runs(
         warnings.warn(
             f"features constant within a run were set to z = 0 there ({shown}{more})",
             TrainingMapWarning,
-            stacklevel=3,
+            stacklevel=2,
         )
     if not kept:
         raise ValueError("every feature is constant in every run; nothing to model")
@@ -162,6 +166,19 @@ def runs_from_table(
     return sequences, epochs, run_ids
 
 
+@contextmanager
+def _quiet_hmmlearn() -> Iterator[None]:
+    """Silence hmmlearn's per-fit log messages (convergence notes, emptied states) while
+    fitting many restarts; TrainingMap counts those events in its fitted attributes."""
+    logger = logging.getLogger("hmmlearn")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _optional_float(value: float) -> float | None:
     """A Python float, or None for NaN/inf (keeps results JSON-serialisable)."""
     value = float(value)
@@ -172,8 +189,23 @@ class TrainingMap(BaseEstimator):
     """Gaussian-HMM training map of many runs (Hu, Chen, Saphra & Cho, TMLR 2023).
 
     Fit with per-run feature sequences; the number of states is chosen by BIC on held-out
-    runs. Fitted attributes end in ``_``: ``n_states_``, ``bic_``, ``model_``, ``paths_``,
-    ``transitions_``, ``state_means_``, ``occupancy_``, ``states_``, ``detours_`` and more.
+    runs, then the chosen model is refitted on all runs.
+
+    Parameters: ``n_states_range`` candidate numbers of states; ``n_restarts`` EM runs per
+    candidate (best training log-likelihood kept); ``covariance_type`` "diag" (the paper's
+    choice) or "full"; ``heldout_fraction`` share of runs held out for BIC (0: in-sample
+    BIC); ``alpha`` significance level for detours; ``n_iter`` EM iteration cap; ``tol`` EM
+    stopping threshold on the log-likelihood gain *per time point* (scale-free, unlike
+    hmmlearn's absolute ``tol``); ``random_state`` seeds the split and every restart.
+
+    Fitted attributes: ``n_states_``, ``bic_`` and ``heldout_loglik_`` ({n: value}),
+    ``model_`` (hmmlearn GaussianHMM on z-scored features), ``paths_`` (Viterbi states per
+    run), ``transitions_`` (list of Transition), ``state_means_`` (n_states x n_features,
+    raw units, columns ``feature_names_in_``), ``occupancy_``, ``visited_`` and
+    ``time_share_`` (runs x states), ``states_`` (list of StateSummary), ``detours_`` (state
+    ids), ``feature_names_`` (modelled features), ``n_censored_``, ``heldout_runs_``,
+    ``selection_on_heldout_``, and fit diagnostics ``n_fits_``, ``n_unconverged_fits_``
+    (stopped by ``n_iter``), ``n_failed_restarts_`` (degenerate, discarded).
     """
 
     def __init__(
@@ -184,7 +216,7 @@ class TrainingMap(BaseEstimator):
         heldout_fraction: float = 0.25,
         alpha: float = 0.05,
         n_iter: int = 100,
-        tol: float = 1e-3,
+        tol: float = 1e-4,
         random_state: int | None = 0,
     ) -> None:
         self.n_states_range = n_states_range
@@ -223,6 +255,7 @@ class TrainingMap(BaseEstimator):
         self.feature_names_ = [self.feature_names_in_[j] for j in kept]
 
         rng = np.random.default_rng(self.random_state)
+        self.n_fits_ = self.n_unconverged_fits_ = self.n_failed_restarts_ = 0
         self._select_n_states(z_runs, rng)
 
         X_all = np.concatenate(z_runs)
@@ -293,7 +326,16 @@ class TrainingMap(BaseEstimator):
     def _fit_best(
         self, X: np.ndarray, lengths: np.ndarray, n_states: int, rng: np.random.Generator
     ) -> tuple[GaussianHMM | None, float]:
-        """Best of n_restarts EM fits (by log-likelihood on X), or (None, -inf) if all fail."""
+        """Best of n_restarts EM fits (by log-likelihood on X), or (None, -inf) if all fail.
+
+        Each restart seeds the means with a single k-means++ / Lloyd run under its own seed
+        (hmmlearn's default runs k-means ten times per fit, which dominated the run time;
+        the restarts already supply the diversity). EM stops when the log-likelihood gain
+        per time point falls below ``tol``. Restarts that end degenerate (hmmlearn rejects
+        a state with no outgoing transitions) are discarded and counted. BLAS and OpenMP run
+        single-threaded during the fits: k-means and hmmlearn make many small calls for which
+        threads only add overhead (both ran ~10x slower with 2 threads on a busy 2-core box).
+        """
         best, best_ll = None, -np.inf
         if n_states > len(X):
             return best, best_ll
@@ -302,17 +344,31 @@ class TrainingMap(BaseEstimator):
                 n_components=n_states,
                 covariance_type=self.covariance_type,
                 n_iter=self.n_iter,
-                tol=self.tol,
+                tol=self.tol * len(X),
                 random_state=int(seed),
-                implementation="scaling",
+                init_params="stc",
             )
             try:
-                with warnings.catch_warnings():
+                with (
+                    warnings.catch_warnings(),
+                    _quiet_hmmlearn(),
+                    threadpool_limits(limits=1),
+                ):
                     warnings.simplefilter("ignore", RuntimeWarning)
+                    model.means_ = (
+                        KMeans(n_clusters=n_states, n_init=1, random_state=int(seed))
+                        .fit(X)
+                        .cluster_centers_
+                    )
                     model.fit(X, lengths)
                     ll = model.score(X, lengths)
             except (ValueError, np.linalg.LinAlgError):
-                continue  # a degenerate restart (e.g. an emptied state); try the next seed
+                self.n_failed_restarts_ += 1
+                continue
+            self.n_fits_ += 1
+            history = model.monitor_.history  # hmmlearn's `converged` is also True at n_iter
+            gain = history[-1] - history[-2] if len(history) >= 2 else np.inf
+            self.n_unconverged_fits_ += int(gain >= model.monitor_.tol)
             if np.isfinite(ll) and ll > best_ll:
                 best, best_ll = model, float(ll)
         return best, best_ll

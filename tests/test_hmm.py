@@ -1,0 +1,257 @@
+"""Planted-truth tests for grokscope.dynamics.hmm (Hu et al., TMLR 2023 training maps)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from grokscope.dynamics.hmm import (
+    TrainingMap,
+    TrainingMapWarning,
+    n_free_parameters,
+    runs_from_table,
+    standardise_runs,
+)
+
+FEATURES = ["f0", "f1", "f2", "f3"]
+START, DETOUR, FINAL = 0, 1, 2
+PLANTED_TRANSITIONS = {(START, DETOUR), (START, FINAL), (DETOUR, FINAL)}
+# Raw-unit state means (noise sd 1). The detour sits at 0.7 of the way from START to FINAL,
+# which is about where a non-detour run's per-run mean lies; so adding the detour to a run
+# barely moves that run's z-score centre and the three states keep their places after the
+# paper's per-run z-scoring (checked in test_planted_states_survive_per_run_zscore).
+PLANTED_MEANS = 4.0 * np.array([[0, 0, 0, 0], [0.7, 0.7, 0.7, -0.7], [1, 1, 1, -1]], dtype=float)
+
+
+def sample_planted_runs(
+    n_runs: int = 24, seed: int = 0
+) -> tuple[list[np.ndarray], list[np.ndarray], list[float], list[np.ndarray], np.ndarray]:
+    """Runs from a 3-state left-to-right explicit-duration HMM: START -> (DETOUR) -> FINAL.
+
+    A random half of the runs passes through DETOUR. Durations are drawn from narrow uniform
+    ranges (rather than geometric ones) so that time shares, and hence per-run z-scores, are
+    similar across runs. The convergence epoch is the epoch at which a run enters FINAL, so
+    detour runs converge later. Run lengths differ.
+    """
+    rng = np.random.default_rng(seed)
+    detour = np.zeros(n_runs, dtype=bool)
+    detour[rng.permutation(n_runs)[: n_runs // 2]] = True
+    sequences, states, convergence, epochs = [], [], [], []
+    for i in range(n_runs):
+        t_start = int(rng.integers(32, 38, endpoint=True))
+        t_detour = int(rng.integers(32, 38, endpoint=True)) if detour[i] else 0
+        length = int(rng.integers(110, 120, endpoint=True)) + t_detour
+        s = np.full(length, FINAL)
+        s[:t_start] = START
+        s[t_start : t_start + t_detour] = DETOUR
+        ep = 10.0 * np.arange(length)
+        sequences.append(PLANTED_MEANS[s] + rng.standard_normal((length, len(FEATURES))))
+        states.append(s)
+        convergence.append(float(ep[t_start + t_detour]))
+        epochs.append(ep)
+    return sequences, states, convergence, epochs, detour
+
+
+def state_mapping(tm: TrainingMap, states: list[np.ndarray]) -> dict[int, int]:
+    """Fitted state -> planted state by majority vote over time points."""
+    fitted, planted = np.concatenate(tm.paths_), np.concatenate(states)
+    return {
+        int(k): int(np.bincount(planted[fitted == k], minlength=3).argmax())
+        for k in np.unique(fitted)
+    }
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return sample_planted_runs()
+
+
+@pytest.fixture(scope="module")
+def fitted(planted):
+    sequences, _, convergence, epochs, _ = planted
+    tm = TrainingMap(n_states_range=range(1, 6), n_restarts=3, n_iter=50, random_state=0)
+    return tm.fit(sequences, FEATURES, convergence, epochs)
+
+
+def test_planted_states_survive_per_run_zscore(planted) -> None:
+    sequences, states, _, _, _ = planted
+    z_runs, kept = standardise_runs(sequences, FEATURES)
+    assert kept == [0, 1, 2, 3]
+    # Per run and state, the z-scored centre; balls of radius `spread` around the states'
+    # average centres must not overlap, so no state is split by run type.
+    centres: dict[int, list[np.ndarray]] = {START: [], DETOUR: [], FINAL: []}
+    for z, s in zip(z_runs, states, strict=True):
+        for k in centres:
+            if (s == k).any():
+                centres[k].append(z[s == k].mean(axis=0))
+    means = {k: np.mean(c, axis=0) for k, c in centres.items()}
+    spread = max(np.linalg.norm(c - means[k]) for k in centres for c in centres[k])
+    gap = min(np.linalg.norm(means[a] - means[b]) for a, b in [(0, 1), (0, 2), (1, 2)])
+    assert spread < gap / 2
+
+
+def test_planted_map_recovered(fitted, planted) -> None:
+    _, states, _, _, _ = planted
+    tm = fitted
+    assert tm.n_states_ == 3
+    assert tm.selection_on_heldout_
+    assert tm.bic_[3] < min(tm.bic_[2], tm.bic_[4])
+    mapping = state_mapping(tm, states)
+    assert sorted(mapping.values()) == [START, DETOUR, FINAL]  # a bijection
+    accuracy = np.mean(
+        np.vectorize(mapping.get)(np.concatenate(tm.paths_)) == np.concatenate(states)
+    )
+    assert accuracy > 0.97
+
+    decoded = {(mapping[t.source], mapping[t.target]) for t in tm.transitions_}
+    assert decoded == PLANTED_TRANSITIONS  # all planted ones, none with probability 0
+    for t in tm.transitions_:
+        assert t.source != t.target and t.count > 0
+        assert 0.0 < t.probability <= 1.0
+
+    by_planted = {mapping[s.id]: s for s in tm.states_}
+    assert by_planted[DETOUR].detour and not by_planted[DETOUR].obligatory
+    assert by_planted[DETOUR].later_for_visitors
+    assert not by_planted[START].detour and by_planted[START].obligatory
+    assert not by_planted[FINAL].detour and by_planted[FINAL].obligatory
+    assert tm.detours_ == [by_planted[DETOUR].id]
+    assert by_planted[DETOUR].time_corr > 0.5
+    for s in tm.states_:
+        for p in (s.p_value, s.time_p_value):
+            assert p is None or 0.0 <= p <= 1.0
+    assert by_planted[DETOUR].p_value < 0.01
+
+
+def test_state_means_in_original_units(fitted, planted) -> None:
+    _, states, _, _, _ = planted
+    mapping = state_mapping(fitted, states)
+    for k, planted_state in mapping.items():
+        np.testing.assert_allclose(
+            fitted.state_means_[k], PLANTED_MEANS[planted_state], atol=0.3
+        )
+    assert fitted.occupancy_.sum() == pytest.approx(1.0)
+
+
+def test_relabelled_model_decodes_to_paths(fitted, planted) -> None:
+    sequences = planted[0]
+    z_runs, _ = standardise_runs(sequences, FEATURES)
+    path = fitted.model_.predict(np.concatenate(z_runs), fitted.lengths_)
+    np.testing.assert_array_equal(path, np.concatenate(fitted.paths_))
+    assert [len(p) for p in fitted.paths_] == [len(s) for s in sequences]
+    assert len(set(fitted.lengths_)) > 1  # the planted runs have unequal lengths
+    # States are numbered by when they are occupied: runs start in state 0.
+    assert int(np.argmax(fitted.model_.startprob_)) == 0
+
+
+def test_to_dict_is_json_serialisable(fitted) -> None:
+    d = json.loads(json.dumps(fitted.to_dict(), allow_nan=False))
+    assert d["n_states"] == 3
+    assert set(d["bic"]) == {"1", "2", "3", "4", "5"}
+    assert {"from", "to", "probability", "count"} <= set(d["transitions"][0])
+    state = d["states"][0]
+    for key in ("id", "means", "occupancy", "visited_runs", "obligatory", "detour", "p_value",
+                "time_corr", "time_p_value", "mean_convergence_epoch_visitors"):
+        assert key in state
+    assert set(state["means"]) == set(FEATURES)
+    assert d["feature_names"] == FEATURES
+
+
+def test_censored_runs_are_excluded_from_tests(planted) -> None:
+    sequences, _, convergence, epochs, detour = planted
+    censored = [i for i in range(len(sequences)) if detour[i]][:3]
+    conv = [None if i in censored else c for i, c in enumerate(convergence)]
+    tm = TrainingMap(n_states_range=[3], n_restarts=3, n_iter=50).fit(
+        sequences, FEATURES, conv, epochs
+    )
+    assert tm.n_censored_ == 3
+    detour_state = next(s for s in tm.states_ if not s.obligatory)
+    assert detour_state.n_censored_visitors == 3
+    visitors = [convergence[i] for i in detour_state.visited_runs if i not in censored]
+    assert detour_state.mean_convergence_epoch_visitors == pytest.approx(np.mean(visitors))
+    assert detour_state.detour
+
+
+def test_constant_features_warn_and_drop(planted) -> None:
+    sequences, _, convergence, _, _ = planted
+    seqs = [np.column_stack([s, np.full(len(s), 7.0)]) for s in sequences]
+    seqs[0][:, 0] = 1.5  # f0 constant within run 0 only
+    names = [*FEATURES, "const"]
+    with pytest.warns(TrainingMapWarning) as record:
+        tm = TrainingMap(n_states_range=[3], n_restarts=3, n_iter=50).fit(
+            seqs, names, convergence
+        )
+    messages = " ".join(str(w.message) for w in record)
+    assert "dropped" in messages and "'const'" in messages
+    assert "run 0: 'f0'" in messages
+    assert tm.feature_names_ == FEATURES
+    assert tm.model_.means_.shape == (3, 4)
+    np.testing.assert_allclose(tm.state_means_[:, 4], 7.0)  # dropped, yet reported raw
+
+    with pytest.warns(TrainingMapWarning):
+        z_runs, kept = standardise_runs(seqs[:2], names)
+    assert kept == [0, 1, 2, 3]
+    assert np.all(z_runs[0][:, 0] == 0.0)
+    assert z_runs[1][:, 0].std() == pytest.approx(1.0)
+
+
+def test_nan_raises_clear_error(planted) -> None:
+    sequences = [s.copy() for s in planted[0][:4]]
+    sequences[2][5, 1] = np.nan
+    with pytest.raises(ValueError, match=r"run 2, feature 'f1'"):
+        TrainingMap(n_states_range=[2]).fit(sequences, FEATURES)
+
+
+def test_too_short_or_misshaped_runs_raise(planted) -> None:
+    sequences = [s.copy() for s in planted[0][:3]]
+    with pytest.raises(ValueError, match="at least 2"):
+        TrainingMap(n_states_range=[2]).fit([*sequences, sequences[0][:1]], FEATURES)
+    with pytest.raises(ValueError, match="expected"):
+        TrainingMap(n_states_range=[2]).fit(sequences, FEATURES[:3])
+
+
+def test_single_run_falls_back_to_training_bic(planted) -> None:
+    sequences, _, convergence, epochs, detour = planted
+    i = int(np.nonzero(detour)[0][0])
+    with pytest.warns(TrainingMapWarning, match="single run"):
+        tm = TrainingMap(n_states_range=range(1, 5), n_restarts=2, n_iter=50).fit(
+            [sequences[i]], FEATURES, [convergence[i]], [epochs[i]]
+        )
+    assert not tm.selection_on_heldout_
+    assert tm.n_states_ == 3
+    assert all(s.obligatory and s.p_value is None and not s.detour for s in tm.states_)
+
+
+def test_n_free_parameters() -> None:
+    # 3 states, 4 features: start 2 + transitions 6 + means 12 + covariances 12 or 30.
+    assert n_free_parameters(3, 4, "diag") == 32
+    assert n_free_parameters(3, 4, "full") == 50
+    assert n_free_parameters(1, 2, "diag") == 4
+
+
+def test_runs_from_table() -> None:
+    table = pd.DataFrame(
+        {"run": [1, 0, 0, 1, 0], "epoch": [5, 2, 0, 0, 1], "a": [10, 2, 0, 9, 1],
+         "b": [0.5, 0.2, 0.0, 0.4, 0.1]}
+    )
+    sequences, epochs, run_ids = runs_from_table(table, ["a", "b"])
+    assert run_ids == [0, 1]
+    np.testing.assert_array_equal(epochs[0], [0, 1, 2])
+    np.testing.assert_array_equal(sequences[1], [[9, 0.4], [10, 0.5]])
+
+
+def test_full_covariance_relabelling(planted) -> None:
+    sequences, states, convergence, _, detour = planted
+    sequences, states, convergence = sequences[:12], states[:12], convergence[:12]
+    assert 3 <= detour[:12].sum() <= 9  # both groups present in the subset
+    tm = TrainingMap(n_states_range=[3], covariance_type="full", n_restarts=3, n_iter=50).fit(
+        sequences, FEATURES, convergence
+    )
+    z_runs, _ = standardise_runs(sequences, FEATURES)
+    path = tm.model_.predict(np.concatenate(z_runs), tm.lengths_)
+    np.testing.assert_array_equal(path, np.concatenate(tm.paths_))
+    assert tm.model_.covars_.shape == (3, 4, 4)
+    mapping = state_mapping(tm, states)
+    assert [mapping[s] for s in tm.detours_] == [DETOUR]
