@@ -211,6 +211,39 @@ def report(run: Path = typer.Argument(..., help="a run directory")) -> None:
     console.print(f"wrote {write_report(run)}")
 
 
+@app.command("map")
+def map_(
+    paths: list[Path] = typer.Argument(..., help="run directories or folders of runs (sweeps)"),
+    out: Path = typer.Option(Path("training_map"), "--out", "-o", help="output folder"),
+    max_states: int = typer.Option(8, help="largest number of HMM states tried (from 1)"),
+    restarts: int = typer.Option(5, help="EM restarts per number of states"),
+    covariance: str = typer.Option("diag", help="diag or full"),
+    threshold: float = typer.Option(None, help="test accuracy defining convergence"),
+    seed: int = typer.Option(0, help="seed of the held-out split and the restarts"),
+) -> None:
+    """Fit a latent-state training map (Hu et al.) over many runs; write map.json and figures.
+
+    Example: grokscope map sweeps/hmm-seeds --out maps/hmm-seeds
+    """
+    from grokscope.latent_map import build_map
+
+    if covariance not in ("diag", "full"):
+        raise GrokscopeError(f"--covariance must be diag or full, got {covariance!r}")
+    if max_states < 1 or restarts < 1:
+        raise GrokscopeError("--max-states and --restarts must be >= 1")
+    result = build_map(paths, out, max_states, restarts, covariance, threshold, seed)
+    table = Table("state", "occupancy", "runs visiting", "obligatory", "detour", "p_value")
+    for st in result["states"]:
+        p = st["p_value"]
+        table.add_row(str(st["id"]), f"{st['occupancy']:.2f}", str(len(st["visited_runs"])),
+                      str(st["obligatory"]), str(st["detour"]), "-" if p is None else f"{p:.3g}")
+    console.print(f"{result['n_runs']} runs, {result['n_states']} states chosen by BIC")
+    console.print(table)
+    for note in result["notes"]:
+        console.print(f"note: {note}")
+    console.print(f"wrote {out / 'map.json'} and {out / 'figures'}")
+
+
 def main() -> None:
     """Entry point: run the app, turning user mistakes into one line and exit status 2."""
     try:
