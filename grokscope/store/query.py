@@ -30,7 +30,7 @@ def find_runs(root: Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         raise RunDirError(f"directory {root} does not exist")
-    return sorted(p.parent for p in root.rglob("config.json") if p.parent.name != "sweep")
+    return sorted(p.parent for p in root.rglob("config.json"))
 
 
 def _read(path: Path) -> dict:
