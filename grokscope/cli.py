@@ -244,6 +244,49 @@ def map_(
     console.print(f"wrote {out / 'map.json'} and {out / 'figures'}")
 
 
+@app.command()
+def analyze(
+    run: Path = typer.Argument(..., help="a run directory"),
+    every: int = typer.Option(1, "--every", "-k", help="analyse every k-th checkpoint"),
+    no_figures: bool = typer.Option(False, "--no-figures", help="skip the PNG figures"),
+    per_checkpoint_keys: bool = typer.Option(
+        False, "--per-checkpoint-keys", help="recompute key frequencies at every checkpoint"
+    ),
+) -> None:
+    """Progress measures, key frequencies and phases of a run (Nanda et al. 2023).
+
+    Writes RUN/analysis.parquet, RUN/summary.json, RUN/figures/*.png and RUN/report.html.
+    Example: grokscope analyze runs/nanda2023 --every 2
+    """
+    from grokscope.analyze import analyze_run
+
+    s = analyze_run(
+        run, every=every, per_checkpoint_keys=per_checkpoint_keys, figures=not no_figures
+    )
+    ph = s["phases"]
+    console.print(
+        f"{s['checkpoints_analysed']} checkpoints in {s['analysis_wall_s']:.1f} s; "
+        f"key frequencies {s['key_frequencies']}; "
+        f"single-frequency neurons {_fmt_share(s['neuron_single_freq_share'])}"
+    )
+    console.print(
+        f"t_mem_epoch={s['t_mem_epoch']} t_grok_epoch={s['t_grok_epoch']}; phases end at "
+        f"memorization {ph['memorization_end']}, circuit formation "
+        f"{ph['circuit_formation_end']}, cleanup {ph['cleanup_end']}"
+    )
+    for note in s["notes"]:
+        console.print(f"note: {note}", highlight=False)
+    console.print(f"wrote {run / 'analysis.parquet'} and {run / 'summary.json'}")
+    if not no_figures:
+        from grokscope.report.html import write_report
+
+        console.print(f"wrote {write_report(run)}")
+
+
+def _fmt_share(x) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
 def main() -> None:
     """Entry point: run the app, turning user mistakes into one line and exit status 2."""
     try:

@@ -1,0 +1,258 @@
+"""Events in the measure curves: t_mem, t_grok and the three phases of Nanda et al. (2023).
+
+Nanda, Chan, Lieberum, Smith & Steinhardt (ICLR 2023), section 5.2, split grokking on
+(a + b) mod 113 into *memorization* (0 - 1.4k epochs: train and excluded loss fall together,
+test and restricted loss stay high), *circuit formation* (1.4k - 9.4k: excluded loss rises,
+restricted loss falls, test loss stays high) and *cleanup* (9.4k - 14k: test loss falls
+sharply, weights shrink). They drew the boundaries by eye; :func:`find_phases` draws them from
+the curves with a rule that works for any task, and answers None instead of guessing.
+
+Pure functions over a pandas table with one row per checkpoint (``epoch`` ascending,
+``train_loss``, ``test_loss``; optional ``excluded_loss``, ``restricted_loss``,
+``weight_norm_sq``). No torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+PHASE_KEYS = ("memorization_end", "circuit_formation_end", "cleanup_end")
+
+
+@dataclass(frozen=True)
+class PhaseParams:
+    """Knobs of :func:`find_phases`.
+
+    ``smooth_window``: rows in the centred running median applied to every log10 curve
+    (odd; 1 = none) — it removes isolated spikes without moving edges.
+    ``slope_halfwidth``: the rate of a curve at a row is the least-squares slope over this many
+    rows on either side (2: a five-row fit).
+    ``fast_fraction``: a row of a fall is *fast* when its rate (decades per epoch) is at least
+    this share of the steepest rate of that fall.
+    ``min_drop_decades``: a loss must fall this many decades (below its start for the train
+    loss, below its peak for the test loss) before there is a fall to speak of.
+    ``min_rise_decades``: the excluded loss must rise this much after its minimum for that
+    minimum to mark the end of memorization.
+    """
+
+    smooth_window: int = 3
+    slope_halfwidth: int = 2
+    fast_fraction: float = 0.3
+    min_drop_decades: float = 1.0
+    min_rise_decades: float = 0.3
+
+
+def event_epoch(table: pd.DataFrame, column: str, threshold: float) -> int | None:
+    """First epoch whose ``column`` is >= ``threshold`` (t_mem: train_acc, t_grok: test_acc);
+    None when never reached (a censored event, not the budget)."""
+    if column not in table or table.empty:
+        return None
+    hit = table.loc[table[column].to_numpy() >= threshold, "epoch"]
+    return None if hit.empty else int(hit.iloc[0])
+
+
+def smoothed_log10(values: np.ndarray, window: int) -> np.ndarray:
+    """log10 of a positive curve (floored at 1e-300), then a centred running median."""
+    h = np.log10(np.maximum(np.asarray(values, dtype=np.float64), 1e-300))
+    if window <= 1:
+        return h
+    return pd.Series(h).rolling(window, center=True, min_periods=1).median().to_numpy()
+
+
+def fall_rates(epochs: np.ndarray, h: np.ndarray, halfwidth: int) -> np.ndarray:
+    """Rate of fall of a log curve at every row, in decades per epoch (positive = falling):
+    minus the least-squares slope of h against epoch over rows i - halfwidth .. i + halfwidth
+    (truncated at the ends). A local fit, not a difference of neighbours, so that noise of a
+    few hundredths of a decade per checkpoint does not split a fall in two."""
+    t = np.asarray(epochs, dtype=np.float64)
+    n = len(h)
+    rates = np.zeros(n)
+    for i in range(n):
+        lo, hi = max(0, i - halfwidth), min(n, i + halfwidth + 1)
+        x = t[lo:hi] - t[lo:hi].mean()
+        denom = float(np.sum(x * x))
+        rates[i] = -float(np.sum(x * (h[lo:hi] - h[lo:hi].mean()))) / denom if denom > 0 else 0.0
+    return rates
+
+
+def fast_fall(epochs: np.ndarray, h: np.ndarray, start: int, params: PhaseParams) -> dict | None:
+    """The fast part of the first big fall of the log curve ``h`` after row ``start``.
+
+    1. anchor: the first row after ``start`` at least ``min_drop_decades`` below ``h[start]``;
+       none -> no fall -> None.
+    2. stretch: the maximal run of rows (from ``start`` on) falling at a positive rate
+       (:func:`fall_rates`) through the anchor.
+    3. fast part: the run of rows whose rate is >= ``fast_fraction`` x (the steepest rate in
+       the stretch) through the steepest row.
+
+    Returns row indices {'start', 'end', 'steepest'} (first fast row, last fast row, steepest
+    row) and 'rate' (decades per epoch); 'end' is None when the fast part reaches the last row
+    (still falling fast when the data stop).
+    """
+    n = len(h)
+    below = np.nonzero(h[start + 1 :] <= h[start] - params.min_drop_decades)[0]
+    if below.size == 0:
+        return None
+    anchor = start + 1 + int(below[0])
+    rates = fall_rates(epochs, h, params.slope_halfwidth)
+    lo = anchor
+    while lo > start and rates[lo - 1] > 0:
+        lo -= 1
+    hi = anchor
+    while hi + 1 < n and rates[hi + 1] > 0:
+        hi += 1
+    steepest = lo + int(np.argmax(rates[lo : hi + 1]))
+    r_max = float(rates[steepest])
+    cut = params.fast_fraction * r_max
+    a = steepest
+    while a > start and rates[a - 1] >= cut:
+        a -= 1
+    b = steepest
+    while b + 1 < n and rates[b + 1] >= cut:
+        b += 1
+    return {"start": a, "end": None if b >= n - 1 else b, "steepest": steepest, "rate": r_max}
+
+
+def _first_fall_epoch(t: np.ndarray, h: np.ndarray, i0: int, decades: float) -> int | None:
+    """First epoch at or after row i0 where h is ``decades`` below h[i0]."""
+    hit = np.nonzero(h[i0:] <= h[i0] - decades)[0]
+    return None if hit.size == 0 else int(t[i0 + hit[0]])
+
+
+def find_phases(table: pd.DataFrame, params: PhaseParams | None = None) -> dict:
+    """Memorization / circuit formation / cleanup boundaries (epochs, or None = not found).
+
+    Algorithm. Every curve is taken as log10, smoothed by a running median over
+    ``smooth_window`` rows; its *rate* at a row is minus the local least-squares slope over
+    2 * ``slope_halfwidth`` + 1 rows, in decades per epoch (:func:`fall_rates`). A *fall* of a
+    curve after a row is found by :func:`fast_fall`: the first point ``min_drop_decades``
+    below that row anchors it, and its *fast part* is the run of rows around the steepest one
+    falling at >= ``fast_fraction`` of the steepest rate.
+
+    * **circuit_formation_end** = the first row of the fast part of the test loss's fall after
+      its peak — "test loss starts to fall fast". None when the test loss never falls
+      ``min_drop_decades`` below its peak (no grokking).
+    * **cleanup_end** = the last row of that fast part — after it the test loss falls at less
+      than ``fast_fraction`` of its steepest rate: "test loss plateaus". None when it is still
+      falling fast at the last row, or when there is no test-loss fall.
+    * **memorization_end** = with an ``excluded_loss`` column: the epoch of the minimum of the
+      excluded loss (up to circuit_formation_end when that exists), provided the excluded loss
+      later rises by ``min_rise_decades`` — "excluded loss stops tracking the train loss".
+      Otherwise (other tasks, or no such rise): the last row of the fast part of the train
+      loss's fall below its first value — "train loss has fallen". None when the train loss
+      never falls ``min_drop_decades`` or is still falling fast at the last row.
+    * The boundaries are made ordered: if the test loss starts falling fast before
+      memorization has ended (no delayed generalization), circuit_formation_end is set to
+      memorization_end and a note says so.
+
+    Also returns ``details`` (the epochs and rates the rule used, which rule found
+    memorization_end, and the circuit-formation diagnostics of the paper: how many decades the
+    excluded loss rose and the restricted and test losses fell between memorization_end and
+    circuit_formation_end (raw values at those two rows), the epochs at which the smoothed
+    restricted and test losses first fell 10x below their values at memorization_end, and the
+    epoch after circuit_formation_end at which the weight norm stops falling fast) and
+    ``notes``.
+    """
+    params = params or PhaseParams()
+    df = table.sort_values("epoch").reset_index(drop=True)
+    out: dict = {k: None for k in PHASE_KEYS}
+    out["details"], out["notes"] = {}, []
+    details, notes = out["details"], out["notes"]
+    if len(df) < 3:
+        notes.append(f"only {len(df)} analysed checkpoints: too few to find phases")
+        return out
+    t = df["epoch"].to_numpy(dtype=np.int64)
+    w = params.smooth_window
+
+    def curve(col: str) -> np.ndarray | None:
+        if col not in df or df[col].isna().any():
+            return None
+        return smoothed_log10(df[col].to_numpy(dtype=np.float64), w)
+
+    h_train, h_test = curve("train_loss"), curve("test_loss")
+    h_ex, h_re = curve("excluded_loss"), curve("restricted_loss")
+    raw = {
+        col: smoothed_log10(df[col].to_numpy(dtype=np.float64), 1)
+        for col in ("excluded_loss", "restricted_loss", "test_loss")
+        if col in df
+    }
+
+    # Test loss: the first big fall after its peak.
+    circuit, cleanup = None, None
+    if h_test is not None:
+        peak = int(np.argmax(h_test))
+        details["test_peak_epoch"] = int(t[peak])
+        fall = fast_fall(t, h_test, peak, params)
+        if fall is None:
+            notes.append(
+                f"test loss never falls {params.min_drop_decades} decades below its peak: "
+                "no circuit_formation_end / cleanup_end"
+            )
+        else:
+            circuit = int(t[fall["start"]])
+            cleanup = None if fall["end"] is None else int(t[fall["end"]])
+            details["test_steepest_epoch"] = int(t[fall["steepest"]])
+            details["test_max_fall_rate"] = fall["rate"]
+            if cleanup is None:
+                notes.append(
+                    "test loss is still falling fast at the last checkpoint: no cleanup_end"
+                )
+
+    # Memorization: excluded-loss minimum, else the train loss's fast fall.
+    memo = None
+    if h_ex is not None:
+        upto = np.nonzero(t <= circuit)[0][-1] if circuit is not None else len(t) - 1
+        i_min = int(np.argmin(h_ex[: upto + 1]))
+        # the running median flattens a V-shaped minimum over two rows: take the raw minimum
+        # among the smoothed minimum and its neighbours
+        near = np.arange(max(i_min - 1, 0), min(i_min + 2, upto + 1))
+        i_min = int(near[np.argmin(raw["excluded_loss"][near])])
+        details["excluded_min_epoch"] = int(t[i_min])
+        if np.max(h_ex[i_min:]) - h_ex[i_min] >= params.min_rise_decades:
+            memo = int(t[i_min])
+            details["memorization_rule"] = "excluded_min"
+    if memo is None and h_train is not None:
+        fall = fast_fall(t, h_train, 0, params)
+        if fall is not None and fall["end"] is not None:
+            memo = int(t[fall["end"]])
+            details["memorization_rule"] = "train_fall"
+        else:
+            notes.append("train loss has no completed fast fall: no memorization_end")
+    if memo is not None and circuit is not None and circuit < memo:
+        notes.append(
+            "test loss starts falling fast before memorization ends (no delayed "
+            "generalization): circuit_formation_end set to memorization_end"
+        )
+        circuit = memo
+        if cleanup is not None and cleanup < circuit:
+            cleanup = circuit
+    out.update(memorization_end=memo, circuit_formation_end=circuit, cleanup_end=cleanup)
+
+    # Diagnostics of the paper's picture of circuit formation.
+    if memo is not None and circuit is not None:
+        i_m, i_c = int(np.nonzero(t == memo)[0][0]), int(np.nonzero(t == circuit)[0][0])
+        if h_ex is not None:
+            ex = raw["excluded_loss"]
+            details["excluded_rise_decades"] = float(ex[i_c] - ex[i_m])
+        if h_re is not None:
+            re = raw["restricted_loss"]
+            details["restricted_fall_decades"] = float(re[i_m] - re[i_c])
+            details["restricted_10x_epoch"] = _first_fall_epoch(t, h_re, i_m, 1.0)
+        if h_test is not None:
+            te = raw["test_loss"]
+            details["test_fall_decades"] = float(te[i_m] - te[i_c])
+            details["test_10x_epoch"] = _first_fall_epoch(t, h_test, i_m, 1.0)
+    if circuit is not None and "weight_norm_sq" in df:
+        h_w = smoothed_log10(df["weight_norm_sq"].to_numpy(dtype=np.float64), w)
+        i_c = int(np.nonzero(t == circuit)[0][0])
+        rates = fall_rates(t, h_w, params.slope_halfwidth)[i_c:]
+        if rates.size and rates.max() > 0:
+            k = int(np.argmax(rates))
+            slow = np.nonzero(rates[k:] < params.fast_fraction * rates[k])[0]
+            details["weight_norm_plateau_epoch"] = (
+                int(t[i_c + k + slow[0] - 1]) if slow.size else None
+            )
+    return out

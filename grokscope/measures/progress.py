@@ -1,0 +1,267 @@
+"""Progress measures of Nanda et al. (ICLR 2023), evaluated over the full p x p grid.
+
+Nanda, Chan, Lieberum, Smith & Steinhardt, "Progress measures for grokking via mechanistic
+interpretability", section 5, track the formation of the Fourier circuit with:
+
+* **restricted loss** — the logits keep only their components along the key directions
+  cos(w_k (a + b)) and sin(w_k (a + b)) (per output class, over the grid), plus the mean logit
+  ("bias correction"); cross-entropy over *all* pairs. Low when the key-frequency circuit alone
+  computes the answer.
+* **excluded loss** — the logits with those key components removed (no bias correction);
+  cross-entropy on the *training* pairs. It rises when the network starts to rely on the circuit
+  to fit the training data.
+* **Gini** (Hurley & Rickard 2009) of the norms of the Fourier components of ``W_E`` (over the
+  input residue) and of ``W_L = W_out W_U`` (over the output class): sparsity in frequency.
+* **sum of squared weights** over all parameters.
+
+Conventions (documented choices):
+
+* Logits are the model's float32 outputs cast to float64; every loss is the float64
+  cross-entropy over **all** ``d_vocab_out`` logits ('=' included), exactly as training computes
+  it, so ``train_loss`` / ``test_loss`` equal the run's metrics.
+* The projections act on the (a, b) grid separately for every output column; for the restricted
+  and excluded losses they are applied to all ``d_vocab_out`` columns (the '=' column too) and
+  the loss is then taken as above. Purely descriptive Fourier quantities (variance explained,
+  spectra) use the first p columns only (the '=' class dropped).
+* "Mean logit" is the mean of each class's logit over the p^2 pairs — the constant direction on
+  the grid. (A per-example mean over classes would be a softmax no-op and change nothing.)
+* ``sign`` is +1 for (a + b) mod p and -1 for (a - b) mod p, whose circuit uses
+  cos / sin(w_k (a - b)) instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import torch
+
+from grokscope.measures.fourier import (
+    component_norms,
+    embed_fourier,
+    project_sum_directions,
+    unembed_fourier,
+)
+from grokscope.models import HookedModule
+from grokscope.tasks import Dataset
+
+FOURIER_SIGNS = {"x+y": 1, "x-y": -1}
+CHUNK = 16384
+
+
+# -- running the model over the grid ---------------------------------------------------------------
+
+
+@torch.no_grad()
+def model_logits(model: HookedModule, tokens: np.ndarray) -> np.ndarray:
+    """(N, d_vocab_out) float64 logits of ``model`` on every row of ``tokens`` (float32 forward,
+    like training; cast to float64 afterwards)."""
+    x = torch.as_tensor(tokens, dtype=torch.int64)
+    parts = [model(x[i : i + CHUNK]).to(torch.float64) for i in range(0, len(x), CHUNK)]
+    return torch.cat(parts).numpy()
+
+
+@torch.no_grad()
+def neuron_activations(model: HookedModule, tokens: np.ndarray) -> np.ndarray:
+    """(N, n_neurons) float64 activations of ``model.neuron_hook`` (last MLP layer after the
+    non-linearity) at the position the answer is read from."""
+    x = torch.as_tensor(tokens, dtype=torch.int64)
+    parts = []
+    for i in range(0, len(x), CHUNK):
+        _, cache = model.run_with_cache(x[i : i + CHUNK], [model.neuron_hook])
+        act = cache[model.neuron_hook]
+        parts.append((act[:, -1] if act.ndim == 3 else act).to(torch.float64))
+    return torch.cat(parts).numpy()
+
+
+def fourier_sign(ds: Dataset) -> int | None:
+    """+1 / -1 when ``ds`` is (a + b) / (a - b) mod p on the full a-major grid, else None."""
+    if ds.modulus is None or ds.info.get("op") not in FOURIER_SIGNS:
+        return None
+    if len(ds.labels) != ds.modulus**2:
+        return None
+    return FOURIER_SIGNS[ds.info["op"]]
+
+
+def fourier_reason(ds: Dataset) -> str | None:
+    """None when the Fourier-circuit measures apply to ``ds``; otherwise one line saying why not."""
+    op = ds.info.get("op")
+    if ds.modulus is None:
+        return f"task '{ds.name}' is not modular arithmetic: no Fourier basis over Z_p"
+    if op not in FOURIER_SIGNS:
+        return (
+            f"op {op} is not a function of a + b or a - b, so the Fourier circuit of "
+            "Nanda et al. (2023) (key frequencies, restricted / excluded loss) does not apply"
+        )
+    if len(ds.labels) != ds.modulus**2:
+        return "the dataset does not cover the full p x p grid"
+    return None
+
+
+# -- losses -----------------------------------------------------------------------------------
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean float64 cross-entropy (log-softmax over all columns), as training computes it."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(z).sum(axis=1))
+    picked = z[np.arange(len(z)), np.asarray(labels)]
+    return float(np.mean(log_norm - picked))
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Share of rows whose largest logit is the label."""
+    return float(np.mean(np.asarray(logits).argmax(axis=1) == np.asarray(labels)))
+
+
+def restricted_logits(logits: np.ndarray, p: int, freqs: Iterable[int], sign: int = 1):
+    """Key-direction components of every class's grid logits plus that class's mean logit.
+
+    ``logits``: (p * p, n_classes) a-major. Nanda et al. (2023), restricted loss.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    return project_sum_directions(logits, p, freqs, sign) + logits.mean(axis=0, keepdims=True)
+
+
+def excluded_logits(logits: np.ndarray, p: int, freqs: Iterable[int], sign: int = 1):
+    """The grid logits minus their key-direction components (no bias correction; Nanda et al.
+    2023, excluded loss)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    return logits - project_sum_directions(logits, p, freqs, sign)
+
+
+def restricted_loss(
+    logits: np.ndarray, labels: np.ndarray, p: int, freqs: Iterable[int], sign: int = 1
+) -> float:
+    """Cross-entropy of :func:`restricted_logits` over all p^2 pairs."""
+    return cross_entropy(restricted_logits(logits, p, freqs, sign), labels)
+
+
+def excluded_loss(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    train_idx: np.ndarray,
+    p: int,
+    freqs: Iterable[int],
+    sign: int = 1,
+) -> float:
+    """Cross-entropy of :func:`excluded_logits` on the training pairs only."""
+    ex = excluded_logits(logits, p, freqs, sign)
+    return cross_entropy(ex[train_idx], np.asarray(labels)[train_idx])
+
+
+def logit_variance_explained(
+    logits: np.ndarray, p: int, freqs: Iterable[int], sign: int = 1
+) -> float:
+    """Share of the centred logit variance of classes 0..p-1 (over the grid) that lies along the
+    key directions: ||projection||^2 / ||logits - class means||^2."""
+    z = np.asarray(logits, dtype=np.float64)[:, :p]
+    centred = z - z.mean(axis=0, keepdims=True)
+    total = float(np.square(centred).sum())
+    if total == 0:
+        return float("nan")
+    return float(np.square(project_sum_directions(z, p, freqs, sign)).sum()) / total
+
+
+# -- weights ----------------------------------------------------------------------------------
+
+
+def gini(values: np.ndarray) -> float:
+    """Gini coefficient of a non-negative vector (Hurley & Rickard 2009):
+    G(c) = 1 - 2 sum_k (c_(k) / |c|_1) (N - k + 1/2) / N with c sorted ascending (k = 1..N).
+    0 for a constant vector, 1 - 1/N for a one-hot; NaN for an all-zero vector."""
+    c = np.sort(np.abs(np.asarray(values, dtype=np.float64).ravel()))
+    n = c.size
+    total = c.sum()
+    if n == 0 or total == 0:
+        return float("nan")
+    k = np.arange(1, n + 1)
+    return float(1 - 2 * np.sum((c / total) * (n - k + 0.5) / n))
+
+
+def embedding_matrix(params: Mapping[str, np.ndarray], p: int) -> np.ndarray:
+    """(p, d) the input map of residues 0..p-1: ``embed.W_E`` rows, or for a one-hot MLP the
+    first-layer rows of operand a (``layers.0.W[:p]``)."""
+    if "embed.W_E" in params:
+        return np.asarray(params["embed.W_E"], dtype=np.float64)[:p]
+    return np.asarray(params["layers.0.W"], dtype=np.float64)[:p]
+
+
+def neuron_logit_matrix(params: Mapping[str, np.ndarray]) -> np.ndarray:
+    """W_L (n_neurons, d_vocab_out): the direct map from the last MLP layer's neurons to the
+    logits. ``W_out @ W_U`` for a transformer (last block), ``W_U`` for the MLP."""
+    W_U = np.asarray(params["unembed.W_U"], dtype=np.float64)
+    outs = sorted(
+        (int(k.split(".")[1]), k) for k in params if k.startswith("blocks.") and k.endswith("W_out")
+    )
+    if not outs:
+        return W_U
+    return np.asarray(params[outs[-1][1]], dtype=np.float64) @ W_U
+
+
+def gini_embed(params: Mapping[str, np.ndarray], p: int) -> float:
+    """Gini of the p Fourier-component norms of the embedding over the input residue
+    (Nanda et al. 2023): near 1 when few frequencies are embedded."""
+    return gini(component_norms(embed_fourier(embedding_matrix(params, p), p)))
+
+
+def gini_unembed(params: Mapping[str, np.ndarray], p: int) -> float:
+    """Gini of the p Fourier-component norms of W_L = W_out W_U over the output class (classes
+    0..p-1; Nanda et al. 2023)."""
+    coeffs = unembed_fourier(neuron_logit_matrix(params), p)  # (n_neurons, p)
+    return gini(component_norms(coeffs.T))
+
+
+def weight_norm_sq(params: Mapping[str, np.ndarray]) -> float:
+    """Sum of squared weights over all parameters (float64)."""
+    return float(sum(np.square(np.asarray(v, dtype=np.float64)).sum() for v in params.values()))
+
+
+# -- one row ----------------------------------------------------------------------------------
+
+
+def basic_row(logits: np.ndarray, ds: Dataset) -> dict[str, float]:
+    """Train / test loss and accuracy from the logits of every example of ``ds``."""
+    y = ds.labels
+    tr, te = ds.train_idx, ds.test_idx
+    return {
+        "train_loss": cross_entropy(logits[tr], y[tr]),
+        "test_loss": cross_entropy(logits[te], y[te]),
+        "train_acc": accuracy(logits[tr], y[tr]),
+        "test_acc": accuracy(logits[te], y[te]),
+    }
+
+
+def fourier_row(
+    logits: np.ndarray, ds: Dataset, key_freqs: Iterable[int]
+) -> dict[str, float | None]:
+    """Restricted / excluded loss and variance explained for the key frequencies; None for all
+    three when the Fourier circuit does not apply to ``ds`` or there are no key frequencies."""
+    sign = fourier_sign(ds)
+    freqs = list(key_freqs)
+    if sign is None or not freqs:
+        return {"restricted_loss": None, "excluded_loss": None, "logit_var_explained": None}
+    p = int(ds.modulus)
+    z = np.asarray(logits, dtype=np.float64)
+    proj = project_sum_directions(z, p, freqs, sign)  # once, for all three measures
+    mean = z.mean(axis=0, keepdims=True)
+    tr = ds.train_idx
+    centred = z[:, :p] - mean[:, :p]
+    total = float(np.square(centred).sum())
+    return {
+        "restricted_loss": cross_entropy(proj + mean, ds.labels),
+        "excluded_loss": cross_entropy(z[tr] - proj[tr], ds.labels[tr]),
+        "logit_var_explained": (
+            float(np.square(proj[:, :p]).sum()) / total if total > 0 else float("nan")
+        ),
+    }
+
+
+def gini_row(params: Mapping[str, np.ndarray], ds: Dataset) -> dict[str, float | None]:
+    """Embedding and W_L Gini for modular tasks (any op: residues index W_E rows and W_U
+    columns); None otherwise."""
+    if ds.modulus is None:
+        return {"gini_embed": None, "gini_unembed": None}
+    p = int(ds.modulus)
+    return {"gini_embed": gini_embed(params, p), "gini_unembed": gini_unembed(params, p)}

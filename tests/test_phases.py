@@ -1,0 +1,151 @@
+"""Phase boundaries from synthetic curves with known kinks; None where there is nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from grokscope.dynamics.phases import PhaseParams, event_epoch, fast_fall, find_phases
+
+
+def piecewise(epochs: np.ndarray, knots: list[tuple[float, float]]) -> np.ndarray:
+    """10 ** (piecewise-linear log10 curve through the (epoch, log10 value) knots)."""
+    xs, ys = zip(*knots, strict=True)
+    return 10 ** np.interp(epochs, xs, ys)
+
+
+def nanda_like(noise: float = 0.0, seed: int = 0, end: int = 20000) -> pd.DataFrame:
+    """Curves shaped as in Nanda et al. (2023), with planted boundaries 2000 / 8000 / 12000:
+    train falls fast until 1000 and slowly after, excluded tracks it to its minimum at 2000
+    and then rises, restricted falls during circuit formation, test stays high until 8000 and
+    falls fast until 12000."""
+    ep = np.concatenate([[0, 1, 2, 5, 10, 20, 50], np.arange(100, end + 1, 100)])
+    rng = np.random.default_rng(seed)
+
+    def jitter(x):
+        return x * 10 ** (noise * rng.normal(size=x.shape))
+
+    return pd.DataFrame(
+        {
+            "epoch": ep,
+            "train_loss": jitter(piecewise(ep, [(0, 0.67), (1000, -2.0), (20000, -3.0)])),
+            "test_loss": jitter(
+                piecewise(ep, [(0, 0.67), (1000, 1.2), (8000, 1.0), (12000, -5.0), (20000, -5.5)])
+            ),
+            "excluded_loss": jitter(
+                piecewise(ep, [(0, 0.67), (1000, -1.0), (2000, -1.2), (8000, 1.0), (20000, 1.1)])
+            ),
+            "restricted_loss": jitter(
+                piecewise(ep, [(0, 0.67), (2000, 0.7), (8000, -1.0), (12000, -6.0), (20000, -6.0)])
+            ),
+            "weight_norm_sq": piecewise(ep, [(0, 3.5), (2000, 3.5), (12000, 2.8), (20000, 2.75)]),
+            "train_acc": np.where(ep >= 700, 1.0, 0.5),
+            "test_acc": np.where(ep >= 11000, 1.0, 0.1),
+        }
+    )
+
+
+def test_planted_boundaries_found_exactly_without_noise():
+    out = find_phases(nanda_like())
+    assert out["memorization_end"] == 2000
+    assert out["circuit_formation_end"] == 8000
+    assert out["cleanup_end"] == 12000
+    d = out["details"]
+    assert d["memorization_rule"] == "excluded_min"
+    assert d["excluded_rise_decades"] == pytest.approx(2.2, abs=1e-9)
+    assert d["restricted_fall_decades"] == pytest.approx(1.7, abs=1e-9)
+    assert d["test_fall_decades"] == pytest.approx(0.2 * 6 / 7, abs=1e-9)
+    assert d["restricted_10x_epoch"] < d["test_10x_epoch"]
+    assert d["weight_norm_plateau_epoch"] == 12000
+    assert out["notes"] == []
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_planted_boundaries_found_within_tolerance_with_noise_and_a_spike(seed):
+    df = nanda_like(noise=0.03, seed=seed)
+    df.loc[df["epoch"] == 5000, "test_loss"] *= 1e-3  # one isolated spike (a "slingshot")
+    out = find_phases(df)
+    assert abs(out["memorization_end"] - 2000) <= 300  # a shallow V: +- 3 rows
+    assert abs(out["circuit_formation_end"] - 8000) <= 200
+    assert abs(out["cleanup_end"] - 12000) <= 200
+
+
+def test_train_loss_rule_when_there_is_no_excluded_loss():
+    df = nanda_like().drop(columns=["excluded_loss", "restricted_loss"])
+    out = find_phases(df)
+    assert out["details"]["memorization_rule"] == "train_fall"
+    assert out["memorization_end"] == 1000  # where the train loss stops falling fast
+    assert out["circuit_formation_end"] == 8000
+    assert out["cleanup_end"] == 12000
+
+
+def test_flat_curves_give_no_boundaries():
+    ep = np.arange(0, 5001, 100)
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(
+        {
+            "epoch": ep,
+            "train_loss": 4.6 * 10 ** (0.02 * rng.normal(size=ep.size)),
+            "test_loss": 4.6 * 10 ** (0.02 * rng.normal(size=ep.size)),
+        }
+    )
+    out = find_phases(df)
+    assert [out[k] for k in ("memorization_end", "circuit_formation_end", "cleanup_end")] == [
+        None,
+        None,
+        None,
+    ]
+    assert len(out["notes"]) == 2
+
+
+def test_memorization_without_generalization():
+    df = nanda_like()
+    df["test_loss"] = piecewise(df["epoch"].to_numpy(), [(0, 0.67), (1000, 1.2), (20000, 1.1)])
+    df["excluded_loss"] = df["train_loss"]  # never stops tracking the train loss
+    out = find_phases(df)
+    assert out["memorization_end"] == 1000  # falls back to the train-loss rule
+    assert out["circuit_formation_end"] is None and out["cleanup_end"] is None
+
+
+def test_still_falling_at_the_end_leaves_cleanup_open():
+    out = find_phases(nanda_like(end=10000))
+    assert out["circuit_formation_end"] == 8000
+    assert out["cleanup_end"] is None
+    assert any("still falling" in n for n in out["notes"])
+
+
+def test_no_delay_sets_circuit_formation_end_to_memorization_end():
+    ep = np.arange(0, 3001, 50)
+    df = pd.DataFrame(
+        {
+            "epoch": ep,
+            "train_loss": piecewise(ep, [(0, 0.6), (1000, -3.0), (3000, -3.5)]),
+            "test_loss": piecewise(ep, [(0, 0.6), (200, 0.6), (1200, -2.5), (3000, -3.0)]),
+        }
+    )
+    out = find_phases(df)
+    assert out["memorization_end"] == 1000
+    assert out["circuit_formation_end"] == 1000
+    assert out["cleanup_end"] == 1200
+    assert any("no delayed" in n for n in out["notes"])
+
+
+def test_too_few_rows_and_fast_fall_on_a_clean_kink():
+    assert find_phases(nanda_like().iloc[:2])["memorization_end"] is None
+    ep = np.arange(30.0)
+    h = np.concatenate([np.zeros(11), -np.arange(1.0, 6.0), -5 - 0.01 * np.arange(1, 15)])
+    fall = fast_fall(ep, h, 0, PhaseParams(smooth_window=1, slope_halfwidth=2))
+    # flat to row 10, falling 1 decade per epoch to row 15, then 0.01 per epoch
+    assert (fall["start"], fall["end"], fall["steepest"]) == (10, 15, 12)
+    assert fall["rate"] == pytest.approx(1.0)
+    assert fast_fall(ep, h, 0, PhaseParams(min_drop_decades=6.0)) is None
+    assert fast_fall(ep[:14], h[:14], 0, PhaseParams())["end"] is None  # still falling
+
+
+def test_event_epoch_thresholds_and_censoring():
+    df = nanda_like()
+    assert event_epoch(df, "train_acc", 0.99) == 700
+    assert event_epoch(df, "test_acc", 0.99) == 11000
+    assert event_epoch(df, "test_acc", 1.01) is None
+    assert event_epoch(df.drop(columns=["test_acc"]), "test_acc", 0.5) is None
