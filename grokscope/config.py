@@ -274,6 +274,7 @@ def _quick() -> Config:
 
     Same network family and optimizer as ``nanda2023`` with a smaller modulus and a higher
     learning rate so that the whole memorize-then-generalize arc fits in a few thousand epochs.
+    Training goes on 1000 epochs past t_grok so that the cleanup phase is seen too.
     """
     cfg = Config(preset="quick")
     cfg.task.p = 59
@@ -281,8 +282,8 @@ def _quick() -> Config:
     cfg.optim.lr = 3e-3
     cfg.train.epochs = 5000
     cfg.train.eval_every = 10
-    cfg.train.checkpoint_every = 100
-    cfg.train.early_stop_after = 200
+    cfg.train.checkpoint_every = 50
+    cfg.train.early_stop_after = 1000
     return cfg
 
 
