@@ -160,17 +160,17 @@ def show(run: Path = typer.Argument(..., help="a run directory")) -> None:
 
     Example: grokscope show runs/quick-x+y-p59-s0-20260101-120000
     """
+    from grokscope.dynamics.phases import event_epoch
     from grokscope.store import rundir
-    from grokscope.train.loop import first_reached
 
     cfg = rundir.read_config(run)
     status = rundir.read_status(run)
-    rows = rundir.read_metrics(run).to_dict("records")
+    metrics = rundir.read_metrics(run)
     events = {
-        "t_mem_epoch": first_reached(rows, "train_acc", cfg.train.mem_threshold),
-        "t_grok_epoch": first_reached(rows, "test_acc", cfg.train.grok_threshold),
+        "t_mem_epoch": event_epoch(metrics, "train_acc", cfg.train.mem_threshold),
+        "t_grok_epoch": event_epoch(metrics, "test_acc", cfg.train.grok_threshold),
     }
-    last = rows[-1] if rows else {}
+    last = metrics.iloc[-1].to_dict() if len(metrics) else {}
     out = {
         "run": str(run),
         "config": config_mod.to_dict(cfg),

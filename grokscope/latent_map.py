@@ -19,11 +19,11 @@ import numpy as np
 import pandas as pd
 
 from grokscope.dynamics.hmm import TrainingMap, TrainingMapWarning
+from grokscope.dynamics.phases import event_epoch
 from grokscope.errors import GrokscopeError, RunDirError
 from grokscope.measures.weights import WEIGHT_STAT_COLUMNS, weight_stats
 from grokscope.store import rundir
 from grokscope.store.query import find_runs
-from grokscope.train.loop import first_reached
 
 
 def collect_runs(paths: list[Path]) -> list[Path]:
@@ -68,10 +68,8 @@ def weight_table(run: Path) -> pd.DataFrame:
 def convergence_epoch(run: Path, threshold: float | None) -> int | None:
     """First evaluated epoch with test accuracy >= threshold (default: the run's grok threshold)."""
     cfg = rundir.read_config(run)
-    rows = rundir.read_metrics(run).to_dict("records")
-    return first_reached(
-        rows, "test_acc", cfg.train.grok_threshold if threshold is None else threshold
-    )
+    limit = cfg.train.grok_threshold if threshold is None else threshold
+    return event_epoch(rundir.read_metrics(run), "test_acc", limit)
 
 
 def build_map(

@@ -6,9 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
+from grokscope.dynamics.phases import event_epoch
 from grokscope.store import rundir
 from grokscope.store.runner import train_run
-from grokscope.train.loop import checkpoint_epochs, first_reached, lr_at
+from grokscope.train.loop import checkpoint_epochs, lr_at
 from grokscope.train.losses import cross_entropy64
 
 
@@ -51,12 +52,6 @@ def test_checkpoint_schedule_dense_then_regular():
     assert checkpoint_epochs(25, 10) == [0, 1, 2, 5, 10, 20, 25]
 
 
-def test_first_reached_is_censored():
-    rows = [{"epoch": 0, "a": 0.1}, {"epoch": 5, "a": 0.995}, {"epoch": 10, "a": 1.0}]
-    assert first_reached(rows, "a", 0.99) == 5
-    assert first_reached(rows, "a", 1.01) is None
-
-
 def _metrics(run):
     return rundir.read_metrics(run).drop(columns=["wall_s"])
 
@@ -84,7 +79,7 @@ def test_run_directory_contents(tmp_path, tiny):
     # the loss went down: training does something
     assert df["train_loss"].iloc[-1] < 0.8 * df["train_loss"].iloc[0]
     assert not list((run).rglob("*.tmp"))
-    assert status["t_mem_epoch"] == first_reached(df.to_dict("records"), "train_acc", 0.99)
+    assert status["t_mem_epoch"] == event_epoch(df, "train_acc", 0.99)
 
 
 def test_same_seed_same_numbers_other_seed_differs(tmp_path, tiny):

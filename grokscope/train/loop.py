@@ -260,14 +260,6 @@ def train_step(cfg: Config, state: TrainState, x: torch.Tensor, y: torch.Tensor)
     return value
 
 
-def first_reached(rows: list[dict], column: str, threshold: float) -> int | None:
-    """First epoch whose ``column`` is >= threshold, or None (a censored event)."""
-    for row in rows:
-        if row[column] >= threshold:
-            return int(row["epoch"])
-    return None
-
-
 def run_training(
     cfg: Config,
     state: TrainState,
