@@ -287,12 +287,118 @@ def _fmt_share(x) -> str:
     return "-" if x is None else f"{x:.1%}"
 
 
+# -- sweeps (issue 4): grids x seeds, batched seeds per cell, local or Ray executor ------------
+
+
+@app.command()
+def sweep(
+    file: Path = typer.Argument(..., help="sweep file (TOML): preset, set and grid tables, seeds"),
+    out: Path = typer.Option(Path("sweeps"), "--out", "-o", help="parent of the sweep folder"),
+    executor: str = typer.Option("local", "--executor", "-e", help="local or ray"),
+    address: str = typer.Option(None, "--address", help="Ray cluster address (default: local)"),
+    workers: int = typer.Option(0, "--workers", "-w", help="parallel cells (0: one per core)"),
+    threads: int = typer.Option(
+        0, "--threads", help="torch threads per worker (0: OMP_NUM_THREADS, else cores/workers)"
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+) -> None:
+    """Run every grid cell x seed of a sweep file; re-running finishes what is missing.
+
+    Example: grokscope sweep examples/sweep_nanda_fraction.toml --out sweeps
+    """
+    from grokscope.sweep.executor import count_finished, prepare, run_sweep, sweep_dir
+    from grokscope.sweep.spec import load_sweep
+    from grokscope.sweep.summary import summarize
+
+    spec = load_sweep(file)
+    if executor not in ("local", "ray"):
+        raise GrokscopeError(f"unknown executor {executor!r}; choose local or ray")
+    root = sweep_dir(out, spec)
+    tasks = prepare(spec, root)
+    total = sum(len(t["runs"]) for t in tasks)
+    done0 = count_finished(tasks)
+    console.print(
+        f"sweep [bold]{spec.name}[/bold]: {len(tasks)} cells x {len(spec.seeds)} seeds = {total}"
+        f" runs ({done0} already finished) in {root}"
+    )
+    records: list[dict] = []
+    if quiet:
+        run_sweep(spec, out, executor, workers, address, threads, records.extend, tasks)
+    else:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        bar = Progress(TextColumn("runs"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("{task.fields[last]}"), TimeElapsedColumn(), console=console)
+        job = bar.add_task("runs", total=total, completed=done0, last="")
+
+        def advance(batch: list[dict]) -> None:
+            records.extend(batch)
+            new = sum(r["action"] != "skipped" and r["state"] in ("done", "diverged")
+                      for r in batch)
+            bar.update(job, advance=new, last=f"{batch[0]['cell']}")
+
+        with bar:
+            run_sweep(spec, out, executor, workers, address, threads, advance, tasks)
+    failed = [r for r in records if r["state"] not in ("done", "diverged")]
+    for r in failed:
+        err.print(f"{r['run']}: {r['state']} ({r.get('error')})", highlight=False, markup=False)
+    runs_df, cells_df, figures = summarize(root)
+    console.print(f"{total - len(failed)}/{total} runs finished; wrote {root / 'summary.parquet'}"
+                  f" and {len(figures)} figures")
+    if failed:
+        err.print(f"{len(failed)} runs did not finish; run the same command again to retry")
+        raise typer.Exit(1)
+
+
+@app.command("sweep-summary")
+def sweep_summary(
+    directory: Path = typer.Argument(..., help="a sweep folder (holding sweep.json)"),
+    lag_fraction: float = typer.Option(
+        0.01, "--lag-fraction", help="grokking lag as a share of the budget (Liu et al.: 1e3/1e5)"
+    ),
+    no_figures: bool = typer.Option(False, "--no-figures", help="skip the PNG figures"),
+) -> None:
+    """Per-cell grokking-time medians (Kaplan-Meier, censored), share grokked, phase classes.
+
+    Writes DIR/summary.parquet, DIR/runs.parquet and DIR/figures/*.png.
+    Example: grokscope sweep-summary sweeps/nanda_fraction
+    """
+    from grokscope.sweep.summary import grid_fields, read_manifest, summarize
+
+    _, cells, figures = summarize(directory, lag_fraction, figures=not no_figures)
+    fields = grid_fields(read_manifest(directory))
+    table = Table(*[f.split(".")[-1] for f in fields], "grokked", "median t_grok", "95% CI",
+                  "phase")
+
+    def num(v) -> str:
+        return "inf" if _isnull(v) else f"{v:g}"
+
+    for _, row in cells.iterrows():
+        median = "not reached" if _isnull(row["t_grok_median"]) else f"{row['t_grok_median']:g}"
+        lo, hi = row["t_grok_lo"], row["t_grok_hi"]
+        table.add_row(
+            *[_fmt(row[f]) for f in fields],
+            f"{row['n_grokked']}/{row['n_runs']}",
+            median,
+            "-" if _isnull(lo) else f"{num(lo)}..{num(hi)}",
+            str(row["phase"]),
+        )
+    console.print(table)
+    console.print(f"wrote {Path(directory) / 'summary.parquet'} and {len(figures)} figures")
+
+
 def main() -> None:
     """Entry point: run the app, turning user mistakes into one line and exit status 2."""
     try:
         app()
     except GrokscopeError as e:
-        err.print(f"error: {e}", highlight=False, soft_wrap=True)
+        err.print(f"error: {e}", highlight=False, soft_wrap=True, markup=False)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")

@@ -1,0 +1,358 @@
+"""Run a sweep: every grid cell's seeds as one batch, cells in parallel, re-runs idempotent.
+
+Layout::
+
+    <out>/<name>/sweep.json                 the spec, its cells and run ids
+    <out>/<name>/runs/<cell>-s<seed>/       ordinary run directories (train_run's files)
+    <out>/<name>/summary.parquet            per-cell statistics (grokscope sweep-summary)
+
+The unit of work is a cell: :func:`run_cell` brings each of its runs to a final state. A run whose
+status is ``done`` or ``diverged`` is skipped; one with a complete checkpoint is resumed (seeds
+standing at the same checkpoint epoch resume together as a batch); anything else (never started,
+or killed before its first checkpoint) is started afresh. A failing batch is recorded as
+``failed`` in its runs and the other cells go on. A worker holds an exclusive lock on its cell
+while it trains, so a re-run never trains a run twice at the same time, and a worker whose parent
+sweep process died exits, so a killed sweep leaves no orphan still writing.
+
+Executors: ``local`` (default) runs cells in a pool of spawned processes, one per core, each with
+``threads`` torch threads; ``ray`` sends the same :func:`run_cell` calls to a Ray cluster (the
+sweep directory must then be on a filesystem every node sees). Both give identical numbers,
+because the same function trains the same batches with the same thread count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from grokscope import config as config_mod
+from grokscope.errors import GrokscopeError, RunDirError
+from grokscope.store import rundir
+from grokscope.sweep.spec import SweepSpec
+
+FINISHED = ("done", "diverged")
+EXECUTORS = ("local", "ray")
+
+
+def sweep_dir(out: Path, spec: SweepSpec) -> Path:
+    """Where a sweep lives: ``<out>/<name>``."""
+    return Path(out) / spec.name
+
+
+def prepare(spec: SweepSpec, root: Path) -> list[dict[str, Any]]:
+    """Write (or check) sweep.json; returns one task per cell for :func:`run_cell`.
+
+    A directory that already holds a different sweep is an error: re-running means the same spec.
+    """
+    root = Path(root)
+    manifest = {
+        "spec": spec.to_dict(),
+        "cells": [{"cell": c.name, "values": c.values} for c in spec.cells()],
+        "runs": [{"run": rid, "cell": c.name, "seed": s} for c, s, rid in spec.runs()],
+    }
+    path = root / "sweep.json"
+    if path.is_file():
+        old = rundir.read_json(path)
+        if old.get("spec") != manifest["spec"]:
+            raise GrokscopeError(
+                f"{root} holds a different sweep; give another --out or another name"
+            )
+    else:
+        rundir.write_json(path, {**manifest, "created": rundir.now()})
+    (root / "runs").mkdir(parents=True, exist_ok=True)
+    tasks = []
+    for cell in spec.cells():
+        tasks.append(
+            {
+                "root": str(root.resolve()),
+                "cell": cell.name,
+                "runs": [
+                    {"run": f"{cell.name}-s{s}", "config": config_mod.to_dict(spec.config(cell, s))}
+                    for s in spec.seeds
+                ],
+            }
+        )
+    return tasks
+
+
+def run_state(run: Path) -> str:
+    """``done`` / ``diverged`` / ``running`` ... from status.json, or ``new`` without one."""
+    try:
+        return str(rundir.read_status(run).get("state", "new"))
+    except RunDirError:
+        return "new"
+
+
+def count_finished(tasks: list[dict[str, Any]]) -> int:
+    """How many runs of the tasks are already done or diverged."""
+    return sum(
+        run_state(Path(t["root"]) / "runs" / r["run"]) in FINISHED for t in tasks for r in t["runs"]
+    )
+
+
+@contextlib.contextmanager
+def _cell_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock (blocking) held while a cell trains (POSIX flock)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _resume_epoch(run: Path) -> int | None:
+    try:
+        return rundir.load_resume(run)[0]
+    except RunDirError:
+        return None
+
+
+def run_cell(task: dict[str, Any], threads: int = 1) -> list[dict[str, Any]]:
+    """Bring every run of one cell to a final state (the unit of work of every executor).
+
+    Returns one record per run: run, cell, state (after this call), action (skipped, trained,
+    resumed) and error (None unless the batch failed).
+    """
+    import torch
+
+    from grokscope.store.batched_runner import train_batched
+
+    torch.set_num_threads(threads)
+    root = Path(task["root"])
+    records: dict[str, dict[str, Any]] = {}
+    with _cell_lock(root / "runs" / f".{task['cell']}.lock"):
+        fresh: list[tuple[Path, config_mod.Config]] = []
+        resume: dict[int, list[Path]] = {}
+        for item in task["runs"]:
+            run = root / "runs" / item["run"]
+            state = run_state(run)
+            if state in FINISHED:
+                records[item["run"]] = {"state": state, "action": "skipped", "error": None}
+                continue
+            epoch = _resume_epoch(run) if run.is_dir() else None
+            if epoch is not None:
+                resume.setdefault(epoch, []).append(run)
+            else:
+                if run.exists():  # killed before its first checkpoint: start over
+                    shutil.rmtree(run)
+                fresh.append((run, config_mod.from_dict(item["config"])))
+        batches: list[tuple[str, list[Path], list | None]] = []
+        if fresh:
+            batches.append(("trained", [r for r, _ in fresh], [c for _, c in fresh]))
+        for epoch in sorted(resume):
+            batches.append(("resumed", resume[epoch], None))
+        for action, runs, cfgs in batches:
+            try:
+                statuses = train_batched(cfgs, runs, resume=cfgs is None)
+                for run, status in zip(runs, statuses, strict=True):
+                    records[run.name] = {
+                        "state": status["state"],
+                        "action": action,
+                        "error": status.get("error"),
+                    }
+            except Exception as e:  # noqa: BLE001 - recorded; the other batches and cells go on
+                error = f"{e.__class__.__name__}: {e}"
+                for run in runs:
+                    records[run.name] = {
+                        "state": "failed",
+                        "action": action,
+                        "error": error,
+                        "traceback": traceback.format_exc(limit=5),
+                    }
+    return [
+        {"run": item["run"], "cell": task["cell"], **records[item["run"]]} for item in task["runs"]
+    ]
+
+
+def _worker_init(parent: int) -> None:
+    """In a pool worker: ignore Ctrl-C while idle (training installs its own graceful handler),
+    and exit when the sweep process that started us is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _interrupted(records: list[dict[str, Any]]) -> bool:
+    return any(r["state"] == "interrupted" for r in records)
+
+
+def run_local(
+    tasks: list[dict[str, Any]],
+    workers: int,
+    threads: int,
+    on_result: Callable[[list[dict[str, Any]]], None],
+) -> None:
+    """Run cells in ``workers`` spawned processes (in this process when ``workers`` is 1).
+
+    Ctrl-C (or SIGTERM to an in-process sweep) lets the running batches checkpoint, starts no
+    further cell and raises KeyboardInterrupt; the same command continues the sweep.
+    """
+    if workers <= 1:
+        for task in tasks:
+            records = run_cell(task, threads)
+            on_result(records)
+            if _interrupted(records):
+                raise KeyboardInterrupt
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    ctx = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
+    )
+    try:
+        futures = {pool.submit(run_cell, task, threads): task for task in tasks}
+        for future in as_completed(futures):
+            task = futures[future]
+            try:
+                records = future.result()
+            except BrokenProcessPool as e:  # a worker died (killed, out of memory)
+                records = _lost(task, f"worker process died: {e}")
+            on_result(records)
+            if _interrupted(records):
+                raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown(wait=True)
+
+
+def _lost(task: dict[str, Any], error: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "run": r["run"],
+            "cell": task["cell"],
+            "state": run_state(Path(task["root"]) / "runs" / r["run"]),
+            "action": "lost",
+            "error": error,
+        }
+        for r in task["runs"]
+    ]
+
+
+def run_ray(
+    tasks: list[dict[str, Any]],
+    workers: int,
+    threads: int,
+    on_result: Callable[[list[dict[str, Any]]], None],
+    address: str | None = None,
+) -> None:
+    """Run cells as Ray tasks (``threads`` CPUs each). Without ``address`` a local Ray instance
+    with ``workers * threads`` CPUs is started and stopped again."""
+    try:
+        import ray
+    except ImportError:
+        raise GrokscopeError("the ray executor needs Ray: pip install 'grokscope[ray]'") from None
+    started = not ray.is_initialized()
+    if started:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=workers * threads, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = ray.remote(num_cpus=threads, max_retries=0)(run_cell)
+        pending = {remote.remote(task, threads): task for task in tasks}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            task = pending.pop(done[0])
+            try:
+                on_result(ray.get(done[0]))
+            except ray.exceptions.RayError as e:
+                on_result(_lost(task, f"ray task failed: {e.__class__.__name__}"))
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def default_workers() -> int:
+    """One worker per core."""
+    return max(1, os.cpu_count() or 1)
+
+
+def default_threads(workers: int) -> int:
+    """Torch threads per worker: OMP_NUM_THREADS when set, else cores // workers (at least 1).
+
+    More threads than free cores hurts badly on a shared machine (threads spin while they wait),
+    so an explicit OMP_NUM_THREADS wins.
+    """
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def run_sweep(
+    spec: SweepSpec,
+    out: Path,
+    executor: str = "local",
+    workers: int = 0,
+    address: str | None = None,
+    threads: int = 0,
+    on_result: Callable[[list[dict[str, Any]]], None] | None = None,
+    tasks: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """Run (or finish) the sweep under ``out/<name>``; returns one record per run.
+
+    ``workers`` 0 means one per core; ``threads`` 0 means :func:`default_threads`.
+    ``on_result`` sees each cell's records as it finishes.
+    """
+    if executor not in EXECUTORS:
+        raise GrokscopeError(f"unknown executor {executor!r}; choose {' or '.join(EXECUTORS)}")
+    workers = workers or default_workers()
+    threads = threads or default_threads(workers)
+    if tasks is None:
+        tasks = prepare(spec, sweep_dir(out, spec))
+    results: list[dict[str, Any]] = []
+
+    def collect(records: list[dict[str, Any]]) -> None:
+        results.extend(records)
+        if on_result is not None:
+            on_result(records)
+
+    todo = []
+    for task in tasks:  # cells with nothing left to do are not sent to a worker
+        states = [run_state(Path(task["root"]) / "runs" / r["run"]) for r in task["runs"]]
+        if all(s in FINISHED for s in states):
+            collect(
+                [
+                    {
+                        "run": r["run"],
+                        "cell": task["cell"],
+                        "state": s,
+                        "action": "skipped",
+                        "error": None,
+                    }
+                    for r, s in zip(task["runs"], states, strict=True)
+                ]
+            )
+        else:
+            todo.append(task)
+    if todo and executor == "local":
+        run_local(todo, min(workers, len(todo)), threads, collect)
+    elif todo:
+        run_ray(todo, workers, threads, collect, address)
+    return results

@@ -1,0 +1,243 @@
+"""Interventions against hand computations: Grokfast EMA / MA (Lee et al. 2024), perp-Grad and
+StableMax (Prieto et al. 2025), the weight-norm sphere (Liu et al. 2023, Omnigrok), decay toward the
+initial weights, softmax collapse; and resume == uninterrupted with the filters on."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+
+from grokscope.config import OptimConfig
+from grokscope.store import rundir
+from grokscope.store.runner import train_run
+from grokscope.tasks import build_dataset
+from grokscope.train.interventions import (
+    GradFilter,
+    decay_toward,
+    orthogonalize_gradients,
+    project_to_norm,
+    total_norm,
+)
+from grokscope.train.loop import TaskTensors, new_state, train_step
+from grokscope.train.losses import (
+    softmax_collapse_share,
+    stablemax_cross_entropy,
+    stablemax_s,
+)
+
+GRADS = [torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]), torch.tensor([2.0, 2.0])]
+
+
+def _filtered(cfg: OptimConfig, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Feed ``grads`` one by one through a GradFilter on a single 2-vector parameter."""
+    p = torch.nn.Parameter(torch.zeros(2))
+    filt = GradFilter(cfg, ["w"])
+    out = []
+    for g in grads:
+        p.grad = g.clone()
+        filt.apply([p])
+        out.append(p.grad.clone())
+    return out
+
+
+def test_grokfast_ema_hand_computed():
+    # alpha 0.5, lambda 2: mu_1 = g_1 (the filter starts from the first gradient), then
+    # mu_t = 0.5 mu_{t-1} + 0.5 g_t and the step uses g_t + 2 mu_t.
+    cfg = OptimConfig(grokfast="ema", grokfast_alpha=0.5, grokfast_lambda=2.0)
+    out = _filtered(cfg, GRADS)
+    # mu: [1, 0] -> [0.5, 0.5] -> [1.25, 1.25]
+    want = [[3.0, 0.0], [1.0, 2.0], [4.5, 4.5]]
+    for got, w in zip(out, want, strict=True):
+        torch.testing.assert_close(got, torch.tensor(w), rtol=0, atol=1e-7)
+
+
+def test_grokfast_ma_hand_computed():
+    # window 2, lambda 5: untouched until two gradients are seen, then g_t + 5 * mean(last 2).
+    cfg = OptimConfig(grokfast="ma", grokfast_window=2, grokfast_lambda=5.0)
+    out = _filtered(cfg, GRADS)
+    want = [[1.0, 0.0], [0.0 + 2.5, 1.0 + 2.5], [2.0 + 5.0, 2.0 + 7.5]]
+    for got, w in zip(out, want, strict=True):
+        torch.testing.assert_close(got, torch.tensor(w), rtol=0, atol=1e-7)
+
+
+def test_grokfast_none_is_identity_and_state_round_trips():
+    assert all(
+        torch.equal(a, b) for a, b in zip(_filtered(OptimConfig(), GRADS), GRADS, strict=True)
+    )
+    cfg = OptimConfig(grokfast="ma", grokfast_window=2, grokfast_lambda=5.0)
+    p = torch.nn.Parameter(torch.zeros(2))
+    a = GradFilter(cfg, ["w"])
+    for g in GRADS[:2]:
+        p.grad = g.clone()
+        a.apply([p])
+    b = GradFilter(cfg, ["w"])
+    b.load_state_tensors(a.state_tensors(), torch.device("cpu"))
+    outs = []
+    for filt in (a, b):
+        p.grad = GRADS[2].clone()
+        filt.apply([p])
+        outs.append(p.grad.clone())
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+    torch.testing.assert_close(outs[0], torch.tensor([7.0, 9.5]))
+
+
+def test_orthograd_is_orthogonal_and_keeps_norm():
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(5, 3, generator=gen)) for _ in range(2)]
+    grads = [torch.randn(5, 3, generator=gen) for _ in range(2)]
+    grads[1] = grads[1] + 3.0 * params[1].detach()  # a large parallel part to remove
+    for p, g in zip(params, grads, strict=True):
+        p.grad = g.clone()
+    orthogonalize_gradients(params)
+    for p, g in zip(params, grads, strict=True):
+        w = p.detach().double()
+        new = p.grad.double()
+        assert abs(float(torch.sum(w * new))) < 1e-5 * float(w.norm() * new.norm())
+        assert float(new.norm()) == pytest.approx(float(g.double().norm()), rel=1e-6)
+        # g_perp is g minus its projection on w, rescaled: it lies in span(w, g) and is
+        # proportional to g - (<w, g> / <w, w>) w
+        want = g.double() - (torch.sum(w * g.double()) / torch.sum(w * w)) * w
+        torch.testing.assert_close(new / new.norm(), want / want.norm(), rtol=0, atol=1e-6)
+
+
+def test_stablemax_values_and_probabilities():
+    x = torch.tensor([-3.0, -1.0, 0.0, 0.5, 2.0])
+    torch.testing.assert_close(stablemax_s(x), torch.tensor([0.25, 0.5, 1.0, 1.5, 3.0]))
+    z = torch.tensor([[2.0, -1.0, 0.0], [-4.0, -3.0, 10.0]], dtype=torch.float64)
+    s = stablemax_s(z)
+    probs = s / s.sum(dim=-1, keepdim=True)
+    torch.testing.assert_close(probs.sum(dim=-1), torch.ones(2, dtype=torch.float64))
+    # row 0: s = (3, 0.5, 1) -> p = (3/4.5, 0.5/4.5, 1/4.5)
+    torch.testing.assert_close(
+        probs[0], torch.tensor([3 / 4.5, 0.5 / 4.5, 1 / 4.5], dtype=torch.float64)
+    )
+    y = torch.tensor([0, 1])
+    # row 1: s = (1/5, 1/4, 11), label 1 -> p = 0.25 / 11.45
+    want = -(math.log(3 / 4.5) + math.log(0.25 / 11.45)) / 2
+    assert float(stablemax_cross_entropy(z, y)) == pytest.approx(want, rel=1e-12)
+
+
+def test_stablemax_gradient_is_finite_far_out():
+    z = torch.tensor([[1e4, -1e4, 0.0]], requires_grad=True)
+    stablemax_cross_entropy(z, torch.tensor([1])).backward()
+    assert torch.isfinite(z.grad).all()
+
+
+def test_softmax_collapse_share_hand_made():
+    logits = torch.tensor(
+        [
+            [0.0, -200.0, -200.0],  # exp underflows to 0: the sum is exactly 1
+            [0.0, -20.0, -30.0],  # 1 + 2e-9 rounds to 1 in float32 (eps/2 = 6e-8)
+            [0.0, -1.0, -2.0],  # 1 + 0.37 + 0.14
+            [5.0, 5.0, 5.0],  # sum 3
+        ]
+    )
+    assert softmax_collapse_share(logits) == 0.5
+    assert softmax_collapse_share(logits[2:]) == 0.0
+    # float64 logits are judged in float32, the working precision of the models
+    assert softmax_collapse_share(logits[:2].double()) == 1.0
+
+
+def _tiny_state(tiny, *overrides):
+    cfg = tiny(*overrides)
+    from grokscope.config import resolve
+
+    resolve(cfg)
+    ds = build_dataset(cfg.task)
+    dev = torch.device("cpu")
+    return cfg, new_state(cfg, ds, dev), TaskTensors.from_dataset(ds, dev)
+
+
+def test_weight_norm_constraint_holds_through_training(tiny):
+    cfg, state, data = _tiny_state(tiny, "optim.weight_norm=7.5", "optim.warmup_steps=0")
+    start = [p.detach().clone() for p in state.params]
+    for _ in range(5):
+        train_step(cfg, state, data.train_x, data.train_y)
+        assert float(total_norm(state.params)) == pytest.approx(7.5, rel=1e-6)
+    assert any(not torch.equal(a, b.detach()) for a, b in zip(start, state.params, strict=True))
+
+
+def test_project_to_norm_scales_all_parameters_together():
+    a = torch.nn.Parameter(torch.tensor([3.0, 0.0]))
+    b = torch.nn.Parameter(torch.tensor([[0.0, 4.0]]))
+    project_to_norm([a, b], 10.0)  # total norm 5 -> 10: every entry doubles
+    torch.testing.assert_close(a.detach(), torch.tensor([6.0, 0.0]))
+    torch.testing.assert_close(b.detach(), torch.tensor([[0.0, 8.0]]))
+
+
+def test_decay_toward_init_with_zero_gradient(tiny):
+    # decay_to=init: AdamW runs without its own decay and decay_toward pulls w to w0; with a zero
+    # gradient Adam's update is 0, so w_t - w0 = (1 - lr * wd)^t (w_start - w0) exactly.
+    lr, wd = 0.1, 0.5
+    cfg, state, _ = _tiny_state(
+        tiny, "optim.decay_to=init", f"optim.lr={lr}", f"optim.weight_decay={wd}"
+    )
+    assert state.optimizer.param_groups[0]["weight_decay"] == 0.0
+    init = [t.clone() for t in state.init_params]
+    with torch.no_grad():
+        for p in state.params:
+            p.add_(1.0)
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr
+    for t in range(1, 21):
+        for p in state.params:
+            p.grad = torch.zeros_like(p)
+        decay_toward(state.params, state.init_params, lr * wd)
+        state.optimizer.step()
+        for p, w0 in zip(state.params, init, strict=True):
+            torch.testing.assert_close(
+                p.detach() - w0, torch.full_like(w0, (1 - lr * wd) ** t), rtol=1e-5, atol=1e-6
+            )
+    # the init stays where it was
+    assert all(torch.equal(a, b) for a, b in zip(init, state.init_params, strict=True))
+
+
+def test_decay_toward_is_the_decoupled_update():
+    p = torch.nn.Parameter(torch.tensor([2.0, -4.0]))
+    decay_toward([p], [torch.tensor([1.0, 0.0])], 0.25)
+    torch.testing.assert_close(p.detach(), torch.tensor([1.75, -3.0]))
+
+
+def _metrics(run):
+    return rundir.read_metrics(run).drop(columns=["wall_s"])
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["optim.grokfast=ema"],
+        ["optim.grokfast=ma", "optim.grokfast_window=7"],
+        [
+            "optim.grokfast=ema",
+            "optim.orthograd=true",
+            "optim.decay_to=init",
+            "optim.weight_norm=12",
+        ],
+    ],
+)
+def test_resume_with_interventions_equals_uninterrupted(tmp_path, tiny, extra):
+    """A hard kill right after the epoch-20 checkpoint (a copy of the directory as it was then),
+    resumed with train_run(resume=True), repeats the straight run exactly: the filter state, the
+    init weights and the optimizer moments all come back."""
+    cfg = tiny(*extra)
+    seen = {}
+
+    def snapshot(row):
+        if row["epoch"] == 25 and "copied" not in seen:
+            shutil.copytree(tmp_path / "full", tmp_path / "killed")
+            seen["copied"] = True
+
+    train_run(cfg, tmp_path / "full", progress=snapshot)
+    killed = tmp_path / "killed"
+    assert rundir.read_status(killed)["state"] == "running"
+    assert max(rundir.list_epochs(killed, rundir.RESUME_RE)) == 20
+    status = train_run(None, killed, resume=True)
+    assert status["state"] == "done" and status["epochs_done"] == 60
+    pd.testing.assert_frame_equal(_metrics(tmp_path / "full"), _metrics(killed))
+    a = rundir.load_weights(tmp_path / "full", 60)
+    b = rundir.load_weights(killed, 60)
+    assert all(torch.equal(a[k], b[k]) for k in a)
