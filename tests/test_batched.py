@@ -178,3 +178,20 @@ def test_divergence_through_the_run_directories(tmp_path, tiny):
         assert status["diverged_epoch"] == alone["diverged_epoch"]
         assert rundir.read_metrics(tmp_path / f"d{i}")["epoch"].max() <= status["diverged_epoch"]
         assert status["t_grok_epoch"] is None
+
+
+def test_resume_at_the_last_checkpoint_marks_done(tmp_path):
+    """A batch killed after its final checkpoint but before status said done resumes to done."""
+    from grokscope.store import rundir
+    from grokscope.store.batched_runner import train_batched
+    from tests.conftest import tiny_config
+
+    runs = [tmp_path / "a", tmp_path / "b"]
+    cfgs = [tiny_config("train.epochs=20", f"train.seed={s}") for s in (0, 1)]
+    first = train_batched(cfgs, runs)
+    for run in runs:
+        rundir.write_status(run, state="running")
+    again = train_batched(None, runs, resume=True)
+    assert [s["state"] for s in again] == ["done", "done"]
+    assert [s["epochs_done"] for s in again] == [20, 20]
+    assert [s["t_mem_epoch"] for s in again] == [s["t_mem_epoch"] for s in first]

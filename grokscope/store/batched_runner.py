@@ -102,8 +102,10 @@ def train_batched(
         for slot in slots:
             i = st.runs[slot]
             weights, resume_ = seed_tensors(st, slot)
-            rundir.save_checkpoint(runs[i], st.epoch, weights, resume_, seed_meta(st, slot))
+            # metrics first: a kill between the two leaves rows past the newest checkpoint,
+            # which a resume truncates, never a checkpoint without its metrics
             rundir.write_metrics(runs[i], rows[i])
+            rundir.save_checkpoint(runs[i], st.epoch, weights, resume_, seed_meta(st, slot))
             rundir.write_status(
                 runs[i],
                 state="running",
@@ -145,5 +147,17 @@ def train_batched(
                 wall_s=round(st.wall_s, 3),
                 t_mem_epoch=st.t_mem_epoch[slot],
                 t_grok_epoch=st.t_grok_epoch[slot],
+            )
+    for i, run in enumerate(runs):
+        if resume and i not in final:  # resumed at its last checkpoint, killed before "done"
+            meta = snapshots[i][2]
+            rundir.write_metrics(run, rows[i])
+            final[i] = rundir.write_status(
+                run,
+                state="done",
+                epochs_done=meta["epoch"],
+                step=meta["step"],
+                t_mem_epoch=meta.get("t_mem_epoch"),
+                t_grok_epoch=meta.get("t_grok_epoch"),
             )
     return [final[i] for i in range(len(runs))]

@@ -105,8 +105,10 @@ def train_run(
 
     def on_checkpoint(st) -> None:
         weights_, resume_ = state_tensors(st)
-        rundir.save_checkpoint(run, st.epoch, weights_, resume_, state_meta(st))
+        # metrics first: a kill between the two leaves rows past the newest checkpoint, which a
+        # resume truncates, never a checkpoint without its metrics
         rundir.write_metrics(run, rows)
+        rundir.save_checkpoint(run, st.epoch, weights_, resume_, state_meta(st))
         _status(run, st, "running")
 
     with _stop_flag() as flag:
