@@ -152,3 +152,24 @@ def test_early_stop_after_grokking(tmp_path, tiny):
     assert status["state"] == "done"
     assert status["t_grok_epoch"] is not None
     assert status["epochs_done"] == status["t_grok_epoch"] + 10
+
+
+def test_resume_from_the_initial_checkpoint_has_no_duplicate_rows(tmp_path, tiny):
+    """Killed right after the epoch-0 checkpoint: the resumed table equals the uninterrupted one."""
+    import shutil
+
+    cfg = tiny()
+    seen = {}
+
+    def snapshot(row):
+        if row["epoch"] == 1 and not seen:
+            shutil.copytree(tmp_path / "full", tmp_path / "killed")
+            seen["copied"] = True
+
+    train_run(cfg, tmp_path / "full", progress=snapshot)
+    killed = tmp_path / "killed"
+    for f in (killed / "checkpoints").glob("*0001.safetensors"):
+        f.unlink()
+    assert rundir.list_epochs(killed, rundir.RESUME_RE) == [0]
+    train_run(None, killed, resume=True)
+    pd.testing.assert_frame_equal(_metrics(tmp_path / "full"), _metrics(killed))

@@ -48,7 +48,8 @@ def train_batched(
             epoch, weights, resume_tensors, meta = rundir.load_resume(run)
             snapshots.append((weights, resume_tensors, meta))
             table = rundir.read_metrics(run).to_dict("records")
-            rows.append([row for row in table if row["epoch"] <= epoch])
+            # from epoch 0 the loop evaluates epoch 0 again itself
+            rows.append([row for row in table if row["epoch"] <= epoch] if epoch > 0 else [])
         epochs = sorted({m["epoch"] for _, _, m in snapshots})
         if len(epochs) > 1:
             raise RunDirError(

@@ -67,7 +67,9 @@ def train_run(
     if resume:
         cfg = rundir.read_config(run)
         epoch, weights, resume_tensors, meta = rundir.load_resume(run)
-        rows = [r for r in rundir.read_metrics(run).to_dict("records") if r["epoch"] <= epoch]
+        # rows up to the checkpoint; from epoch 0 the loop evaluates epoch 0 again itself
+        table = rundir.read_metrics(run).to_dict("records") if epoch > 0 else []
+        rows = [r for r in table if r["epoch"] <= epoch]
     else:
         assert cfg is not None
         config_mod.resolve(cfg)
