@@ -39,8 +39,8 @@ from grokscope import config as config_mod
 from grokscope.config import Config, ConfigError
 from grokscope.models import HookedModule, build_model
 from grokscope.tasks import Dataset
-from grokscope.train.interventions import GradFilter, decay_toward
-from grokscope.train.loop import EVAL_CHUNK, checkpoint_epochs, lr_at
+from grokscope.train.interventions import GradFilter
+from grokscope.train.loop import EVAL_CHUNK, apply_update, checkpoint_epochs, lr_at
 from grokscope.train.losses import loss_function, softmax_collapse_share
 
 BATCH_FIELDS = ("train.seed", "task.data_seed")
@@ -381,16 +381,7 @@ def batched_train_step(
         return values
     state.optimizer.zero_grad(set_to_none=True)
     torch.stack([losses[s] for s in finite]).sum().backward()
-    params = state.params
-    state.grad_filter.apply(params)
-    if o.orthograd:
-        orthogonalize_per_seed(params)
-    if o.decay_to == "init" and o.weight_decay > 0:
-        decay_toward(params, state.init_params, lr * o.weight_decay)
-    state.optimizer.step()
-    if o.weight_norm > 0:
-        project_per_seed(params, o.weight_norm)
-    state.step += 1
+    apply_update(o, state, lr, orthogonalize_per_seed, project_per_seed)
     return values
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from grokscope.config import Config
+from grokscope.config import Config, OptimConfig
 from grokscope.models import HookedModule, build_model
 from grokscope.tasks import Dataset
 from grokscope.train.interventions import (
@@ -247,17 +247,30 @@ def train_step(cfg: Config, state: TrainState, x: torch.Tensor, y: torch.Tensor)
         return value
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    apply_update(o, state, lr)
+    return value
+
+
+def apply_update(
+    o: OptimConfig,
+    state,
+    lr: float,
+    orthogonalize=orthogonalize_gradients,
+    project=project_to_norm,
+) -> None:
+    """After backward: gradient filter, perp-Grad, decay toward init, the AdamW step and the norm
+    constraint, in that order. Shared by single and batched training, which pass per-seed
+    versions of the two per-tensor interventions."""
     params = state.params
     state.grad_filter.apply(params)
     if o.orthograd:
-        orthogonalize_gradients(params)
+        orthogonalize(params)
     if o.decay_to == "init" and o.weight_decay > 0:
         decay_toward(params, state.init_params, lr * o.weight_decay)
     state.optimizer.step()
     if o.weight_norm > 0:
-        project_to_norm(params, o.weight_norm)
+        project(params, o.weight_norm)
     state.step += 1
-    return value
 
 
 def run_training(
