@@ -40,8 +40,14 @@ from grokscope.config import Config, ConfigError
 from grokscope.models import HookedModule, build_model
 from grokscope.tasks import Dataset
 from grokscope.train.interventions import GradFilter
-from grokscope.train.loop import EVAL_CHUNK, apply_update, checkpoint_epochs, lr_at
-from grokscope.train.losses import loss_function, softmax_collapse_share
+from grokscope.train.loop import (
+    EVAL_CHUNK,
+    apply_update,
+    checkpoint_epochs,
+    lr_at,
+    make_optimizer,
+)
+from grokscope.train.losses import loss_function, softmax_collapse
 
 BATCH_FIELDS = ("train.seed", "task.data_seed")
 
@@ -130,15 +136,7 @@ class BatchedState:
 
 
 def _optimizer(cfg: Config, params: list[torch.Tensor]) -> torch.optim.AdamW:
-    o = cfg.optim
-    return torch.optim.AdamW(
-        params,
-        lr=lr_at(0, o.lr, o.warmup_steps),
-        betas=(o.beta1, o.beta2),
-        eps=o.eps,
-        weight_decay=o.weight_decay if o.decay_to == "zero" else 0.0,
-        foreach=True,
-    )
+    return make_optimizer(cfg.optim, params)
 
 
 def new_batched_state(
@@ -372,15 +370,15 @@ def batched_train_step(
     lr = lr_at(state.step, o.lr, o.warmup_steps)
     for group in state.optimizer.param_groups:
         group["lr"] = lr
-    logits = batched_logits(state, x)
-    loss_fn = loss_function(o.loss)
-    losses = [loss_fn(z, t) for z, t in zip(logits.unbind(0), y.unbind(0), strict=True)]
-    values = [float(v.detach()) for v in losses]
+    losses = loss_function(o.loss)(batched_logits(state, x), y)
+    values = losses.detach().tolist()
     finite = [s for s, v in enumerate(values) if math.isfinite(v)]
     if not finite:
         return values
     state.optimizer.zero_grad(set_to_none=True)
-    torch.stack([losses[s] for s in finite]).sum().backward()
+    if len(finite) < len(values):
+        losses = losses[torch.as_tensor(finite, device=losses.device)]
+    losses.sum().backward()
     apply_update(o, state, lr, orthogonalize_per_seed, project_per_seed)
     return values
 
@@ -392,19 +390,19 @@ def evaluate_batched(
     """Per seed: loss (float64), accuracy and softmax-collapse share, computed chunk by chunk
     with the same formulas as :func:`grokscope.train.loop.evaluate`."""
     loss_fn = loss_function(loss_name)
-    k, n = state.k, x.shape[1]
-    total, correct, collapse = [0.0] * k, [0] * k, [0.0] * k
-    for start in range(0, n, EVAL_CHUNK):
+    n = x.shape[1]
+    total = torch.zeros(state.k, dtype=torch.float64, device=x.device)
+    correct = torch.zeros(state.k, dtype=torch.int64, device=x.device)
+    collapse = torch.zeros(state.k, dtype=torch.float64, device=x.device)
+    for start in range(0, n, EVAL_CHUNK):  # the chunks of loop.evaluate: the same sums
         logits = batched_logits(state, x[:, start : start + EVAL_CHUNK])
         yb = y[:, start : start + EVAL_CHUNK]
         m = yb.shape[1]
-        for s in range(k):
-            total[s] += float(loss_fn(logits[s], yb[s])) * m
-            correct[s] += int((logits[s].argmax(dim=-1) == yb[s]).sum())
-            collapse[s] += softmax_collapse_share(logits[s]) * m
-    return [
-        {"loss": total[s] / n, "acc": correct[s] / n, "collapse": collapse[s] / n} for s in range(k)
-    ]
+        total += loss_fn(logits, yb) * m
+        correct += (logits.argmax(dim=-1) == yb).sum(dim=-1)
+        collapse += softmax_collapse(logits) * m
+    rows = zip(total.tolist(), correct.tolist(), collapse.tolist(), strict=True)
+    return [{"loss": t / n, "acc": c / n, "collapse": sc / n} for t, c, sc in rows]
 
 
 def batched_eval_rows(cfg: Config, state: BatchedState, data: BatchData) -> list[dict]:

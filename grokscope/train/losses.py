@@ -2,6 +2,11 @@
 
 Prieto, Barsbey, Mediano & Birdal (2025), "Grokking at the edge of numerical stability":
 s(x) = x + 1 for x >= 0 and 1 / (1 - x) for x < 0; p_i = s(z_i) / sum_j s(z_j).
+
+Every function here takes logits (..., n, classes) and labels (..., n) and averages over the
+example axis n only, keeping any leading axes: a batch of K seeds (K, n, classes) gets K losses
+from one call, and each equals the loss of that seed's slice computed alone (the same per-example
+terms, averaged over the same n), so single and batched training share these functions.
 """
 
 from __future__ import annotations
@@ -10,9 +15,15 @@ import torch
 import torch.nn.functional as F
 
 
+def _mean_over_examples(per_example: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return per_example.view(labels.shape).mean(dim=-1)
+
+
 def cross_entropy64(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy with the log-softmax taken in float64."""
-    return F.cross_entropy(logits.to(torch.float64), labels)
+    """Mean cross-entropy over the examples, with the log-softmax taken in float64."""
+    z = logits.to(torch.float64)
+    nll = F.cross_entropy(z.reshape(-1, z.shape[-1]), labels.reshape(-1), reduction="none")
+    return _mean_over_examples(nll, labels)
 
 
 def stablemax_s(x: torch.Tensor) -> torch.Tensor:
@@ -21,10 +32,11 @@ def stablemax_s(x: torch.Tensor) -> torch.Tensor:
 
 
 def stablemax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean of -log(s(z_y) / sum_j s(z_j)) in float64 (Prieto et al. 2025)."""
+    """Mean of -log(s(z_y) / sum_j s(z_j)) over the examples, in float64 (Prieto et al. 2025)."""
     s = stablemax_s(logits.to(torch.float64))
     log_probs = torch.log(s) - torch.log(s.sum(dim=-1, keepdim=True))
-    return F.nll_loss(log_probs, labels)
+    picked = torch.gather(log_probs, -1, labels.unsqueeze(-1)).squeeze(-1)
+    return -picked.mean(dim=-1)
 
 
 def loss_function(name: str):
@@ -36,9 +48,15 @@ def loss_function(name: str):
     raise ValueError(f"unknown loss {name!r}")
 
 
-def softmax_collapse_share(logits: torch.Tensor) -> float:
-    """Share of samples whose float32 sum_j exp(z_j - max z) is exactly 1 (Prieto et al. 2025):
-    every non-maximal probability has underflowed, so the gradient of the loss vanishes."""
+def softmax_collapse(logits: torch.Tensor) -> torch.Tensor:
+    """Share of samples (over the example axis) whose float32 sum_j exp(z_j - max z) is exactly
+    1 (Prieto et al. 2025): every non-maximal probability has underflowed, so the gradient of
+    the loss vanishes. Leading axes are kept."""
     z = logits.detach().to(torch.float32)
     sums = torch.exp(z - z.max(dim=-1, keepdim=True).values).sum(dim=-1)
-    return float((sums == 1.0).to(torch.float64).mean())
+    return (sums == 1.0).to(torch.float64).mean(dim=-1)
+
+
+def softmax_collapse_share(logits: torch.Tensor) -> float:
+    """:func:`softmax_collapse` of one model's logits (batch, classes), as a float."""
+    return float(softmax_collapse(logits))
