@@ -52,6 +52,9 @@ def _assert_same_metrics(a: pd.DataFrame, b: pd.DataFrame) -> None:
             "optim.loss=stablemax",
         ],
         ["model.kind=mlp", "model.d_embed=0", "model.act=quad", "model.bias=false"],
+        ["model.kind=mlp", "model.d_embed=16", "model.n_layers=2", "optim.batch_size=50"],
+        # no stacked pass for these: the forward is mapped over the seeds with torch.vmap
+        ["model.n_layers=2", "model.layernorm=true", "train.epochs=30"],
     ],
 )
 def test_each_seed_equals_its_run_alone(tmp_path, tiny, extra):
@@ -66,9 +69,10 @@ def test_each_seed_equals_its_run_alone(tmp_path, tiny, extra):
             assert statuses[i][key] == alone[key], key
         assert rundir.read_config(tmp_path / f"b{i}") == rundir.read_config(tmp_path / f"s{i}")
         assert rundir.list_epochs(tmp_path / f"b{i}") == rundir.list_epochs(tmp_path / f"s{i}")
+        last = rundir.list_epochs(tmp_path / f"s{i}")[-1]
         wa, wb = (
-            rundir.load_weights(tmp_path / f"s{i}", 60),
-            rundir.load_weights(tmp_path / f"b{i}", 60),
+            rundir.load_weights(tmp_path / f"s{i}", last),
+            rundir.load_weights(tmp_path / f"b{i}", last),
         )
         for k in wa:
             torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-6)
@@ -195,3 +199,48 @@ def test_resume_at_the_last_checkpoint_marks_done(tmp_path):
     assert [s["state"] for s in again] == ["done", "done"]
     assert [s["epochs_done"] for s in again] == [20, 20]
     assert [s["t_mem_epoch"] for s in again] == [s["t_mem_epoch"] for s in first]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        ["model.act=gelu", "model.n_heads=2", "model.d_head=16"],
+        ["model.kind=mlp", "model.d_embed=8"],
+        ["model.kind=mlp", "model.d_embed=0", "model.act=quad", "model.bias=false"],
+        ["model.kind=mlp", "model.n_layers=3", "model.d_mlp=16"],
+    ],
+)
+def test_stacked_pass_equals_each_model_alone_bit_for_bit(tiny, extra):
+    """The stacked training pass (no vmap) gives every seed exactly its own logits and
+    gradients: the same kernels on the same values, so equality is exact, not approximate."""
+    cfgs = [resolve(tiny(*extra, f"train.seed={s}")) for s in range(3)]
+    datasets = [build_dataset(c.task) for c in cfgs]
+    state = new_batched_state(cfgs, datasets, torch.device("cpu"))
+    model = state.model
+    x = torch.stack([torch.as_tensor(ds.tokens[ds.train_idx][:40]) for ds in datasets])
+    y = torch.stack([torch.as_tensor(ds.labels[ds.train_idx][:40]) for ds in datasets])
+    # bias the stacked weights away from the init so a seed mix-up would show
+    with torch.no_grad():
+        for p in state.params:
+            p.add_(torch.randn_like(p) * 0.1)
+    logits = model.stacked_logits(dict(zip(state.names, state.params, strict=True)), x)
+    assert logits is not None and logits.shape == (3, 40, model.d_vocab_out)
+    torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").backward()
+    for k in range(3):
+        alone = new_state(cfgs[k], datasets[k], torch.device("cpu")).model
+        with torch.no_grad():
+            for name, p in alone.named_parameters():
+                p.copy_(state.params[state.names.index(name)][k])
+        out = alone(x[k])
+        assert torch.equal(out, logits[k].detach())
+        torch.nn.functional.cross_entropy(out, y[k], reduction="sum").backward()
+        for name, p in alone.named_parameters():
+            assert torch.equal(p.grad, state.params[state.names.index(name)].grad[k]), name
+
+
+def test_models_without_a_stacked_pass_say_so(tiny):
+    cfg = resolve(tiny("model.n_layers=2"))
+    state = new_batched_state([cfg], [build_dataset(cfg.task)], torch.device("cpu"))
+    params = dict(zip(state.names, state.params, strict=True))
+    assert state.model.stacked_logits(params, torch.zeros(1, 2, 3, dtype=torch.long)) is None

@@ -12,11 +12,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from grokscope.config import ModelConfig
 from grokscope.models.hooks import HookedModule
+from grokscope.models.stacked_ops import affine, take_rows
 from grokscope.models.transformer import activation
 
 
@@ -85,20 +85,34 @@ class MLP(HookedModule):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits (batch, d_vocab_out)."""
-        operands = tokens[:, : self.n_operands]
-        first = self.layers[0]
-        if self.cfg.d_embed > 0:
-            x = self.hook("hook_embed", self.embed.W_E[operands]).flatten(1)
-            pre = x @ first.W
-        else:
+        layers = [(layer.W, layer.b) for layer in self.layers]
+        W_E = self.embed.W_E if self.cfg.d_embed > 0 else None
+        weights = (W_E, layers, self.unembed.W_U, self.unembed.b_U)
+        return self._logits(tokens, weights, self.hook)
+
+    def stacked_logits(self, params: dict[str, torch.Tensor], tokens: torch.Tensor):
+        """Logits (K, batch, d_vocab_out) of K seeds' stacked ``params`` (name -> (K, *shape))
+        on their own tokens (K, batch, n_ctx): the same computation as :meth:`forward`."""
+        n = self.cfg.n_layers
+        layers = [(params[f"layers.{i}.W"], params.get(f"layers.{i}.b")) for i in range(n)]
+        W_E, W_U, b_U = params.get("embed.W_E"), params["unembed.W_U"], params.get("unembed.b_U")
+        weights = (W_E, layers, W_U, b_U)
+        return self._logits(tokens, weights, lambda name, x: x)
+
+    def _logits(self, tokens: torch.Tensor, weights: tuple, hook) -> torch.Tensor:
+        W_E, layers, W_U, b_U = weights
+        operands = tokens[..., : self.n_operands]
+        if W_E is not None:
+            x = hook("hook_embed", take_rows(W_E, operands)).flatten(-2)
+        else:  # one-hot input: the first layer's rows for each operand, summed
             offsets = torch.arange(self.n_operands, device=tokens.device) * self.d_vocab
-            pre = F.embedding(operands + offsets, first.W).sum(dim=1)
-        if first.b is not None:
-            pre = pre + first.b
-        for i, layer in enumerate(self.layers):
-            if i > 0:
-                pre = x @ layer.W + (layer.b if layer.b is not None else 0.0)
-            pre = self.hook(f"layers.{i}.hook_pre", pre)
-            x = self.hook(f"layers.{i}.hook_post", self.act(pre))
-        logits = x @ self.unembed.W_U
-        return logits + self.unembed.b_U if self.unembed.b_U is not None else logits
+            x = None
+        for i, (W, b) in enumerate(layers):
+            if i == 0 and x is None:
+                pre = take_rows(W, operands + offsets).sum(dim=-2)
+                pre = pre if b is None else pre + b.unsqueeze(-2)
+            else:
+                pre = affine(x, W, b)
+            pre = hook(f"layers.{i}.hook_pre", pre)
+            x = hook(f"layers.{i}.hook_post", self.act(pre))
+        return affine(x, W_U, b_U)

@@ -30,6 +30,7 @@ from torch import nn
 
 from grokscope.config import ModelConfig
 from grokscope.models.hooks import HookedModule
+from grokscope.models.stacked_ops import affine, heads_to_cols, take_rows
 
 
 def activation(name: str):
@@ -41,11 +42,6 @@ def activation(name: str):
     if name == "quad":
         return torch.square
     raise ValueError(f"unknown activation {name!r}")
-
-
-def _heads_to_cols(*weights: torch.Tensor) -> torch.Tensor:
-    """(heads, d_model, d_head) weights side by side as one (d_model, sum heads*d_head) matrix."""
-    return torch.cat([w.permute(1, 0, 2).reshape(w.shape[1], -1) for w in weights], dim=1)
 
 
 class Embed(nn.Module):
@@ -229,35 +225,54 @@ class Transformer(HookedModule):
         i = self.cfg.n_layers - 1
         attn = self.blocks[i].attn
         x = self.blocks[i].ln1(resid) if self.cfg.layernorm else resid
-        k, v = (x @ _heads_to_cols(attn.W_K, attn.W_V)).split(HE, dim=-1)
-        q = x[:, -1] @ _heads_to_cols(attn.W_Q)
+        k, v = (x @ heads_to_cols(attn.W_K, attn.W_V)).split(HE, dim=-1)
+        q = x[:, -1] @ heads_to_cols(attn.W_Q)
         resid = resid[:, -1] + self._attend_last(i, q, k, v)
         x = self.blocks[i].ln2(resid) if self.cfg.layernorm else resid
         return self._unembed(resid + self._mlp_fast(i, x))
 
     def _forward_tables(self, tokens: torch.Tensor) -> torch.Tensor:
+        attn, mlp = self.blocks[0].attn, self.blocks[0].mlp
+        weights = (self.embed.W_E, self.pos_embed.W_pos, attn.W_Q, attn.W_K, attn.W_V, attn.W_O)
+        weights += (mlp.W_in, mlp.b_in, mlp.W_out, mlp.b_out, self.unembed.W_U)
+        return self._tables_logits(tokens, weights)
+
+    def stacked_logits(self, params: dict[str, torch.Tensor], tokens: torch.Tensor):
+        """Logits (K, batch, d_vocab_out) of K seeds' stacked ``params`` (name -> (K, *shape))
+        on their own tokens (K, batch, n_ctx), for a one-layer model without LayerNorm (the
+        computation of its training pass); None for other shapes."""
+        if self.cfg.n_layers != 1 or self.cfg.layernorm:
+            return None
+        names = ["embed.W_E", "pos_embed.W_pos"]
+        names += [f"blocks.0.attn.W_{x}" for x in "QKVO"]
+        names += [f"blocks.0.mlp.{x}" for x in ("W_in", "b_in", "W_out", "b_out")]
+        return self._tables_logits(tokens, tuple(params[n] for n in names + ["unembed.W_U"]))
+
+    def _tables_logits(self, tokens: torch.Tensor, weights: tuple) -> torch.Tensor:
         """One layer, no LayerNorm: the residual before attention is W_E[token] + W_pos[pos], so
         queries, keys, values and even the attention scores (query token x key token x key
-        position) are small tables, looked up per example."""
-        batch, n = tokens.shape
+        position) are small tables, looked up per example. Weights may be stacked (leading K)."""
+        W_E, W_pos, W_Q, W_K, W_V, W_O, W_in, b_in, W_out, b_out, W_U = weights
+        n = tokens.shape[-1]
         V, H, E = self.d_vocab, self.cfg.n_heads, self.cfg.d_head
-        attn = self.blocks[0].attn
-        x_table = self.embed.W_E.unsqueeze(0) + self.pos_embed.W_pos[:n].unsqueeze(1)  # (n, V, D)
-        kv_table = x_table.reshape(n * V, -1) @ _heads_to_cols(attn.W_K, attn.W_V)
+        x_table = W_E.unsqueeze(-3) + W_pos[..., :n, :].unsqueeze(-2)  # (n, V, D)
+        kv_table = x_table.flatten(-3, -2) @ heads_to_cols(W_K, W_V)
         k_table, v_table = kv_table.split(H * E, dim=-1)  # rows: position * V + token
-        q_table = (x_table[-1] @ _heads_to_cols(attn.W_Q)).view(V, H, E)
-        s_table = torch.einsum("qhe,khe->qkh", q_table, k_table.view(n * V, H, E)) / math.sqrt(E)
+        q_table = (x_table[..., -1, :, :] @ heads_to_cols(W_Q)).unflatten(-1, (H, E))
+        k_heads = k_table.unflatten(-1, (H, E))
+        s_table = torch.einsum("...qhe,...khe->...qkh", q_table, k_heads) / math.sqrt(E)
         key_rows = tokens + torch.arange(n, device=tokens.device) * V  # (batch, n)
-        scores = F.embedding(tokens[:, -1:] * (n * V) + key_rows, s_table.reshape(-1, H))
-        pattern = scores.softmax(dim=1).unsqueeze(-1)  # (batch, key pos, heads, 1)
-        v = F.embedding(key_rows, v_table).view(batch, n, H, E)
-        z = (pattern * v).sum(dim=1).reshape(batch, H * E)
-        resid = F.embedding(tokens[:, -1], x_table[-1]) + z @ attn.W_O.reshape(H * E, -1)
-        return self._unembed(resid + self._mlp_fast(0, resid))
+        scores = take_rows(s_table.flatten(-3, -2), tokens[..., -1:] * (n * V) + key_rows)
+        pattern = scores.softmax(dim=-2).unsqueeze(-1)  # (batch, key pos, heads, 1)
+        v = take_rows(v_table, key_rows).unflatten(-1, (H, E))
+        z = (pattern * v).sum(dim=-3).flatten(-2)
+        resid = take_rows(x_table[..., -1, :, :], tokens[..., -1]) + z @ W_O.flatten(-3, -2)
+        mlp_out = self.act(affine(resid, W_in, b_in)) @ W_out + b_out.unsqueeze(-2)
+        return (resid + mlp_out) @ W_U
 
     def _mlp_fast(self, i: int, x: torch.Tensor) -> torch.Tensor:
         mlp = self.blocks[i].mlp
-        return self.act(torch.addmm(mlp.b_in, x, mlp.W_in)) @ mlp.W_out + mlp.b_out
+        return self.act(affine(x, mlp.W_in, mlp.b_in)) @ mlp.W_out + mlp.b_out
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits at the last position, (batch, d_vocab_out)."""

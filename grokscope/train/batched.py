@@ -1,9 +1,11 @@
 """Batched multi-seed training: K seeds of one config trained as one computation.
 
-The K models' parameters are stacked along a leading seed dimension, and the ordinary model's
-forward pass is mapped over that dimension with ``torch.vmap`` + ``torch.func.functional_call``,
-so every seed computes exactly the function the sequential trainer (:mod:`grokscope.train.loop`)
-computes, with the same initialisation (each seed's model is built by ``build_model``).
+The K models' parameters are stacked along a leading seed dimension. The MLP and the one-layer
+transformer compute their training pass on stacked weights directly (the same code as one model's
+pass, :mod:`grokscope.models.stacked_ops`); any other model's forward is mapped over the seed
+dimension with ``torch.vmap`` + ``torch.func.functional_call``. Either way every seed computes
+exactly the function the sequential trainer (:mod:`grokscope.train.loop`) computes, with the same
+initialisation (each seed's model is built by ``build_model``).
 
 Why one optimizer suffices: every operation of AdamW is elementwise (moments, bias correction,
 decoupled decay), so one AdamW over the stacked tensors equals K independent AdamWs; all seeds
@@ -311,8 +313,17 @@ def select_slots(cfg: Config, state: BatchedState, keep: list[int]) -> BatchedSt
 
 
 def batched_logits(state: BatchedState, x: torch.Tensor) -> torch.Tensor:
-    """Logits (K, batch, classes) of every seed's model on its own inputs x (K, batch, n_ctx)."""
+    """Logits (K, batch, classes) of every seed's model on its own inputs x (K, batch, n_ctx).
+
+    Models with a stacked pass (the MLP, the one-layer transformer without LayerNorm: see
+    :mod:`grokscope.models.stacked_ops`) compute on the stacked weights directly; any other model's
+    forward is mapped over the seeds with ``torch.vmap``."""
     model, names = state.model, state.names
+    stacked = getattr(model, "stacked_logits", None)
+    if stacked is not None:
+        logits = stacked(dict(zip(names, state.params, strict=True)), x)
+        if logits is not None:
+            return logits
 
     def one(params: tuple[torch.Tensor, ...], tokens: torch.Tensor) -> torch.Tensor:
         return functional_call(model, dict(zip(names, params, strict=True)), (tokens,))
