@@ -59,7 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--k", type=int, default=8, help="number of seeds")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    parser.add_argument("--config", default="mlp97-mb512", choices=sorted(CONFIGS))
+    parser.add_argument("--config", default="mlp97-mb128", choices=sorted(CONFIGS))
     parser.add_argument("--set", nargs="*", default=[], help="extra config overrides")
     args = parser.parse_args()
     if args.threads:
