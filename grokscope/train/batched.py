@@ -43,13 +43,14 @@ from grokscope.models import HookedModule, build_model
 from grokscope.tasks import Dataset
 from grokscope.train.interventions import GradFilter
 from grokscope.train.loop import (
-    EVAL_CHUNK,
+    EVAL_ROWS,
     apply_update,
     checkpoint_epochs,
+    evaluate_split,
     lr_at,
     make_optimizer,
 )
-from grokscope.train.losses import loss_function, softmax_collapse
+from grokscope.train.losses import loss_function
 
 BATCH_FIELDS = ("train.seed", "task.data_seed")
 
@@ -394,26 +395,14 @@ def batched_train_step(
     return values
 
 
-@torch.no_grad()
 def evaluate_batched(
     state: BatchedState, x: torch.Tensor, y: torch.Tensor, loss_name: str
 ) -> list[dict]:
-    """Per seed: loss (float64), accuracy and softmax-collapse share, computed chunk by chunk
-    with the same formulas as :func:`grokscope.train.loop.evaluate`."""
-    loss_fn = loss_function(loss_name)
-    n = x.shape[1]
-    total = torch.zeros(state.k, dtype=torch.float64, device=x.device)
-    correct = torch.zeros(state.k, dtype=torch.int64, device=x.device)
-    collapse = torch.zeros(state.k, dtype=torch.float64, device=x.device)
-    for start in range(0, n, EVAL_CHUNK):  # the chunks of loop.evaluate: the same sums
-        logits = batched_logits(state, x[:, start : start + EVAL_CHUNK])
-        yb = y[:, start : start + EVAL_CHUNK]
-        m = yb.shape[1]
-        total += loss_fn(logits, yb) * m
-        correct += (logits.argmax(dim=-1) == yb).sum(dim=-1)
-        collapse += softmax_collapse(logits) * m
-    rows = zip(total.tolist(), correct.tolist(), collapse.tolist(), strict=True)
-    return [{"loss": t / n, "acc": c / n, "collapse": sc / n} for t, c, sc in rows]
+    """Per seed: loss (float64), accuracy and softmax-collapse share, by
+    :func:`grokscope.train.loop.evaluate_split` (the single-model evaluation) on chunks of
+    ``EVAL_ROWS / K`` examples per seed."""
+    chunk = max(1, EVAL_ROWS // state.k)
+    return evaluate_split(lambda xb: batched_logits(state, xb), x, y, loss_name, chunk)
 
 
 def batched_eval_rows(cfg: Config, state: BatchedState, data: BatchData) -> list[dict]:

@@ -15,15 +15,16 @@ import torch
 import torch.nn.functional as F
 
 
-def _mean_over_examples(per_example: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return per_example.view(labels.shape).mean(dim=-1)
+def cross_entropy64_each(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-example cross-entropy (..., n), with the log-softmax taken in float64."""
+    z = logits.to(torch.float64)
+    nll = F.cross_entropy(z.reshape(-1, z.shape[-1]), labels.reshape(-1), reduction="none")
+    return nll.view(labels.shape)
 
 
 def cross_entropy64(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over the examples, with the log-softmax taken in float64."""
-    z = logits.to(torch.float64)
-    nll = F.cross_entropy(z.reshape(-1, z.shape[-1]), labels.reshape(-1), reduction="none")
-    return _mean_over_examples(nll, labels)
+    return cross_entropy64_each(logits, labels).mean(dim=-1)
 
 
 def stablemax_s(x: torch.Tensor) -> torch.Tensor:
@@ -31,16 +32,20 @@ def stablemax_s(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x >= 0, x + 1, 1 / (1 - torch.clamp(x, max=0)))
 
 
-def stablemax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean of -log(s(z_y) / sum_j s(z_j)) over the examples, in float64 (Prieto et al. 2025)."""
+def stablemax_cross_entropy_each(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-example -log(s(z_y) / sum_j s(z_j)) (..., n), in float64 (Prieto et al. 2025)."""
     s = stablemax_s(logits.to(torch.float64))
     log_probs = torch.log(s) - torch.log(s.sum(dim=-1, keepdim=True))
-    picked = torch.gather(log_probs, -1, labels.unsqueeze(-1)).squeeze(-1)
-    return -picked.mean(dim=-1)
+    return -torch.gather(log_probs, -1, labels.unsqueeze(-1)).squeeze(-1)
+
+
+def stablemax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean StableMax cross-entropy over the examples, in float64 (Prieto et al. 2025)."""
+    return stablemax_cross_entropy_each(logits, labels).mean(dim=-1)
 
 
 def loss_function(name: str):
-    """The training loss called ``name`` (softmax or stablemax)."""
+    """The training loss called ``name`` (softmax or stablemax): mean over the examples."""
     if name == "softmax":
         return cross_entropy64
     if name == "stablemax":
@@ -48,15 +53,23 @@ def loss_function(name: str):
     raise ValueError(f"unknown loss {name!r}")
 
 
-def softmax_collapse(logits: torch.Tensor) -> torch.Tensor:
-    """Share of samples (over the example axis) whose float32 sum_j exp(z_j - max z) is exactly
-    1 (Prieto et al. 2025): every non-maximal probability has underflowed, so the gradient of
-    the loss vanishes. Leading axes are kept."""
+def per_example_loss(name: str):
+    """The loss called ``name`` per example (..., n): evaluation sums these over a whole split,
+    so the result does not depend on how the split was cut into chunks."""
+    if name == "softmax":
+        return cross_entropy64_each
+    if name == "stablemax":
+        return stablemax_cross_entropy_each
+    raise ValueError(f"unknown loss {name!r}")
+
+
+def softmax_collapsed(logits: torch.Tensor) -> torch.Tensor:
+    """Per example (..., n): is the float32 sum_j exp(z_j - max z) exactly 1 (Prieto et al.
+    2025)? Then every non-maximal probability has underflowed and the gradient vanishes."""
     z = logits.detach().to(torch.float32)
-    sums = torch.exp(z - z.max(dim=-1, keepdim=True).values).sum(dim=-1)
-    return (sums == 1.0).to(torch.float64).mean(dim=-1)
+    return torch.exp(z - z.max(dim=-1, keepdim=True).values).sum(dim=-1) == 1.0
 
 
 def softmax_collapse_share(logits: torch.Tensor) -> float:
-    """:func:`softmax_collapse` of one model's logits (batch, classes), as a float."""
-    return float(softmax_collapse(logits))
+    """Share of one model's samples (batch, classes) whose softmax has collapsed."""
+    return float(softmax_collapsed(logits).to(torch.float64).mean())
