@@ -220,6 +220,9 @@ def map_(
     covariance: str = typer.Option("diag", help="diag or full"),
     threshold: float = typer.Option(None, help="test accuracy defining convergence"),
     seed: int = typer.Option(0, help="seed of the held-out split and the restarts"),
+    scaling: str = typer.Option(
+        "per-run", help="z-score features per run (the paper) or pooled over all runs"
+    ),
 ) -> None:
     """Fit a latent-state training map (Hu et al.) over many runs; write map.json and figures.
 
@@ -231,13 +234,21 @@ def map_(
         raise GrokscopeError(f"--covariance must be diag or full, got {covariance!r}")
     if max_states < 1 or restarts < 1:
         raise GrokscopeError("--max-states and --restarts must be >= 1")
-    result = build_map(paths, out, max_states, restarts, covariance, threshold, seed)
+    if scaling not in ("per-run", "pooled"):
+        raise GrokscopeError(f"--scaling must be per-run or pooled, got {scaling!r}")
+    result = build_map(
+        paths, out, max_states, restarts, covariance, threshold, seed,
+        scaling=scaling.replace("-", "_"),
+    )
     table = Table("state", "occupancy", "runs visiting", "obligatory", "detour", "p_value")
     for st in result["states"]:
         p = st["p_value"]
         table.add_row(str(st["id"]), f"{st['occupancy']:.2f}", str(len(st["visited_runs"])),
                       str(st["obligatory"]), str(st["detour"]), "-" if p is None else f"{p:.3g}")
-    console.print(f"{result['n_runs']} runs, {result['n_states']} states chosen by BIC")
+    console.print(
+        f"{result['n_runs']} runs, {result['n_states']} states chosen by BIC "
+        f"({scaling} z-scores)"
+    )
     console.print(table)
     for note in result["notes"]:
         console.print(f"note: {note}")

@@ -81,6 +81,7 @@ def build_map(
     threshold: float | None = None,
     seed: int = 0,
     figures: bool = True,
+    scaling: str = "per_run",
 ) -> dict:
     """Fit the training map of the runs under ``paths`` and write ``out/map.json`` and figures.
 
@@ -100,6 +101,7 @@ def build_map(
         n_restarts=restarts,
         covariance_type=covariance,
         random_state=seed,
+        scaling=scaling,
     )
     notes: list[str] = []
     with warnings.catch_warnings(record=True) as caught:

@@ -112,3 +112,9 @@ def test_every_command_help_has_an_example():
         result = runner.invoke(cli.app, [name, "--help"])
         assert result.exit_code == 0, name
         assert "Example:" in result.output, f"{name} --help has no example"
+
+
+def test_map_refuses_an_unknown_scaling(monkeypatch, capsys, tmp_path):
+    code, _, err = run_cli(monkeypatch, capsys, "map", str(tmp_path), "--scaling", "global")
+    assert code == 2
+    assert "--scaling must be per-run or pooled" in err and "Traceback" not in err

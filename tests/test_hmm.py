@@ -27,7 +27,7 @@ PLANTED_MEANS = 4.0 * np.array([[0, 0, 0, 0], [0.7, 0.7, 0.7, -0.7], [1, 1, 1, -
 
 
 def sample_planted_runs(
-    n_runs: int = 24, seed: int = 0
+    n_runs: int = 24, seed: int = 0, means: np.ndarray = PLANTED_MEANS
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[float], list[np.ndarray], np.ndarray]:
     """Runs from a 3-state left-to-right explicit-duration HMM: START -> (DETOUR) -> FINAL.
 
@@ -48,7 +48,7 @@ def sample_planted_runs(
         s[:t_start] = START
         s[t_start : t_start + t_detour] = DETOUR
         ep = 10.0 * np.arange(length)
-        sequences.append(PLANTED_MEANS[s] + rng.standard_normal((length, len(FEATURES))))
+        sequences.append(means[s] + rng.standard_normal((length, len(FEATURES))))
         states.append(s)
         convergence.append(float(ep[t_start + t_detour]))
         epochs.append(ep)
@@ -255,3 +255,32 @@ def test_full_covariance_relabelling(planted) -> None:
     assert tm.model_.covars_.shape == (3, 4, 4)
     mapping = state_mapping(tm, states)
     assert [mapping[s] for s in tm.detours_] == [DETOUR]
+
+
+def test_pooled_scaling_keeps_a_far_detour_as_one_state() -> None:
+    """A detour far off the start-final line shifts the per-run z-score centre of the runs
+    that take it, so per-run scaling (the paper's) places the same states differently in
+    detour and direct runs; pooled scaling measures every run on one scale and recovers the
+    three planted states, each fitted state holding one planted state."""
+    far = 4.0 * np.array([[0, 0, 0, 0], [2, -2, 2, 2], [1, 1, 1, -1]], dtype=float)
+    sequences, states, convergence, epochs, _ = sample_planted_runs(seed=1, means=far)
+    kwargs = dict(n_states_range=range(1, 6), n_restarts=3, n_iter=50, random_state=0)
+    pooled = TrainingMap(scaling="pooled", **kwargs).fit(sequences, FEATURES, convergence, epochs)
+    assert pooled.n_states_ == 3
+    mapping = state_mapping(pooled, states)
+    assert sorted(mapping.values()) == [START, DETOUR, FINAL]
+    fitted, planted = np.concatenate(pooled.paths_), np.concatenate(states)
+    assert np.mean([mapping[int(f)] == p for f, p in zip(fitted, planted, strict=True)]) > 0.97
+    inverse = {v: k for k, v in mapping.items()}
+    assert pooled.detours_ == [inverse[DETOUR]]
+    assert pooled.to_dict()["scaling"] == "pooled"
+    # the same data z-scored per run: the detour runs' other states move, and BIC needs more
+    # states than were planted to describe them
+    per_run = TrainingMap(**kwargs).fit(sequences, FEATURES, convergence, epochs)
+    assert per_run.n_states_ > 3
+
+
+def test_unknown_scaling_is_refused(planted) -> None:
+    sequences, _, _, _, _ = planted
+    with pytest.raises(ValueError, match="scaling"):
+        TrainingMap(scaling="global").fit(sequences, FEATURES)

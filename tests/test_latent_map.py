@@ -81,3 +81,12 @@ def test_nan_feature_is_a_clear_error(runs, tmp_path, monkeypatch):
     monkeypatch.setattr(lm, "weight_table", poisoned)
     with pytest.raises(GrokscopeError, match="cannot fit"):
         build_map([runs], tmp_path / "nan", max_states=2, restarts=1, figures=False)
+
+
+def test_pooled_scaling_is_recorded(runs, tmp_path):
+    result = build_map(
+        [runs], tmp_path / "p", max_states=2, restarts=1, figures=False, scaling="pooled"
+    )
+    saved = json.loads((tmp_path / "p" / "map.json").read_text())
+    assert result["scaling"] == saved["scaling"] == "pooled"
+    assert len(saved["runs"]) == 4

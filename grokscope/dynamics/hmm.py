@@ -2,8 +2,9 @@
 
 After Hu, Chen, Saphra & Cho, "Latent State Models of Training Dynamics" (TMLR 2023). Each
 training run is a sequence of feature vectors (one per checkpoint, e.g. the weight statistics
-of :mod:`grokscope.measures.weights`). Features are z-scored per run, a Gaussian HMM is fitted
-to all runs jointly with the number of states chosen by BIC on held-out runs, and the decoded
+of :mod:`grokscope.measures.weights`). Features are z-scored per run (or pooled over runs), a
+Gaussian HMM is fitted to all runs jointly with the number of states chosen by BIC on held-out
+runs, and the decoded
 (Viterbi) state paths are summarised as a graph of phase transitions. A state that only some
 runs visit, and whose visitors converge later, is a *detour* (the paper's term).
 
@@ -99,21 +100,33 @@ def n_free_parameters(n_states: int, n_features: int, covariance_type: str) -> i
     return (n - 1) + n * (n - 1) + n * d + n_cov
 
 
+SCALINGS = ("per_run", "pooled")
+
+
 def standardise_runs(
-    sequences: Sequence[np.ndarray], feature_names: Sequence[str]
+    sequences: Sequence[np.ndarray], feature_names: Sequence[str], scaling: str = "per_run"
 ) -> tuple[list[np.ndarray], list[int]]:
-    """Z-score every run's features over time, per run, as in Hu et al. (TMLR 2023).
+    """Z-score the runs' features: over time within each run (``per_run``, as in Hu et al.,
+    TMLR 2023) or over every checkpoint of every run together (``pooled``).
+
+    Per-run z-scores compare runs by the shape of their trajectories; pooled ones keep where
+    each run actually is, so a state is the same region of weight space in every run (per-run
+    scaling can split a state between runs that took a detour and runs that did not).
 
     Returns the standardised runs restricted to the kept features and the indices of those
-    features. A feature constant within a run gets z = 0 there; a feature constant in every
-    run is dropped. Both cases warn (TrainingMapWarning).
+    features. A feature constant within a run gets z = 0 there (per run); a feature constant in
+    every run is dropped. Both cases warn (TrainingMapWarning).
     """
+    if scaling not in SCALINGS:
+        raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
     n_features = len(feature_names)
     constant = np.zeros((len(sequences), n_features), dtype=bool)
+    if scaling == "pooled":
+        pooled = np.concatenate(sequences)
+        centre, spread = pooled.mean(axis=0), pooled.std(axis=0)
     z_runs = []
     for i, run in enumerate(sequences):
-        mean = run.mean(axis=0)
-        std = run.std(axis=0)
+        mean, std = (centre, spread) if scaling == "pooled" else (run.mean(axis=0), run.std(axis=0))
         # Treat spread at rounding level as zero (a constant stored in float64 may not give
         # an exact 0.0 standard deviation).
         flat = std <= 1e-12 * np.maximum(1.0, np.abs(mean))
@@ -196,7 +209,8 @@ class TrainingMap(BaseEstimator):
     choice) or "full"; ``heldout_fraction`` share of runs held out for BIC (0: in-sample
     BIC); ``alpha`` significance level for detours; ``n_iter`` EM iteration cap; ``tol`` EM
     stopping threshold on the log-likelihood gain *per time point* (scale-free, unlike
-    hmmlearn's absolute ``tol``); ``random_state`` seeds the split and every restart.
+    hmmlearn's absolute ``tol``); ``random_state`` seeds the split and every restart;
+    ``scaling`` "per_run" (the paper's z-scores) or "pooled" (see :func:`standardise_runs`).
 
     Fitted attributes: ``n_states_``, ``bic_`` and ``heldout_loglik_`` ({n: value}),
     ``model_`` (hmmlearn GaussianHMM on z-scored features), ``paths_`` (Viterbi states per
@@ -218,6 +232,7 @@ class TrainingMap(BaseEstimator):
         n_iter: int = 100,
         tol: float = 1e-4,
         random_state: int | None = 0,
+        scaling: str = "per_run",
     ) -> None:
         self.n_states_range = n_states_range
         self.n_restarts = n_restarts
@@ -227,6 +242,7 @@ class TrainingMap(BaseEstimator):
         self.n_iter = n_iter
         self.tol = tol
         self.random_state = random_state
+        self.scaling = scaling
 
     # ------------------------------------------------------------------ fitting
 
@@ -251,7 +267,7 @@ class TrainingMap(BaseEstimator):
         self.epochs_ = self._validate_epochs(epochs, self.lengths_)
         self.convergence_epochs_ = self._validate_convergence(convergence_epochs, len(runs))
 
-        z_runs, kept = standardise_runs(runs, self.feature_names_in_)
+        z_runs, kept = standardise_runs(runs, self.feature_names_in_, self.scaling)
         self.feature_names_ = [self.feature_names_in_[j] for j in kept]
 
         rng = np.random.default_rng(self.random_state)
@@ -269,6 +285,8 @@ class TrainingMap(BaseEstimator):
         return self
 
     def _check_params(self) -> None:
+        if self.scaling not in SCALINGS:
+            raise ValueError(f"scaling must be one of {SCALINGS}")
         if self.covariance_type not in _COVARIANCE_TYPES:
             raise ValueError(f"covariance_type must be one of {_COVARIANCE_TYPES}")
         if not 0.0 <= self.heldout_fraction < 1.0:
@@ -513,6 +531,7 @@ class TrainingMap(BaseEstimator):
         check_is_fitted(self, "model_")
         return {
             "n_states": int(self.n_states_),
+            "scaling": self.scaling,
             "bic": {str(n): _optional_float(b) for n, b in self.bic_.items()},
             "selection_on_heldout": bool(self.selection_on_heldout_),
             "transitions": [
