@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -317,7 +318,13 @@ def sweep(
 
     Example: grokscope sweep examples/sweep_nanda_fraction.toml --out sweeps
     """
-    from grokscope.sweep.executor import count_finished, prepare, run_sweep, sweep_dir
+    from grokscope.sweep.executor import (
+        count_finished,
+        epochs_progress,
+        prepare,
+        run_sweep,
+        sweep_dir,
+    )
     from grokscope.sweep.spec import load_sweep
     from grokscope.sweep.summary import summarize
 
@@ -344,9 +351,11 @@ def sweep(
             TimeElapsedColumn,
         )
 
-        bar = Progress(TextColumn("runs"), BarColumn(), MofNCompleteColumn(),
+        bar = Progress(TextColumn("{task.description:>6}"), BarColumn(), MofNCompleteColumn(),
                        TextColumn("{task.fields[last]}"), TimeElapsedColumn(), console=console)
         job = bar.add_task("runs", total=total, completed=done0, last="")
+        epochs_done, epochs_total = epochs_progress(tasks)
+        epoch_job = bar.add_task("epochs", total=epochs_total, completed=epochs_done, last="")
 
         def advance(batch: list[dict]) -> None:
             records.extend(batch)
@@ -354,8 +363,23 @@ def sweep(
                       for r in batch)
             bar.update(job, advance=new, last=f"{batch[0]['cell']}")
 
+        # epochs trained so far, read from the runs' status files (checkpoint granularity),
+        # so the bar moves while a cell trains, whatever the executor
+        stop = threading.Event()
+
+        def poll() -> None:
+            while not stop.wait(2.0):
+                bar.update(epoch_job, completed=epochs_progress(tasks)[0])
+
+        watcher = threading.Thread(target=poll, daemon=True)
         with bar:
-            run_sweep(spec, out, executor, workers, address, threads, advance, tasks)
+            watcher.start()
+            try:
+                run_sweep(spec, out, executor, workers, address, threads, advance, tasks)
+            finally:
+                stop.set()
+                watcher.join()
+                bar.update(epoch_job, completed=epochs_progress(tasks)[0])
     failed = [r for r in records if r["state"] not in ("done", "diverged")]
     for r in failed:
         err.print(f"{r['run']}: {r['state']} ({r.get('error')})", highlight=False, markup=False)

@@ -337,3 +337,20 @@ def test_ctrl_c_checkpoints_and_the_same_command_continues(tmp_path):
     assert all(
         rundir.read_status(root / "runs" / d)["state"] == "done" for d in _expected_dirs(spec)
     )
+
+
+def test_epochs_progress_counts_checkpointed_epochs(tmp_path):
+    from grokscope.sweep.executor import epochs_progress, prepare
+
+    spec = _spec(tmp_path)
+    root = tmp_path / "out" / "t"
+    tasks = prepare(spec, root)
+    budget = [int(r["config"]["train"]["epochs"]) for t in tasks for r in t["runs"]]
+    assert epochs_progress(tasks) == (0, sum(budget))
+    runs = [root / "runs" / r["run"] for t in tasks for r in t["runs"]]
+    first, second, third = runs[:3]
+    rundir.write_status(first, state="running", epochs_done=20)
+    rundir.write_status(second, state="done", epochs_done=15)  # stopped early: counts in full
+    third.mkdir(parents=True)
+    (third / "status.json").write_text("{ half written")  # unreadable: counts nothing
+    assert epochs_progress(tasks) == (20 + budget[1], sum(budget))

@@ -98,6 +98,26 @@ def count_finished(tasks: list[dict[str, Any]]) -> int:
     )
 
 
+def epochs_progress(tasks: list[dict[str, Any]]) -> tuple[int, int]:
+    """(epochs trained, epochs budgeted) over every run of the tasks, from the runs' status
+    files: the epoch of each running run's latest checkpoint, the whole budget of a finished
+    one (also when it stopped early). Read from disk, so it sees every executor's workers."""
+    done = total = 0
+    for t in tasks:
+        for r in t["runs"]:
+            budget = int(r["config"]["train"]["epochs"])
+            total += budget
+            try:
+                status = rundir.read_status(Path(t["root"]) / "runs" / r["run"])
+            except (OSError, ValueError, RunDirError):
+                continue  # not started yet (or being written): nothing counted
+            if status.get("state") in FINISHED:
+                done += budget
+            else:
+                done += min(budget, int(status.get("epochs_done") or 0))
+    return done, total
+
+
 @contextlib.contextmanager
 def _cell_lock(path: Path) -> Iterator[None]:
     """An exclusive advisory lock (blocking) held while a cell trains (POSIX flock)."""
