@@ -173,3 +173,18 @@ def test_resume_from_the_initial_checkpoint_has_no_duplicate_rows(tmp_path, tiny
     assert rundir.list_epochs(killed, rundir.RESUME_RE) == [0]
     train_run(None, killed, resume=True)
     pd.testing.assert_frame_equal(_metrics(tmp_path / "full"), _metrics(killed))
+
+
+def test_determinism_switch_sets_torch_flags():
+    from grokscope.train.loop import set_determinism
+
+    before = (torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        set_determinism(True, torch.device("cpu"))
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+        set_determinism(False, torch.device("cpu"))
+        assert not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])

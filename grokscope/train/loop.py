@@ -51,7 +51,14 @@ def set_determinism(on: bool, device: torch.device) -> None:
     if device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(on, warn_only=True)
+    # torch.use_deterministic_algorithms also sets a torch.compile option, importing the
+    # compiler stack (1.3 s per process, every run and sweep worker); we never compile, so set
+    # the flag it wraps directly where torch has it.
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None:
+        torch.use_deterministic_algorithms(on, warn_only=True)
+    else:
+        setter(on, warn_only=True)
 
 
 def lr_at(step: int, lr: float, warmup_steps: int) -> float:
