@@ -99,7 +99,8 @@ def analyze_run(
     model.eval()
     notes: list[str] = []
     reason = progress.fourier_reason(ds)
-    full_grid = ds.modulus is not None and len(ds.labels) == ds.modulus**2
+    grid = progress.grid_view(ds)  # residues, or discrete logs for x*y and x/y
+    full_grid = grid is not None
     if reason is not None:
         notes.append(
             "key_frequencies, restricted_loss, excluded_loss, logit_var_explained and "
@@ -129,7 +130,7 @@ def analyze_run(
     key_freqs: list[int] | None = None
     if full_grid:
         final_acts = progress.neuron_activations(model, ds.tokens)
-        final_fractions = neurons.neuron_frequency_fractions(final_acts, int(ds.modulus))
+        final_fractions = neurons.neuron_frequency_fractions(final_acts[grid.rows], grid.n)
     if reason is None:
         key_freqs = neurons.key_frequencies(final_fractions, rule)
         if not key_freqs:
@@ -138,7 +139,9 @@ def analyze_run(
                 f"{asdict(rule)}: restricted_loss, excluded_loss and logit_var_explained are null"
             )
     ablation_rows = None
-    if reason is None and key_freqs:  # while the model holds the final weights
+    if reason is None and key_freqs and progress.fourier_sign(ds) is None:
+        notes.append(f"ablations are computed for x+y and x-y only, not {ds.info.get('op')}")
+    elif reason is None and key_freqs:  # while the model holds the final weights
         ablation_rows = ablations.ablation_rows(final_logits, final_acts, model, ds, key_freqs)
 
     rows = []
@@ -152,7 +155,7 @@ def analyze_run(
                 fractions = final_fractions
             else:
                 acts = progress.neuron_activations(model, ds.tokens)
-                fractions = neurons.neuron_frequency_fractions(acts, int(ds.modulus))
+                fractions = neurons.neuron_frequency_fractions(acts[grid.rows], grid.n)
         keys = key_freqs
         if per_checkpoint_keys and reason is None:
             keys = neurons.key_frequencies(fractions, rule)
@@ -195,6 +198,7 @@ def analyze_run(
         "task": ds.name,
         "op": ds.info.get("op"),
         "p": ds.modulus,
+        "fourier_basis": None if grid is None else grid.basis,
         "model": cfg.model.kind,
         "checkpoints_analysed": len(chosen),
         "every": every,
@@ -234,14 +238,16 @@ def analyze_run(
         from grokscope.report.analysis_figures import write_analysis_figures
 
         embed = progress.embedding_matrix(final_params, ds.modulus) if ds.modulus else None
+        if embed is not None and grid is not None:
+            embed = embed[grid.order]  # rows in grid order: by discrete log for x*y, x/y
         summary["figures"] = write_analysis_figures(
             run / "figures",
             table,
             summary,
             embed=embed,
             fractions=final_fractions,
-            logits=final_logits if full_grid else None,
-            p=ds.modulus,
+            logits=final_logits[grid.rows][:, grid.order] if full_grid else None,
+            p=grid.n if full_grid else ds.modulus,
         )
     summary["analysis_wall_s"] = round(time.perf_counter() - t0, 3)
     rundir.write_json(run / "summary.json", summary)

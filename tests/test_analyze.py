@@ -172,14 +172,29 @@ def test_other_tasks_write_nulls_with_notes(tmp_path):
     assert {"loss_phases.png", "progress_measures.png"} <= set(summary["figures"])
 
 
-def test_mlp_on_x_times_y_keeps_gini_and_neurons_but_no_key_frequencies(tmp_path):
-    cfg = tiny_config("task.op=x*y", "model.kind=mlp", "model.d_embed=0", "train.epochs=20")
-    train_run(resolve(cfg), tmp_path / "mul")
-    summary = analyze_run(tmp_path / "mul", figures=False)
-    assert summary["key_frequencies"] is None
-    assert any("x*y" in n for n in summary["notes"])
-    assert 0.0 <= summary["neuron_single_freq_share"] <= 1.0
+def test_x_times_y_is_analysed_over_discrete_logs(tmp_path):
+    """x*y mod 23 is analysed on the grid of nonzero operands ordered by their logs base 5:
+    key frequencies of Z_22 and the restricted / excluded losses on that grid."""
+    train_run(resolve(tiny_config("task.op=x*y", "train.epochs=100")), tmp_path / "mul")
+    summary = analyze_run(tmp_path / "mul")
+    assert summary["fourier_basis"] == "discrete log base 5"  # p = 23
+    keys = summary["key_frequencies"]
+    assert keys and all(1 <= k <= 11 for k in keys)  # frequencies of Z_22
     table = pd.read_parquet(tmp_path / "mul" / "analysis.parquet")
+    assert table["restricted_loss"].notna().all() and table["excluded_loss"].notna().all()
+    assert table["gini_embed"].between(0, 1).all()
+    assert summary["ablations"] is None and any("ablations" in n for n in summary["notes"])
+    assert "logit_fourier_spectrum.png" in summary["figures"]
+
+
+def test_mlp_on_x_squared_plus_y_squared_keeps_gini_and_neurons_but_no_key_frequencies(tmp_path):
+    cfg = tiny_config("task.op=x^2+y^2", "model.kind=mlp", "model.d_embed=0", "train.epochs=20")
+    train_run(resolve(cfg), tmp_path / "sq")
+    summary = analyze_run(tmp_path / "sq", figures=False)
+    assert summary["key_frequencies"] is None and summary["fourier_basis"] == "residues"
+    assert any("x^2+y^2" in n for n in summary["notes"])
+    assert 0.0 <= summary["neuron_single_freq_share"] <= 1.0
+    table = pd.read_parquet(tmp_path / "sq" / "analysis.parquet")
     assert table["gini_embed"].between(0, 1).all()
     assert table["excluded_loss"].isna().all()
 

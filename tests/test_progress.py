@@ -117,8 +117,10 @@ def test_per_example_constant_does_not_change_the_losses():
 
 def test_fourier_measures_do_not_apply_to_other_tasks():
     assert pr.fourier_reason(modular_task("x+y", 7, 0.5, 0)) is None
-    assert "not a function of a + b" in pr.fourier_reason(modular_task("x*y", 7, 0.5, 0))
-    assert "x/y" in pr.fourier_reason(modular_task("x/y", 7, 0.5, 0))
+    assert pr.fourier_reason(modular_task("x*y", 7, 0.5, 0)) is None  # over discrete logs
+    assert pr.fourier_reason(modular_task("x/y", 7, 0.5, 0)) is None
+    assert "not a function of a + b" in pr.fourier_reason(modular_task("x^2+y^2", 7, 0.5, 0))
+    assert "needs a prime p" in pr.fourier_reason(modular_task("x*y", 8, 0.5, 0))
     assert "not modular" in pr.fourier_reason(permutation_task("x*y", 3, 0.5, 0))
     z = np.zeros((36, 7))
     ds = permutation_task("x*y", 3, 0.5, 0)
@@ -286,3 +288,66 @@ def test_planted_transformer_key_frequencies_progress_and_ablations():
     for k in key:
         assert by[("logits", "remove", k)] > 5 * base
         assert by[("neurons", "remove", k)] > 5 * base
+
+
+# -- x*y and x/y: the circuit over discrete logarithms --------------------------------------------
+
+
+@pytest.mark.parametrize("p, g", [(7, 3), (23, 5), (97, 5), (113, 3)])
+def test_primitive_root_generates_every_unit(p, g):
+    assert pr.primitive_root(p) == g
+    assert sorted(pow(g, i, p) for i in range(p - 1)) == list(range(1, p))
+
+
+@pytest.mark.parametrize("op, sign", [("x*y", 1), ("x/y", -1)])
+def test_log_view_turns_products_into_sums_of_logs(op, sign):
+    p = 13
+    ds = modular_task(op, p, 0.5, 0)
+    view = pr.fourier_view(ds)
+    assert view.n == p - 1 and view.sign == sign and view.basis == "discrete log base 2"
+    log = {int(r): i for i, r in enumerate(view.order)}
+    a, b = ds.operands[view.rows].T
+    i, j = np.array([log[int(x)] for x in a]), np.array([log[int(x)] for x in b])
+    assert (a == view.order[np.repeat(np.arange(p - 1), p - 1)]).all()  # log-major grid
+    # the label's discrete log is i + s j (mod p - 1): the circuit of Nanda et al. over logs
+    assert [log[int(c)] for c in ds.labels[view.rows]] == list((i + sign * j) % (p - 1))
+
+
+@pytest.mark.parametrize("op, sign", [("x*y", 1), ("x/y", -1)])
+def test_planted_log_circuit_gives_the_published_loss_pattern(op, sign):
+    """Logits built from cos(w_k (log a + s log b - log c)) on the nonzero operands: keeping the
+    key directions keeps the loss; removing them leaves chance-level logits on the training
+    pairs; the key frequencies of planted neurons are found in the log basis."""
+    p, keys = 23, [3, 7]
+    ds = modular_task(op, p, 0.5, 0)
+    view = pr.fourier_view(ds)
+    n = p - 1
+    log_of = np.zeros(p, dtype=int)
+    log_of[view.order] = np.arange(n)
+    a, b = ds.operands.T
+    s = (log_of[a] + sign * log_of[b])[:, None] - log_of[np.arange(p)][None]
+    z = 6.0 * sum(np.cos(2 * np.pi * k * s / n) for k in keys)
+    z[:, 0] = -30.0  # class 0 is never the answer for nonzero operands
+    z = np.concatenate([z, np.full((len(z), 1), -30.0)], axis=1)
+    on = view.rows
+    row = pr.fourier_row(z, ds, keys)
+    full = pr.cross_entropy(z[on], ds.labels[on])
+    assert row["restricted_loss"] == pytest.approx(full, rel=1e-9)
+    assert row["logit_var_explained"] > 0.95
+    # without the key directions each class's logit is its grid mean: chance among p - 1
+    assert row["excluded_loss"] > np.log(n) - 0.1
+    assert pr.fourier_row(z, ds, [5])["restricted_loss"] > full + 1.0  # wrong keys fail
+    # neurons tuned to the key frequencies over logs
+    acts = np.stack(
+        [np.cos(2 * np.pi * k * (log_of[a] + sign * log_of[b]) / n + ph)
+         for k in keys for ph in (0.0, 1.0)],
+        axis=1,
+    )
+    from grokscope.measures import neurons as nu
+
+    fractions = nu.neuron_frequency_fractions(acts[view.rows], n)
+    assert nu.key_frequencies(fractions) == keys
+    # the same neurons over residues look like noise: no key frequency stands out
+    if op == "x*y":
+        residue = nu.neuron_frequency_fractions(acts, p)
+        assert residue.max() < 0.5

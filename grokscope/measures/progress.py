@@ -27,11 +27,19 @@ Conventions (documented choices):
   the grid. (A per-example mean over classes would be a softmax no-op and change nothing.)
 * ``sign`` is +1 for (a + b) mod p and -1 for (a - b) mod p, whose circuit uses
   cos / sin(w_k (a - b)) instead.
+* Multiplication and division mod a prime p are addition and subtraction of discrete logarithms:
+  with g a primitive root, a = g^i and b = g^j give a * b = g^(i + j), exponents mod p - 1. For
+  x*y and x/y the measures therefore live on the (p - 1) x (p - 1) grid of nonzero operands
+  ordered by their logarithms, with frequencies of Z_(p-1) (a :class:`GridView`); the pairs with
+  a zero operand (answer 0, or 0 / b) are left out of the restricted and excluded losses. Networks
+  trained on x*y are reported to learn exactly this circuit in the log basis (Gromov 2023 on
+  modular arithmetic; the key frequencies then show in the log-ordered embedding).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -46,6 +54,7 @@ from grokscope.models import HookedModule
 from grokscope.tasks import Dataset
 
 FOURIER_SIGNS = {"x+y": 1, "x-y": -1}
+LOG_SIGNS = {"x*y": 1, "x/y": -1}
 CHUNK = 16384
 
 
@@ -83,17 +92,98 @@ def fourier_sign(ds: Dataset) -> int | None:
     return FOURIER_SIGNS[ds.info["op"]]
 
 
+@dataclass(frozen=True)
+class GridView:
+    """The operand grid on which a modular task's Fourier measures are taken.
+
+    ``rows`` index the dataset's examples in grid order (first operand major), ``n`` is the
+    side of the grid (the group size whose frequencies 1..n // 2 are used), ``order[i]`` is the
+    residue standing at grid index i, ``sign`` the s of the key directions cos / sin(w_k (i + s
+    j)), and ``basis`` says which: residues for sums, discrete logs base ``generator``.
+    """
+
+    rows: np.ndarray
+    n: int
+    order: np.ndarray
+    sign: int
+    basis: str
+    generator: int | None = None
+
+    def positions(self, idx: np.ndarray, n_examples: int) -> np.ndarray:
+        """Positions in the view of the dataset rows ``idx`` that lie on it, in idx order."""
+        where = np.full(n_examples, -1)
+        where[self.rows] = np.arange(len(self.rows))
+        pos = where[np.asarray(idx)]
+        return pos[pos >= 0]
+
+
+def _is_prime(p: int) -> bool:
+    return p >= 2 and all(p % d for d in range(2, int(p**0.5) + 1))
+
+
+def primitive_root(p: int) -> int:
+    """The smallest generator of the multiplicative group mod the prime ``p``."""
+    n, factors, d = p - 1, set(), 2
+    m = n
+    while d * d <= m:
+        while m % d == 0:
+            factors.add(d)
+            m //= d
+        d += 1
+    if m > 1:
+        factors.add(m)
+    for g in range(1, p):
+        if all(pow(g, n // q, p) != 1 for q in factors):
+            return g
+    raise ValueError(f"{p} has no primitive root (is it prime?)")
+
+
+def grid_view(ds: Dataset) -> GridView | None:
+    """The grid of ``ds`` for Fourier measures: the discrete-log grid of nonzero operands for
+    x*y and x/y mod a prime, the residue grid for any other op; None unless ``ds`` is modular
+    arithmetic holding every pair of that grid."""
+    p = ds.modulus
+    if p is None or ds.operands is None:
+        return None
+    p = int(p)
+    at = np.full((p, p), -1)  # at[a, b]: the example of the pair (a, b)
+    at[ds.operands[:, 0], ds.operands[:, 1]] = np.arange(len(ds.operands))
+    op = ds.info.get("op")
+    if op in LOG_SIGNS and _is_prime(p):
+        g = primitive_root(p)
+        order = np.array([pow(g, i, p) for i in range(p - 1)])
+        rows = at[order[:, None], order[None, :]].ravel()
+        return GridView(rows, p - 1, order, LOG_SIGNS[op], f"discrete log base {g}", g)
+    if (at < 0).any():
+        return None
+    return GridView(at.ravel(), p, np.arange(p), FOURIER_SIGNS.get(op, 1), "residues")
+
+
+def fourier_view(ds: Dataset) -> GridView | None:
+    """:func:`grid_view` when the Fourier circuit of Nanda et al. applies to ``ds`` (x + y and
+    x - y over residues, x * y and x / y over discrete logs), else None."""
+    view = grid_view(ds)
+    if view is None or ds.info.get("op") not in {**FOURIER_SIGNS, **LOG_SIGNS}:
+        return None
+    if ds.info.get("op") in LOG_SIGNS and view.basis == "residues":
+        return None  # p not prime: no cyclic group of units
+    return view
+
+
 def fourier_reason(ds: Dataset) -> str | None:
     """None when the Fourier-circuit measures apply to ``ds``; otherwise one line saying why not."""
     op = ds.info.get("op")
     if ds.modulus is None:
         return f"task '{ds.name}' is not modular arithmetic: no Fourier basis over Z_p"
-    if op not in FOURIER_SIGNS:
+    if op not in FOURIER_SIGNS and op not in LOG_SIGNS:
         return (
-            f"op {op} is not a function of a + b or a - b, so the Fourier circuit of "
-            "Nanda et al. (2023) (key frequencies, restricted / excluded loss) does not apply"
+            f"op {op} is not a function of a + b, a - b (or of their discrete logs, x*y and "
+            "x/y), so the Fourier circuit of Nanda et al. (2023) (key frequencies, restricted / "
+            "excluded loss) does not apply"
         )
-    if len(ds.labels) != ds.modulus**2:
+    if op in LOG_SIGNS and not _is_prime(int(ds.modulus)):
+        return f"op {op} needs a prime p for discrete logarithms; p = {ds.modulus}"
+    if fourier_view(ds) is None:
         return "the dataset does not cover the full p x p grid"
     return None
 
@@ -236,22 +326,24 @@ def basic_row(logits: np.ndarray, ds: Dataset) -> dict[str, float]:
 def fourier_row(
     logits: np.ndarray, ds: Dataset, key_freqs: Iterable[int]
 ) -> dict[str, float | None]:
-    """Restricted / excluded loss and variance explained for the key frequencies; None for all
-    three when the Fourier circuit does not apply to ``ds`` or there are no key frequencies."""
-    sign = fourier_sign(ds)
+    """Restricted / excluded loss and variance explained for the key frequencies, on the grid of
+    :func:`fourier_view`; None for all three when the Fourier circuit does not apply to ``ds`` or
+    there are no key frequencies."""
+    view = fourier_view(ds)
     freqs = list(key_freqs)
-    if sign is None or not freqs:
+    if view is None or not freqs:
         return {"restricted_loss": None, "excluded_loss": None, "logit_var_explained": None}
     p = int(ds.modulus)
-    z = np.asarray(logits, dtype=np.float64)
-    proj = project_sum_directions(z, p, freqs, sign)  # once, for all three measures
+    z = np.asarray(logits, dtype=np.float64)[view.rows]
+    labels = np.asarray(ds.labels)[view.rows]
+    proj = project_sum_directions(z, view.n, freqs, view.sign)  # once, for all three measures
     mean = z.mean(axis=0, keepdims=True)
-    tr = ds.train_idx
+    tr = view.positions(ds.train_idx, len(ds.labels))
     centred = z[:, :p] - mean[:, :p]
     total = float(np.square(centred).sum())
     return {
-        "restricted_loss": cross_entropy(proj + mean, ds.labels),
-        "excluded_loss": cross_entropy(z[tr] - proj[tr], ds.labels[tr]),
+        "restricted_loss": cross_entropy(proj + mean, labels),
+        "excluded_loss": cross_entropy(z[tr] - proj[tr], labels[tr]),
         "logit_var_explained": (
             float(np.square(proj[:, :p]).sum()) / total if total > 0 else float("nan")
         ),
