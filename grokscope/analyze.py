@@ -139,9 +139,7 @@ def analyze_run(
                 f"{asdict(rule)}: restricted_loss, excluded_loss and logit_var_explained are null"
             )
     ablation_rows = None
-    if reason is None and key_freqs and progress.fourier_sign(ds) is None:
-        notes.append(f"ablations are computed for x+y and x-y only, not {ds.info.get('op')}")
-    elif reason is None and key_freqs:  # while the model holds the final weights
+    if reason is None and key_freqs:  # while the model holds the final weights
         ablation_rows = ablations.ablation_rows(final_logits, final_acts, model, ds, key_freqs)
 
     rows = []

@@ -183,7 +183,8 @@ def test_x_times_y_is_analysed_over_discrete_logs(tmp_path):
     table = pd.read_parquet(tmp_path / "mul" / "analysis.parquet")
     assert table["restricted_loss"].notna().all() and table["excluded_loss"].notna().all()
     assert table["gini_embed"].between(0, 1).all()
-    assert summary["ablations"] is None and any("ablations" in n for n in summary["notes"])
+    kinds = {(r["target"], r["ablation"], r["freq"]) for r in summary["ablations"]}
+    assert ("neurons", "keep_key", None) in kinds and ("logits", "remove", keys[0]) in kinds
     assert "logit_fourier_spectrum.png" in summary["figures"]
 
 

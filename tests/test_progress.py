@@ -265,7 +265,7 @@ def test_planted_transformer_key_frequencies_progress_and_ablations():
     assert four["restricted_loss"] < 0.2 * full["test_loss"]
     assert four["excluded_loss"] > 5 * full["train_loss"]
     # patching in the unchanged activations reproduces the logits (the hook path is exact)
-    np.testing.assert_allclose(ab.patched_logits(model, ds, acts), logits, atol=1e-4)
+    np.testing.assert_allclose(ab.patched_logits(model, ds.tokens, acts), logits, atol=1e-4)
     rows = ab.ablation_rows(logits, acts, model, ds, key)
     by = {(r["target"], r["ablation"], r["freq"]): r["loss"] for r in rows}
     assert set(by) == {

@@ -13,7 +13,9 @@ removing a single key frequency hurts it badly. Two targets:
   :meth:`HookedModule.run_with_hooks` (float32, like the model), and the loss is taken as
   training does (float64 cross-entropy over all logits).
 
-Every loss here is over all p^2 pairs (``loss``) and over the test pairs (``test_loss``).
+Every loss here is over all pairs of the grid (``loss``: the p^2 pairs for x +- y, the nonzero
+operands for x * y and x / y, where the grid is ordered by discrete log) and over its test pairs
+(``test_loss``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 
 from grokscope.measures.fourier import fourier_basis, frequency_rows, project_sum_directions
-from grokscope.measures.progress import cross_entropy, fourier_sign, restricted_logits
+from grokscope.measures.progress import cross_entropy, fourier_view, restricted_logits
 from grokscope.models import HookedModule
 from grokscope.tasks import Dataset
 
@@ -63,18 +65,17 @@ def remove_frequency(values: np.ndarray, p: int, k: int) -> np.ndarray:
     return np.asarray(values, dtype=np.float64) - filter_grid(values, p, frequency_mask(p, [k]))
 
 
-def _losses(logits: np.ndarray, ds: Dataset) -> dict[str, float]:
-    te = ds.test_idx
+def _losses(logits: np.ndarray, labels: np.ndarray, test: np.ndarray) -> dict[str, float]:
     return {
-        "loss": cross_entropy(logits, ds.labels),
-        "test_loss": cross_entropy(logits[te], ds.labels[te]),
+        "loss": cross_entropy(logits, labels),
+        "test_loss": cross_entropy(logits[test], labels[test]),
     }
 
 
 @torch.no_grad()
-def patched_logits(model: HookedModule, ds: Dataset, acts: np.ndarray) -> np.ndarray:
-    """(N, d_vocab_out) float64 logits with the neuron activations at the answer position
-    replaced by ``acts`` (N, n_neurons), all examples in one batch."""
+def patched_logits(model: HookedModule, tokens: np.ndarray, acts: np.ndarray) -> np.ndarray:
+    """(N, d_vocab_out) float64 logits on ``tokens`` (N, n_ctx) with the neuron activations at
+    the answer position replaced by ``acts`` (N, n_neurons), all examples in one batch."""
     new = torch.as_tensor(acts, dtype=torch.float32)
 
     def patch(x: torch.Tensor, name: str) -> torch.Tensor:
@@ -84,8 +85,8 @@ def patched_logits(model: HookedModule, ds: Dataset, acts: np.ndarray) -> np.nda
             return x
         return new
 
-    tokens = torch.as_tensor(ds.tokens, dtype=torch.int64)
-    return model.run_with_hooks(tokens, [(model.neuron_hook, patch)]).to(torch.float64).numpy()
+    x = torch.as_tensor(tokens, dtype=torch.int64)
+    return model.run_with_hooks(x, [(model.neuron_hook, patch)]).to(torch.float64).numpy()
 
 
 def ablation_rows(
@@ -96,34 +97,36 @@ def ablation_rows(
     key_freqs: Iterable[int],
 ) -> list[dict]:
     """One row per ablation: target (logits / neurons), ablation (none / keep_key / remove),
-    freq (the removed frequency or None), loss (all pairs), test_loss.
+    freq (the removed frequency or None), loss (all pairs of the grid), test_loss.
 
-    ``logits`` (p^2, d_vocab_out) and ``acts`` (p^2, n_neurons) are the unablated model's, on
-    the full a-major grid. Raises ValueError when the Fourier circuit does not apply.
+    ``logits`` (N, d_vocab_out) and ``acts`` (N, n_neurons) are the unablated model's on every
+    example of ``ds``. The grid is :func:`fourier_view`'s: all p^2 pairs for x +- y, the nonzero
+    operands ordered by discrete log for x * y and x / y. Raises ValueError when the Fourier
+    circuit does not apply.
     """
-    sign = fourier_sign(ds)
-    if sign is None:
-        raise ValueError(f"Fourier ablations need (a +- b) mod p on the full grid, not {ds.name}")
-    p = int(ds.modulus)
+    view = fourier_view(ds)
+    if view is None:
+        raise ValueError(f"Fourier ablations need a Fourier circuit over the grid, not {ds.name}")
+    n, sign = view.n, view.sign
+    logits, acts = np.asarray(logits)[view.rows], np.asarray(acts)[view.rows]
+    labels, tokens = np.asarray(ds.labels)[view.rows], np.asarray(ds.tokens)[view.rows]
+    test = view.positions(ds.test_idx, len(ds.labels))
+
+    def losses(z: np.ndarray) -> dict[str, float]:
+        return _losses(z, labels, test)
+
     freqs = sorted(int(k) for k in key_freqs)
-    rows = [{"target": "logits", "ablation": "none", "freq": None, **_losses(logits, ds)}]
+    rows = [{"target": "logits", "ablation": "none", "freq": None, **losses(logits)}]
     if not freqs:
         return rows
-    kept = restricted_logits(logits, p, freqs, sign)
-    rows.append({"target": "logits", "ablation": "keep_key", "freq": None, **_losses(kept, ds)})
+    kept = restricted_logits(logits, n, freqs, sign)
+    rows.append({"target": "logits", "ablation": "keep_key", "freq": None, **losses(kept)})
     for k in freqs:
-        without = logits - project_sum_directions(logits, p, [k], sign)
-        rows.append({"target": "logits", "ablation": "remove", "freq": k, **_losses(without, ds)})
-    kept_acts = keep_frequencies(acts, p, freqs)
-    rows.append(
-        {
-            "target": "neurons",
-            "ablation": "keep_key",
-            "freq": None,
-            **_losses(patched_logits(model, ds, kept_acts), ds),
-        }
-    )
+        without = logits - project_sum_directions(logits, n, [k], sign)
+        rows.append({"target": "logits", "ablation": "remove", "freq": k, **losses(without)})
+    out = patched_logits(model, tokens, keep_frequencies(acts, n, freqs))
+    rows.append({"target": "neurons", "ablation": "keep_key", "freq": None, **losses(out)})
     for k in freqs:
-        out = patched_logits(model, ds, remove_frequency(acts, p, k))
-        rows.append({"target": "neurons", "ablation": "remove", "freq": k, **_losses(out, ds)})
+        out = patched_logits(model, tokens, remove_frequency(acts, n, k))
+        rows.append({"target": "neurons", "ablation": "remove", "freq": k, **losses(out)})
     return rows
