@@ -351,3 +351,27 @@ def test_planted_log_circuit_gives_the_published_loss_pattern(op, sign):
     if op == "x*y":
         residue = nu.neuron_frequency_fractions(acts, p)
         assert residue.max() < 0.5
+
+
+def test_gini_of_a_log_tuned_embedding_is_taken_over_logs():
+    """An embedding / unembedding that writes one frequency of log a is sparse in the log basis
+    (Gini near 1, what gini_row reports for x*y) and spread out over residues."""
+    p, k = 23, 4
+    ds = modular_task("x*y", p, 0.5, 0)
+    view = pr.fourier_view(ds)
+    n = p - 1
+    log_of = np.zeros(p, dtype=int)
+    log_of[view.order] = np.arange(n)
+    angle = 2 * np.pi * k * log_of / n
+    E = np.stack([np.cos(angle), np.sin(angle)], axis=1)
+    E[0] = 0.0  # residue 0 has no logarithm
+    params = {
+        "embed.W_E": np.concatenate([E, np.zeros((1, 2))]),
+        "unembed.W_U": np.concatenate([E.T, np.zeros((2, 1))], axis=1),
+    }
+    row = pr.gini_row(params, ds)
+    assert row["gini_embed"] > 0.9 and row["gini_unembed"] > 0.9
+    assert pr.gini_embed(params, p) < 0.6 and pr.gini_unembed(params, p) < 0.6  # over residues
+    # x + y keeps the residue basis
+    plus = pr.gini_row(params, modular_task("x+y", p, 0.5, 0))
+    assert plus["gini_embed"] == pytest.approx(pr.gini_embed(params, p))

@@ -290,16 +290,27 @@ def neuron_logit_matrix(params: Mapping[str, np.ndarray]) -> np.ndarray:
     return np.asarray(params[outs[-1][1]], dtype=np.float64) @ W_U
 
 
-def gini_embed(params: Mapping[str, np.ndarray], p: int) -> float:
-    """Gini of the p Fourier-component norms of the embedding over the input residue
-    (Nanda et al. 2023): near 1 when few frequencies are embedded."""
-    return gini(component_norms(embed_fourier(embedding_matrix(params, p), p)))
+def gini_embed(
+    params: Mapping[str, np.ndarray], p: int, order: np.ndarray | None = None
+) -> float:
+    """Gini of the Fourier-component norms of the embedding over the input residue
+    (Nanda et al. 2023): near 1 when few frequencies are embedded. With ``order`` (residues in
+    grid order, e.g. by discrete log) the rows are taken in that order, over Z_len(order)."""
+    E = embedding_matrix(params, p)
+    if order is not None:
+        E = E[order]
+    return gini(component_norms(embed_fourier(E, len(E))))
 
 
-def gini_unembed(params: Mapping[str, np.ndarray], p: int) -> float:
-    """Gini of the p Fourier-component norms of W_L = W_out W_U over the output class (classes
-    0..p-1; Nanda et al. 2023)."""
-    coeffs = unembed_fourier(neuron_logit_matrix(params), p)  # (n_neurons, p)
+def gini_unembed(
+    params: Mapping[str, np.ndarray], p: int, order: np.ndarray | None = None
+) -> float:
+    """Gini of the Fourier-component norms of W_L = W_out W_U over the output class (classes
+    0..p-1, or the classes ``order`` in that order; Nanda et al. 2023)."""
+    W_L = neuron_logit_matrix(params)[:, :p]
+    if order is not None:
+        W_L = W_L[:, order]
+    coeffs = unembed_fourier(W_L, W_L.shape[1])  # (n_neurons, n)
     return gini(component_norms(coeffs.T))
 
 
@@ -352,8 +363,14 @@ def fourier_row(
 
 def gini_row(params: Mapping[str, np.ndarray], ds: Dataset) -> dict[str, float | None]:
     """Embedding and W_L Gini for modular tasks (any op: residues index W_E rows and W_U
-    columns); None otherwise."""
+    columns), in the basis of :func:`fourier_view` (over discrete logs for x*y and x/y, over
+    residues otherwise); None for other tasks."""
     if ds.modulus is None:
         return {"gini_embed": None, "gini_unembed": None}
     p = int(ds.modulus)
-    return {"gini_embed": gini_embed(params, p), "gini_unembed": gini_unembed(params, p)}
+    view = fourier_view(ds)
+    order = view.order if view is not None and view.generator is not None else None
+    return {
+        "gini_embed": gini_embed(params, p, order),
+        "gini_unembed": gini_unembed(params, p, order),
+    }
