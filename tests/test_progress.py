@@ -200,7 +200,9 @@ def test_filter_grid_keep_and_remove_are_complementary():
     np.testing.assert_allclose(ab.remove_frequency(single, p, 2), 1.5, atol=1e-12)
 
 
-def planted_transformer(p: int, key: list[int], d_mlp: int = 48, alpha: float = 10.0):
+def planted_transformer(
+    p: int, key: list[int], d_mlp: int = 48, alpha: float = 10.0, op: str = "x+y"
+):
     """A hand-built one-layer transformer running the Fourier algorithm of Nanda et al. (2023)
     on the key frequencies only.
 
@@ -210,16 +212,25 @@ def planted_transformer(p: int, key: list[int], d_mlp: int = 48, alpha: float = 
     cos / sin(w_k c); W_out is the least-squares fit making the logits
     ~ alpha * sum_k cos(w_k (a + b - c)) (the fit is imperfect: ReLU neurons of this form do
     not span cos(w (a + b)) exactly, which leaves some non-key noise in the logits).
+
+    With ``op="x*y"`` the same algorithm runs on discrete logs: W_E holds cos / sin(w_k log a)
+    over Z_(p-1) (a zero row for residue 0), and the fit is over the nonzero operands.
     """
     d_model = 2 * len(key)
     cfg = ModelConfig(d_model=d_model, n_heads=1, d_head=d_model, d_mlp=d_mlp)
     model = Transformer(cfg, d_vocab=p + 1, n_ctx=3)
     rng = np.random.default_rng(0)
-    x = np.arange(p)
+    x, n = np.arange(p), p
+    if op == "x*y":
+        g, n = pr.primitive_root(p), p - 1
+        x = np.zeros(p)
+        x[[pow(g, i, p) for i in range(n)]] = np.arange(n)
     cols = []
     for k in key:
-        cols += [np.cos(2 * np.pi * k * x / p), np.sin(2 * np.pi * k * x / p)]
+        cols += [np.cos(2 * np.pi * k * x / n), np.sin(2 * np.pi * k * x / n)]
     W_E = np.concatenate([np.stack(cols, 1), np.zeros((1, d_model))])
+    if op == "x*y":
+        W_E[0] = 0.0
     W_in = np.zeros((d_model, d_mlp))
     for n in range(d_mlp):
         j = n % len(key)
@@ -236,11 +247,13 @@ def planted_transformer(p: int, key: list[int], d_mlp: int = 48, alpha: float = 
     model.load_state_dict(sd)
     model.eval()
     # Fit W_out, b_out: MLP output + direct path (W_E[a] + W_E[b]) = alpha * cos / sin(w(a+b)).
-    ds = modular_task("x+y", p, 0.5, 0)
+    ds = modular_task(op, p, 0.5, 0)
     acts = np.concatenate([pr.neuron_activations(model, ds.tokens), np.ones((p * p, 1))], 1)
     a, b = grid(p)
-    targets = alpha * np.stack([col[(a + b) % p] for col in cols], 1) - W_E[a] - W_E[b]
-    sol = np.linalg.lstsq(acts, targets, rcond=None)[0]
+    answer = (a * b) % p if op == "x*y" else (a + b) % p
+    targets = alpha * np.stack([col[answer] for col in cols], 1) - W_E[a] - W_E[b]
+    on = (a > 0) & (b > 0) if op == "x*y" else np.ones(p * p, dtype=bool)
+    sol = np.linalg.lstsq(acts[on], targets[on], rcond=None)[0]
     sd["blocks.0.mlp.W_out"] = torch.tensor(sol[:-1], dtype=torch.float32)
     sd["blocks.0.mlp.b_out"] = torch.tensor(sol[-1], dtype=torch.float32)
     model.load_state_dict(sd)
@@ -375,3 +388,30 @@ def test_gini_of_a_log_tuned_embedding_is_taken_over_logs():
     # x + y keeps the residue basis
     plus = pr.gini_row(params, modular_task("x+y", p, 0.5, 0))
     assert plus["gini_embed"] == pytest.approx(pr.gini_embed(params, p))
+
+
+def test_planted_log_transformer_key_frequencies_and_ablations():
+    """The hand-built Fourier transformer run on discrete logs, evaluated on x*y mod 17: its
+    key frequencies are found over Z_16, and the ablations show the paper's pattern."""
+    from grokscope.measures import neurons as nu
+
+    p, key = 17, [3, 5]
+    ds = modular_task("x*y", p, 0.3, 0)
+    view = pr.fourier_view(ds)
+    model = planted_transformer(p, key, op="x*y")
+    acts = pr.neuron_activations(model, ds.tokens)
+    logits = pr.model_logits(model, ds.tokens)
+    fr = nu.neuron_frequency_fractions(acts[view.rows], view.n)
+    assert nu.key_frequencies(fr) == key
+    on = view.rows
+    assert pr.accuracy(logits[on], ds.labels[on]) > 0.8
+    four = pr.fourier_row(logits, ds, key)
+    assert four["restricted_loss"] < 0.5 * pr.cross_entropy(logits[on], ds.labels[on])
+    rows = ab.ablation_rows(logits, acts, model, ds, key)
+    by = {(r["target"], r["ablation"], r["freq"]): r["loss"] for r in rows}
+    base = by[("logits", "none", None)]
+    assert base == pytest.approx(pr.cross_entropy(logits[on], ds.labels[on]))
+    assert by[("neurons", "keep_key", None)] == pytest.approx(by[("logits", "keep_key", None)], 0.1)
+    for k in key:
+        assert by[("logits", "remove", k)] > 5 * base
+        assert by[("neurons", "remove", k)] > 5 * base
