@@ -125,7 +125,7 @@ def write_report(run: Path) -> Path:
         "final train / test accuracy": f"{last.get('train_acc', float('nan')):.3f} / "
         f"{last.get('test_acc', float('nan')):.3f}",
     }
-    for key in ("key_frequencies", "neuron_single_freq_share", "phases", "notes"):
+    for key in ("fourier_basis", "key_frequencies", "neuron_single_freq_share", "phases", "notes"):
         if key in summary:
             rows[key] = summary[key]
     body = [
