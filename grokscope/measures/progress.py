@@ -109,6 +109,14 @@ class GridView:
     basis: str
     generator: int | None = None
 
+    def take(self, values: np.ndarray) -> np.ndarray:
+        """The view's rows of a per-example table (no copy when the view is the whole dataset
+        in order, as for x + y and x - y)."""
+        values = np.asarray(values)
+        if len(values) == len(self.rows) and np.array_equal(self.rows, np.arange(len(values))):
+            return values
+        return values[self.rows]
+
     def positions(self, idx: np.ndarray, n_examples: int) -> np.ndarray:
         """Positions in the view of the dataset rows ``idx`` that lie on it, in idx order."""
         where = np.full(n_examples, -1)
@@ -345,8 +353,8 @@ def fourier_row(
     if view is None or not freqs:
         return {"restricted_loss": None, "excluded_loss": None, "logit_var_explained": None}
     p = int(ds.modulus)
-    z = np.asarray(logits, dtype=np.float64)[view.rows]
-    labels = np.asarray(ds.labels)[view.rows]
+    z = view.take(np.asarray(logits, dtype=np.float64))
+    labels = view.take(ds.labels)
     proj = project_sum_directions(z, view.n, freqs, view.sign)  # once, for all three measures
     mean = z.mean(axis=0, keepdims=True)
     tr = view.positions(ds.train_idx, len(ds.labels))
