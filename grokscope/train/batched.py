@@ -138,10 +138,6 @@ class BatchedState:
         return len(self.runs)
 
 
-def _optimizer(cfg: Config, params: list[torch.Tensor]) -> torch.optim.AdamW:
-    return make_optimizer(cfg.optim, params)
-
-
 def new_batched_state(
     cfgs: list[Config], datasets: list[Dataset], device: torch.device
 ) -> BatchedState:
@@ -165,7 +161,7 @@ def new_batched_state(
         model=template,
         names=names,
         params=params,
-        optimizer=_optimizer(cfgs[0], params),
+        optimizer=make_optimizer(cfgs[0].optim, params),
         grad_filter=GradFilter(o, names),
         runs=list(range(k)),
         init_params=init,
@@ -280,7 +276,7 @@ def select_slots(cfg: Config, state: BatchedState, keep: list[int]) -> BatchedSt
         return t.detach().index_select(dim, idx).clone()
 
     params = [pick(p).requires_grad_() for p in state.params]
-    optimizer = _optimizer(cfg, params)
+    optimizer = make_optimizer(cfg.optim, params)
     old = state.optimizer.state_dict()
     sd = optimizer.state_dict()
     sd["param_groups"][0]["lr"] = old["param_groups"][0]["lr"]

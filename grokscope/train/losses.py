@@ -18,10 +18,10 @@ class _CrossEntropy64(torch.autograd.Function):
     """Per-example cross-entropy with the log-softmax in float64, from its definition:
     nll = log sum_j exp(z_j - m) - (z_y - m), gradient (softmax(z) - onehot(y)) * upstream.
 
-    The same function as ``F.cross_entropy`` on float64 logits (losses agree to 1e-14, gradients
-    to the last bit on the tested logits), but on a CPU it saves a third of the loss's cost for
-    small batches of stacked seeds, where torch's float64 log-softmax kernel costs several times
-    an exp per element."""
+    The same function as ``F.cross_entropy`` on float64 logits (losses agree to a few ulp of the
+    log-normaliser, gradients to float32 rounding; tests/test_train.py), but on a CPU it saves a
+    third of the loss's cost for small batches of stacked seeds, where torch's float64
+    log-softmax kernel costs several times an exp per element."""
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -29,7 +29,7 @@ class _CrossEntropy64(torch.autograd.Function):
         top = z.amax(dim=-1, keepdim=True)
         e = (z - top).exp()
         total = e.sum(dim=-1, keepdim=True)
-        log_norm = top + total.log()  # as torch's log-softmax rounds it
+        log_norm = top + total.log()
         ctx.save_for_backward(e, total, labels)
         ctx.dtype = logits.dtype
         return (log_norm - z.gather(-1, labels.unsqueeze(-1))).squeeze(-1)
@@ -70,23 +70,28 @@ def stablemax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch
     return stablemax_cross_entropy_each(logits, labels).mean(dim=-1)
 
 
+# name -> (mean over the examples, per example)
+_LOSSES = {
+    "softmax": (cross_entropy64, cross_entropy64_each),
+    "stablemax": (stablemax_cross_entropy, stablemax_cross_entropy_each),
+}
+
+
+def _loss_pair(name: str):
+    if name not in _LOSSES:
+        raise ValueError(f"unknown loss {name!r}")
+    return _LOSSES[name]
+
+
 def loss_function(name: str):
     """The training loss called ``name`` (softmax or stablemax): mean over the examples."""
-    if name == "softmax":
-        return cross_entropy64
-    if name == "stablemax":
-        return stablemax_cross_entropy
-    raise ValueError(f"unknown loss {name!r}")
+    return _loss_pair(name)[0]
 
 
 def per_example_loss(name: str):
     """The loss called ``name`` per example (..., n): evaluation sums these over a whole split,
     so the result does not depend on how the split was cut into chunks."""
-    if name == "softmax":
-        return cross_entropy64_each
-    if name == "stablemax":
-        return stablemax_cross_entropy_each
-    raise ValueError(f"unknown loss {name!r}")
+    return _loss_pair(name)[1]
 
 
 def softmax_collapsed(logits: torch.Tensor) -> torch.Tensor:
@@ -95,7 +100,3 @@ def softmax_collapsed(logits: torch.Tensor) -> torch.Tensor:
     z = logits.detach().to(torch.float32)
     return torch.exp(z - z.max(dim=-1, keepdim=True).values).sum(dim=-1) == 1.0
 
-
-def softmax_collapse_share(logits: torch.Tensor) -> float:
-    """Share of one model's samples (batch, classes) whose softmax has collapsed."""
-    return float(softmax_collapsed(logits).to(torch.float64).mean())
