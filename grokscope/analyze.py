@@ -246,6 +246,8 @@ def analyze_run(
             fractions=final_fractions,
             logits=final_logits[grid.rows][:, grid.order] if full_grid else None,
             p=grid.n if full_grid else ds.modulus,
+            residues=grid.order if full_grid else None,
+            generator=grid.generator if full_grid else None,
         )
     summary["analysis_wall_s"] = round(time.perf_counter() - t0, 3)
     rundir.write_json(run / "summary.json", summary)

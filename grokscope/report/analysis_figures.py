@@ -177,9 +177,20 @@ def embed_norms_figure(embed: np.ndarray, p: int, keys: list[int], path: Path) -
     return _save(fig, path)
 
 
-def embed_circles_figure(embed: np.ndarray, p: int, keys: list[int], path: Path) -> str:
+def embed_circles_figure(
+    embed: np.ndarray,
+    p: int,
+    keys: list[int],
+    path: Path,
+    residues: np.ndarray | None = None,
+    generator: int | None = None,
+) -> str:
     """For each key frequency k: every residue a's embedding projected on the cos k and sin k
-    directions of W_E; a Fourier embedding puts a at angle w_k a on a circle."""
+    directions of W_E; a Fourier embedding puts a at angle w_k a on a circle.
+
+    With ``generator`` g, row i of ``embed`` is the residue ``residues[i]`` = g^i (the grid of
+    x*y and x/y, over Z_p with p = len(embed) = modulus - 1): points are labelled with their
+    residue and coloured by their log i, at angle w_k i for a Fourier embedding over logs."""
     coeffs = embed_fourier(embed, p)
     n = len(keys)
     cols = min(n, 3)
@@ -189,6 +200,7 @@ def embed_circles_figure(embed: np.ndarray, p: int, keys: list[int], path: Path)
     )
     E = np.asarray(embed, dtype=np.float64)[:p]
     a = np.arange(p)
+    names = a if residues is None else np.asarray(residues)
     for ax, k in zip(axes.ravel(), keys, strict=False):
         r = frequency_rows(p, k)
         u = coeffs[r[0]] / np.linalg.norm(coeffs[r[0]])
@@ -203,7 +215,7 @@ def embed_circles_figure(embed: np.ndarray, p: int, keys: list[int], path: Path)
         sc = ax.scatter(x, y, c=a, cmap="viridis", s=14, zorder=2)
         for i in a:
             ax.annotate(
-                str(i),
+                str(names[i]),
                 (x[i], y[i]),
                 fontsize=5 if p > 60 else 7,
                 ha="center",
@@ -218,10 +230,18 @@ def embed_circles_figure(embed: np.ndarray, p: int, keys: list[int], path: Path)
         ax.tick_params(labelsize=7)
     for ax in axes.ravel()[n:]:
         ax.axis("off")
-    fig.colorbar(sc, ax=axes.ravel().tolist(), shrink=0.6, label="residue a")
+    if generator is None:
+        label = "residue a"
+        how = "a Fourier embedding puts a at angle 2 pi k a / p; grey line: a in order of k a mod p"
+    else:
+        label = f"i = log_{generator} a"
+        how = (
+            f"over logs: a = {generator}^i at angle 2 pi k i / {p}; "
+            f"grey line: in order of k i mod {p}"
+        )
+    fig.colorbar(sc, ax=axes.ravel().tolist(), shrink=0.6, label=label)
     fig.suptitle(
-        "Embedding of each residue a on the key frequencies' cos / sin directions\n"
-        "(a Fourier embedding puts a at angle 2 pi k a / p; grey line: a in order of k a mod p)",
+        f"Embedding of each residue a on the key frequencies' cos / sin directions\n({how})",
         fontsize=10,
     )
     return _save(fig, path)
@@ -253,7 +273,9 @@ def neuron_histogram_figure(
     return _save(fig, path)
 
 
-def logit_spectrum_figure(logits: np.ndarray, p: int, keys: list[int], path: Path) -> str:
+def logit_spectrum_figure(
+    logits: np.ndarray, p: int, keys: list[int], path: Path, generator: int | None = None
+) -> str:
     """Norm over classes 0..p-1 of each 2-D Fourier component (a-row, b-column) of the centred
     logits on the grid, log colour scale."""
     z = centre_grid(np.asarray(logits, dtype=np.float64)[:, :p].reshape(p, p, p), p)
@@ -275,10 +297,12 @@ def logit_spectrum_figure(logits: np.ndarray, p: int, keys: list[int], path: Pat
         names = [basis_labels(p)[int(i)] for i in ticks]
     ax.set_xticks(ticks, names, rotation=90, fontsize=7)
     ax.set_yticks(ticks, names, fontsize=7)
-    ax.set_xlabel("Fourier component over b (const, cos 1, sin 1, cos 2, ...)")
-    ax.set_ylabel("Fourier component over a")
+    over = "" if generator is None else f"log_{generator} "
+    ax.set_xlabel(f"Fourier component over {over}b (const, cos 1, sin 1, cos 2, ...)")
+    ax.set_ylabel(f"Fourier component over {over}a")
+    classes = "0..p-1" if generator is None else f"1..{p}"
     ax.set_title(
-        "2-D Fourier spectrum of the centred logits\n(norm over classes 0..p-1"
+        f"2-D Fourier spectrum of the centred logits\n(norm over classes {classes}"
         + ("; ticks: key frequencies)" if keys else ")"),
         fontsize=10,
     )
@@ -294,8 +318,12 @@ def write_analysis_figures(
     fractions: np.ndarray | None = None,
     logits: np.ndarray | None = None,
     p: int | None = None,
+    residues: np.ndarray | None = None,
+    generator: int | None = None,
 ) -> list[str]:
-    """Write every figure that applies to the run; returns the file names written."""
+    """Write every figure that applies to the run; returns the file names written. For x*y and
+    x/y, ``embed`` and ``logits`` are on the discrete-log grid (``p`` = modulus - 1), whose
+    residues and generator label the embedding figure."""
     folder = Path(folder)
     keys = summary.get("key_frequencies") or []
     names = [
@@ -305,7 +333,11 @@ def write_analysis_figures(
     if embed is not None and p is not None:
         names.append(embed_norms_figure(embed, p, keys, folder / "embedding_fourier_norms.png"))
         if keys:
-            names.append(embed_circles_figure(embed, p, keys, folder / "key_frequency_circles.png"))
+            names.append(
+                embed_circles_figure(
+                    embed, p, keys, folder / "key_frequency_circles.png", residues, generator
+                )
+            )
     if fractions is not None:
         threshold = summary.get("key_frequency_rule", {}).get("single_threshold", 0.85)
         names.append(
@@ -314,5 +346,9 @@ def write_analysis_figures(
             )
         )
     if logits is not None and p is not None:
-        names.append(logit_spectrum_figure(logits, p, keys, folder / "logit_fourier_spectrum.png"))
+        names.append(
+            logit_spectrum_figure(
+                logits, p, keys, folder / "logit_fourier_spectrum.png", generator
+            )
+        )
     return names
