@@ -1,6 +1,6 @@
 """K seeds of one small config: batched in one process vs the same K runs one after another.
 
-Both sides write ordinary run directories (train_run vs train_batched), so the times include
+Both sides write ordinary run directories (train_run vs train_runs), so the times include
 evaluation and checkpoints. Also prints whether the two sides'
 metrics are bit-identical (the batched trainer computes the same function; where a batched matrix
 product rounds differently from the single one, as for large full batches, the runs drift apart
@@ -27,8 +27,7 @@ import torch
 
 from grokscope.config import apply_overrides, preset
 from grokscope.store import rundir
-from grokscope.store.batched_runner import train_batched
-from grokscope.store.runner import train_run
+from grokscope.orchestrate.train import train_run, train_runs
 
 MLP97 = ["task.p=97", "task.train_fraction=0.3", "model.kind=mlp", "model.d_embed=32"]
 SCHEDULE = ["train.epochs=200", "train.eval_every=20", "train.checkpoint_every=100"]
@@ -58,7 +57,7 @@ CONFIGS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--k", type=int, default=8, help="number of seeds")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's)")
     parser.add_argument("--config", default="mlp97-mb128", choices=sorted(CONFIGS))
     parser.add_argument("--set", nargs="*", default=[], help="extra config overrides")
     args = parser.parse_args()
@@ -75,10 +74,14 @@ def main() -> None:
         root = Path(tmp)
         t0 = time.perf_counter()
         for s in range(args.k):
-            train_run(cfg(s), root / f"seq-{s}")
+            train_run(cfg(s), root / f"seq-{s}", threads=args.threads)
         sequential = time.perf_counter() - t0
         t0 = time.perf_counter()
-        train_batched([cfg(s) for s in range(args.k)], [root / f"bat-{s}" for s in range(args.k)])
+        train_runs(
+            [cfg(s) for s in range(args.k)],
+            [root / f"bat-{s}" for s in range(args.k)],
+            threads=args.threads,
+        )
         batched = time.perf_counter() - t0
         loss_diff, acc_diff, identical = 0.0, 0.0, True
         for s in range(args.k):

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from grokscope.config import preset, resolve
 from grokscope.tasks import build_dataset
-from grokscope.train.loop import TaskTensors, new_state, train_step
+from grokscope.train.core import TaskData, make_optimizer, new_state, train_step
 
 
 def straightforward_logits(w: dict[str, torch.Tensor], tokens: torch.Tensor) -> torch.Tensor:
@@ -85,17 +85,18 @@ def train_pair(epochs: int, block: int, dtype: torch.dtype, permute_reference: b
     cfg = resolve(preset("nanda2023"))
     ds = build_dataset(cfg.task)
     cpu = torch.device("cpu")
-    data = TaskTensors.from_dataset(ds, cpu)
-    fast = new_state(cfg, ds, cpu)
-    fast.model.to(dtype)
-    fast.optimizer = torch.optim.AdamW(
-        fast.model.parameters(), lr=0.0, betas=(0.9, 0.98), weight_decay=1.0, foreach=True
-    )
-    ref_w = {n: p.detach().clone().requires_grad_(True) for n, p in fast.model.named_parameters()}
+    data = TaskData.from_datasets([ds], cpu)
+    fast = new_state([cfg], [ds], cpu)  # one run: a batch of one, stacked weights (1, ...)
+    fast.params = [p.detach().to(dtype).requires_grad_() for p in fast.params]
+    fast.optimizer = make_optimizer(cfg.optim, fast.params)
+    ref_w = {
+        n: p.detach()[0].clone().requires_grad_(True)
+        for n, p in zip(fast.names, fast.params, strict=True)
+    }
     ref_opt = torch.optim.AdamW(
         ref_w.values(), lr=0.0, betas=(0.9, 0.98), weight_decay=1.0, foreach=True
     )
-    ref_x, ref_y = data.train_x, data.train_y
+    ref_x, ref_y = data.train_x[0], data.train_y[0]
     if permute_reference:  # same maths, another summation order
         perm = torch.randperm(len(ref_x), generator=torch.Generator().manual_seed(0))
         ref_x, ref_y = ref_x[perm], ref_y[perm]
@@ -113,7 +114,7 @@ def train_pair(epochs: int, block: int, dtype: torch.dtype, permute_reference: b
         return float(loss.detach())
 
     def fast_epoch() -> float:
-        return train_step(cfg, fast, data.train_x, data.train_y)
+        return train_step(cfg, fast, data.train_x, data.train_y)[0]
 
     losses: dict[str, list[float]] = {"grokscope": [], "straightforward": []}
     seconds = {"grokscope": 0.0, "straightforward": 0.0}

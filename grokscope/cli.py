@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -29,6 +32,24 @@ console = Console()
 err = Console(stderr=True)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(f"grokscope {version('grokscope')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="print the version and exit"
+    ),
+) -> None:
+    """Train small networks on algorithmic tasks, watch them grok, and measure why."""
+PLAIN_EVERY_S = 5.0  # seconds between plain progress lines when output is not a terminal
+
+
 def _run_id(cfg: config_mod.Config) -> str:
     t = cfg.task
     what = {"modular": f"{t.op}-p{t.p}", "permutation": f"S{t.group_n}-{t.op}"}.get(
@@ -39,8 +60,41 @@ def _run_id(cfg: config_mod.Config) -> str:
     return f"{cfg.preset or 'default'}-{what}-s{cfg.train.seed}-{stamp}"
 
 
-def _progress_bar(total: int, start: int):
-    """A rich progress bar over epochs; returns (context manager, per-row callback)."""
+def _row_stats(row: dict) -> str:
+    return (
+        f"acc {row['train_acc']:.3f}/{row['test_acc']:.3f} "
+        f"loss {row['train_loss']:.1e}/{row['test_loss']:.1e}"
+    )
+
+
+@contextmanager
+def _progress(total: int, start: int, every_s: float | None = None):
+    """Progress over epochs, yielding a per-row callback. On a terminal: a rich bar that fits 80
+    columns (train/test accuracy and loss, elapsed and remaining time). Otherwise (a log file, a
+    pipe, CI): a plain line every ``every_s`` seconds and one for the last row."""
+    if not console.is_terminal:
+        every_s = PLAIN_EVERY_S if every_s is None else every_s
+        t0 = time.monotonic()
+        last = {"t": -every_s, "row": None}
+
+        def line(row: dict) -> None:
+            console.print(
+                f"epoch {row['epoch']}/{total}  {_row_stats(row)}  "
+                f"{time.monotonic() - t0:.0f} s",
+                soft_wrap=True,
+            )
+
+        def update(row: dict) -> None:
+            last["row"] = row
+            if time.monotonic() - last["t"] >= every_s:
+                last["t"] = time.monotonic()
+                last["row"] = None
+                line(row)
+
+        yield update
+        if last["row"] is not None:
+            line(last["row"])
+        return
     from rich.progress import (
         BarColumn,
         Progress,
@@ -49,63 +103,86 @@ def _progress_bar(total: int, start: int):
         TimeRemainingColumn,
     )
 
-    bar = Progress(
-        TextColumn("epoch {task.completed:>6.0f}/{task.total:.0f}"),
-        BarColumn(),
+    width = len(str(total))
+    columns = [TextColumn(f"epoch {{task.completed:>{width}.0f}}/{{task.total:.0f}}")]
+    if console.width >= 100:
+        columns.append(BarColumn(bar_width=20))
+    columns += [
         TextColumn("{task.fields[stats]}"),
         TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
+        TimeRemainingColumn(compact=True),
+    ]
+    bar = Progress(*columns, console=console, transient=False)
     task = bar.add_task("train", total=total, completed=start, stats="")
 
     def update(row: dict) -> None:
-        stats = (
-            f"train {row['train_loss']:.2e} / {row['train_acc']:.3f}   "
-            f"test {row['test_loss']:.2e} / {row['test_acc']:.3f}"
-        )
-        bar.update(task, completed=row["epoch"], stats=stats)
+        bar.update(task, completed=row["epoch"], stats=_row_stats(row))
 
-    return bar, update
+    with bar:
+        yield update
+
+
+THREADS_HELP = "CPU threads (default 1: fastest when anything else shares the cores; 0: all)"
 
 
 @app.command()
 def train(
     preset: str = typer.Option(
-        "quick", "--preset", "-p", help="nanda2023, quick, mlp_quad, default"
+        "quick", "--preset", "-p", help="quick, nanda2023, mlp_quad or default"
     ),
     out: Path = typer.Option(Path("runs"), "--out", "-o", help="parent directory of the run"),
     name: str = typer.Option("", "--name", help="run id (default: preset-task-seed-time)"),
     set_: list[str] = typer.Option([], "--set", "-s", help="override: section.field=value"),
-    resume: Path = typer.Option(None, "--resume", help="continue the run in this directory"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    resume: Path = typer.Option(
+        None, "--resume", help="continue the run in this directory (with --set train.epochs=N: "
+        "train a finished run longer)"
+    ),
+    threads: int = typer.Option(None, "--threads", "-t", help=THREADS_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
 ) -> None:
     """Train one model and write its run directory.
 
     Example: grokscope train --preset quick --set task.op=x-y --set train.seed=1
     """
-    from grokscope.store.runner import train_run
+    from grokscope.orchestrate.train import extend_budget, run_is_finished, train_run
+    from grokscope.store import rundir
+    from grokscope.train.core import check_device
 
+    if threads is not None and threads < 0:
+        raise GrokscopeError(f"--threads must be >= 0, got {threads}")
     if resume is not None:
-        if set_ or name:
-            raise GrokscopeError("--resume continues a run as configured; drop --set / --name")
-        from grokscope.store import rundir
-
+        if name:
+            raise GrokscopeError("--resume continues a run under its own name; drop --name")
         cfg = rundir.read_config(resume)
+        if set_:
+            cfg = extend_budget(resume, set_)
+        elif run_is_finished(resume):
+            st = rundir.read_status(resume)
+            console.print(
+                f"{resume} is finished ({st.get('state')}, {st.get('epochs_done')} epochs): "
+                "nothing to do. To train it longer: grokscope train --resume "
+                f"{resume} --set train.epochs=N"
+            )
+            return
         run, start = resume, rundir.read_status(resume).get("epochs_done", 0)
     else:
         cfg = config_mod.resolve(config_mod.apply_overrides(config_mod.preset(preset), set_))
         run, start = out / (name or _run_id(cfg)), 0
-    console.print(f"run directory: [bold]{run}[/bold]")
-    if quiet:
-        status = train_run(None if resume else cfg, run, resume=resume is not None)
-    else:
-        bar, update = _progress_bar(cfg.train.epochs, start)
-        with bar:
-            status = train_run(
-                None if resume else cfg, run, resume=resume is not None, progress=update
+        if (run / "config.json").exists():
+            hint = (
+                "it is finished; pick another --name"
+                if run_is_finished(run)
+                else f"continue it with: grokscope train --resume {run}"
             )
+            raise GrokscopeError(f"{run} already holds a run; {hint}")
+    check_device(cfg.train.device)  # before anything is written or printed
+    console.print(f"run directory: {run}")
+    args = (None if resume else cfg, run, resume is not None)
+    if quiet:
+        status = train_run(*args, threads=threads)
+    else:
+        with _progress(cfg.train.epochs, start) as update:
+            status = train_run(*args, progress=update, threads=threads)
     _print_status(run, status)
     if status["state"] == "interrupted":
         err.print(f"interrupted; continue with: grokscope train --resume {run}")
@@ -122,24 +199,44 @@ def _print_status(run: Path, status: dict) -> None:
     )
 
 
+RUN_HEADERS = {
+    "train_acc": "train acc",
+    "test_acc": "test acc",
+    "t_mem_epoch": "t_mem",
+    "t_grok_epoch": "t_grok",
+}
+FORMATS = ("table", "csv", "json")
+
+
 @app.command()
 def runs(
     directory: Path = typer.Argument(Path("runs"), help="folder holding run directories"),
+    format_: str = typer.Option("table", "--format", "-f", help="table, csv or json"),
 ) -> None:
-    """List the runs under DIR: task, status, epochs, final accuracies, t_mem, t_grok.
+    """List the runs under DIR: task, status, epochs, final accuracies, t_mem, t_grok (epochs).
 
-    Example: grokscope runs runs/
+    Example: grokscope runs runs/ --format csv
     """
     from grokscope.store.query import runs_table
 
+    if format_ not in FORMATS:
+        raise GrokscopeError(f"unknown --format {format_!r}; choose one of {', '.join(FORMATS)}")
     df = runs_table(directory)
     df["run"] = [
         str(Path(r).relative_to(directory)) if r != str(directory) else "." for r in df["run"]
     ]
+    if format_ == "csv":
+        sys.stdout.write(df.to_csv(index=False))
+        return
+    if format_ == "json":
+        sys.stdout.write(df.to_json(orient="records", indent=1) + "\n")
+        return
     if df.empty:
         console.print(f"no runs under {directory}")
         return
-    table = Table(*[c for c in df.columns], show_lines=False)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for c in df.columns:  # long values wrap inside their column, never cut
+        table.add_column(RUN_HEADERS.get(c, c), overflow="fold")
     for row in df.itertuples(index=False):
         table.add_row(*["-" if _isnull(v) else _fmt(v) for v in row])
     console.print(table)
@@ -155,32 +252,97 @@ def _fmt(v) -> str:
     return str(v)
 
 
-@app.command()
-def show(run: Path = typer.Argument(..., help="a run directory")) -> None:
-    """Print a run's config, status, t_mem and t_grok (null when not reached).
+def _one_line_config(cfg: config_mod.Config) -> str:
+    t, m, o = cfg.task, cfg.model, cfg.optim
+    task = {"modular": f"({t.op}) mod {t.p}", "permutation": f"{t.op} in S{t.group_n}"}.get(
+        t.name, f"sparse parity n={t.n_bits} k={t.k_bits}"
+    )
+    model = (
+        f"{m.n_layers}-layer transformer d_model {m.d_model}"
+        if m.kind == "transformer"
+        else f"{m.n_layers}-layer MLP width {m.d_mlp} ({m.act})"
+    )
+    return (
+        f"task: {task}, {t.train_fraction:.0%} train, data seed {t.data_seed}\n"
+        f"model: {model}, seed {cfg.train.seed}; AdamW lr {o.lr:g}, wd {o.weight_decay:g}"
+    )
 
-    Example: grokscope show runs/quick-x+y-p59-s0-20260101-120000
+
+def _analysis_lines(summary: dict) -> list[str]:
+    """The headline of an analysis (summary.json), as short lines."""
+    lines = []
+    keys = summary.get("key_frequencies")
+    if keys is not None:
+        basis = summary.get("fourier_basis")
+        lines.append(f"key frequencies {keys}" + (f" over {basis}" if basis else ""))
+        share = _fmt_share(summary.get("neuron_single_freq_share"))
+        lines.append(f"single-frequency neurons {share}")
+    ph = summary.get("phases") or {}
+    if ph:
+        ends = [ph.get(k) for k in ("memorization_end", "circuit_formation_end", "cleanup_end")]
+        lines.append("phases end at epochs {} / {} / {}".format(*ends))
+        lines.append("  (memorization / circuit formation / cleanup)")
+    return lines
+
+
+@app.command()
+def show(
+    run: Path = typer.Argument(..., help="a run directory"),
+    as_json: bool = typer.Option(False, "--json", help="everything as one JSON document"),
+) -> None:
+    """Print what a run is, where it stands, its grokking times and its analysis headline.
+
+    Example: grokscope show runs/quick
     """
-    from grokscope.dynamics.phases import event_epoch
+    from grokscope.events import event_epoch
     from grokscope.store import rundir
 
     cfg = rundir.read_config(run)
-    status = rundir.read_status(run)
-    metrics = rundir.read_metrics(run)
+    status = rundir.read_status(run) if (Path(run) / "status.json").is_file() else {}
+    metrics = rundir.read_metrics(run) if (Path(run) / "metrics.parquet").is_file() else None
     events = {
-        "t_mem_epoch": event_epoch(metrics, "train_acc", cfg.train.mem_threshold),
-        "t_grok_epoch": event_epoch(metrics, "test_acc", cfg.train.grok_threshold),
+        "t_mem_epoch": None if metrics is None
+        else event_epoch(metrics, "train_acc", cfg.train.mem_threshold),
+        "t_grok_epoch": None if metrics is None
+        else event_epoch(metrics, "test_acc", cfg.train.grok_threshold),
     }
-    last = metrics.iloc[-1].to_dict() if len(metrics) else {}
-    out = {
-        "run": str(run),
-        "config": config_mod.to_dict(cfg),
-        "status": status,
-        **events,
-        "last_eval": last,
-        "checkpoints": rundir.list_epochs(run),
-    }
-    console.print_json(json.dumps(out, default=float))
+    last = metrics.iloc[-1].to_dict() if metrics is not None and len(metrics) else {}
+    summary_path = Path(run) / "summary.json"
+    summary = rundir.read_json(summary_path) if summary_path.is_file() else None
+    if as_json:
+        out = {
+            "run": str(run),
+            "config": config_mod.to_dict(cfg),
+            "status": status,
+            **events,
+            "last_eval": last,
+            "checkpoints": rundir.list_epochs(run),
+            "summary": summary,
+        }
+        console.print_json(json.dumps(out, default=float))
+        return
+    say = lambda text: console.print(text, highlight=False, markup=False)  # noqa: E731
+    say(str(run))
+    say(_one_line_config(cfg))
+    say(
+        f"{status.get('state', 'unknown')}: {status.get('epochs_done', 0)} of "
+        f"{cfg.train.epochs} epochs, {len(rundir.list_epochs(run))} checkpoints"
+        + (f"; error: {status['error']}" if status.get("error") else "")
+    )
+    if last:
+        say(
+            f"at epoch {int(last['epoch'])}: train acc {last['train_acc']:.3f} loss "
+            f"{last['train_loss']:.2e}; test acc {last['test_acc']:.3f} loss "
+            f"{last['test_loss']:.2e}"
+        )
+    say(f"t_mem {events['t_mem_epoch']}, t_grok {events['t_grok_epoch']} (epochs; None: not yet)")
+    if summary is None:
+        say(f"not analysed yet: grokscope analyze {run}")
+    else:
+        for line in _analysis_lines(summary):
+            say(line)
+        if (Path(run) / "report.html").is_file():
+            say(f"report: {Path(run) / 'report.html'}")
 
 
 @app.command("config")
@@ -224,8 +386,13 @@ def map_(
     scaling: str = typer.Option(
         "per-run", help="z-score features per run (the paper) or pooled over all runs"
     ),
+    min_dwell: int = typer.Option(
+        2, "--min-dwell", help="consecutive checkpoints in a state that count as a visit"
+    ),
+    threads: int = typer.Option(1, "--threads", "-t", help=THREADS_HELP),
 ) -> None:
-    """Fit a latent-state training map (Hu et al.) over many runs; write map.json and figures.
+    """Fit a latent-state training map (Hu et al.) over 3 or more runs; write map.json and
+    figures. Detour p-values are Holm-adjusted across states (raw ones are kept too).
 
     Example: grokscope map sweeps/hmm-seeds --out maps/hmm-seeds
     """
@@ -237,18 +404,32 @@ def map_(
         raise GrokscopeError("--max-states and --restarts must be >= 1")
     if scaling not in ("per-run", "pooled"):
         raise GrokscopeError(f"--scaling must be per-run or pooled, got {scaling!r}")
-    result = build_map(
-        paths, out, max_states, restarts, covariance, threshold, seed,
-        scaling=scaling.replace("-", "_"),
-    )
-    table = Table("state", "occupancy", "runs visiting", "obligatory", "detour", "p_value")
+    if min_dwell < 1:
+        raise GrokscopeError(f"--min-dwell must be >= 1, got {min_dwell}")
+    if threads < 0:
+        raise GrokscopeError(f"--threads must be >= 0, got {threads}")
+    from grokscope.orchestrate.threads import use_threads
+
+    with use_threads(threads):
+        result = build_map(
+            paths, out, max_states, restarts, covariance, threshold, seed,
+            scaling=scaling.replace("-", "_"), min_dwell=min_dwell,
+        )
+
+    def fmt(x: float | None, spec: str = ".3g") -> str:
+        return "-" if x is None else format(x, spec)
+
+    table = Table("state", "occupancy", "runs visiting", "obligatory", "detour", "p (raw)",
+                  "p (Holm)", "time rho", "time p (raw)", "time p (Holm)")
     for st in result["states"]:
-        p = st["p_value"]
         table.add_row(str(st["id"]), f"{st['occupancy']:.2f}", str(len(st["visited_runs"])),
-                      str(st["obligatory"]), str(st["detour"]), "-" if p is None else f"{p:.3g}")
+                      str(st["obligatory"]), str(st["detour"]), fmt(st["p_value"]),
+                      fmt(st["p_value_holm"]), fmt(st["time_corr"], ".2f"),
+                      fmt(st["time_p_value"]), fmt(st["time_p_value_holm"]))
     console.print(
         f"{result['n_runs']} runs, {result['n_states']} states chosen by BIC "
-        f"({scaling} z-scores)"
+        f"({scaling} z-scores); a visit = {min_dwell}+ consecutive checkpoints; p-values "
+        f"Holm-adjusted across states"
     )
     console.print(table)
     for note in result["notes"]:
@@ -264,6 +445,7 @@ def analyze(
     per_checkpoint_keys: bool = typer.Option(
         False, "--per-checkpoint-keys", help="recompute key frequencies at every checkpoint"
     ),
+    threads: int = typer.Option(1, "--threads", "-t", help=THREADS_HELP),
 ) -> None:
     """Progress measures, key frequencies and phases of a run (Nanda et al. 2023).
 
@@ -271,23 +453,21 @@ def analyze(
     Example: grokscope analyze runs/nanda2023 --every 2
     """
     from grokscope.analyze import analyze_run
+    from grokscope.orchestrate.threads import use_threads
 
-    s = analyze_run(
-        run, every=every, per_checkpoint_keys=per_checkpoint_keys, figures=not no_figures
-    )
-    ph = s["phases"]
-    console.print(
-        f"{s['checkpoints_analysed']} checkpoints in {s['analysis_wall_s']:.1f} s; "
-        f"key frequencies {s['key_frequencies']}; "
-        f"single-frequency neurons {_fmt_share(s['neuron_single_freq_share'])}"
-    )
-    console.print(
-        f"t_mem_epoch={s['t_mem_epoch']} t_grok_epoch={s['t_grok_epoch']}; phases end at "
-        f"memorization {ph['memorization_end']}, circuit formation "
-        f"{ph['circuit_formation_end']}, cleanup {ph['cleanup_end']}"
-    )
+    if threads < 0:
+        raise GrokscopeError(f"--threads must be >= 0, got {threads}")
+    with use_threads(threads):
+        s = analyze_run(
+            run, every=every, per_checkpoint_keys=per_checkpoint_keys, figures=not no_figures
+        )
+    say = lambda text: console.print(text, highlight=False, markup=False)  # noqa: E731
+    say(f"{s['checkpoints_analysed']} checkpoints analysed in {s['analysis_wall_s']:.1f} s")
+    say(f"t_mem {s['t_mem_epoch']}, t_grok {s['t_grok_epoch']} (epochs)")
+    for line in _analysis_lines(s):
+        say(line)
     for note in s["notes"]:
-        console.print(f"note: {note}", highlight=False)
+        say(f"note: {note}")
     console.print(f"wrote {run / 'analysis.parquet'} and {run / 'summary.json'}")
     if not no_figures:
         from grokscope.report.html import write_report
@@ -299,7 +479,7 @@ def _fmt_share(x) -> str:
     return "-" if x is None else f"{x:.1%}"
 
 
-# -- sweeps (issue 4): grids x seeds, batched seeds per cell, local or Ray executor ------------
+# -- sweeps: grids x seeds, batched seeds per cell, local or Ray executor ----------------------
 
 
 @app.command()
@@ -394,8 +574,15 @@ def sweep(
 @app.command("sweep-summary")
 def sweep_summary(
     directory: Path = typer.Argument(..., help="a sweep folder (holding sweep.json)"),
-    lag_fraction: float = typer.Option(
-        0.01, "--lag-fraction", help="grokking lag as a share of the budget (Liu et al.: 1e3/1e5)"
+    time_ratio: float | None = typer.Option(
+        None,
+        "--time-ratio",
+        help="phase rule (default): grokking when t_val90 > R x t_train90 (default R = 10)",
+    ),
+    lag_fraction: float | None = typer.Option(
+        None,
+        "--lag-fraction",
+        help="phase rule instead: grokking when t_val90 - t_train90 > F x budget (Liu: 1e3/1e5)",
     ),
     no_figures: bool = typer.Option(False, "--no-figures", help="skip the PNG figures"),
 ) -> None:
@@ -404,12 +591,21 @@ def sweep_summary(
     Writes DIR/summary.parquet, DIR/runs.parquet and DIR/figures/*.png.
     Example: grokscope sweep-summary sweeps/nanda_fraction
     """
+    from grokscope.dynamics.sweep_stats import TIME_RATIO
     from grokscope.sweep.summary import grid_fields, read_manifest, summarize
 
-    _, cells, figures = summarize(directory, lag_fraction, figures=not no_figures)
+    if time_ratio is not None and lag_fraction is not None:
+        raise GrokscopeError("give either --time-ratio or --lag-fraction, not both")
+    if time_ratio is not None and not time_ratio >= 1:
+        raise GrokscopeError(f"--time-ratio must be >= 1, got {time_ratio:g}")
+    if lag_fraction is not None and not lag_fraction >= 0:
+        raise GrokscopeError(f"--lag-fraction must be >= 0, got {lag_fraction:g}")
+    ratio = TIME_RATIO if time_ratio is None else time_ratio
+    _, cells, figures = summarize(directory, ratio, lag_fraction, figures=not no_figures)
     fields = grid_fields(read_manifest(directory))
-    table = Table(*[f.split(".")[-1] for f in fields], "grokked", "median t_grok", "95% CI",
-                  "phase")
+    table = Table(
+        *[f.split(".")[-1] for f in fields], "grokked", "median t_grok", "95% CI", "phase"
+    )
 
     def num(v) -> str:
         return "inf" if _isnull(v) else f"{v:g}"
@@ -425,6 +621,7 @@ def sweep_summary(
             str(row["phase"]),
         )
     console.print(table)
+    console.print(f"phase rule: {cells['phase_rule'].iloc[0]}")
     console.print(f"wrote {Path(directory) / 'summary.parquet'} and {len(figures)} figures")
 
 

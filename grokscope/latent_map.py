@@ -2,11 +2,15 @@
 
 The side-effecting edge of :mod:`grokscope.dynamics.hmm` (Hu, Chen, Saphra & Cho, "Latent State
 Models of Training Dynamics"). For each run the 14 weight statistics per checkpoint come from its
-``analysis.parquet`` when ``grokscope analyze`` wrote them, and are otherwise computed from the
-checkpoints and stored there. Only checkpoints on the run's regular grid (multiples of
-``train.checkpoint_every``, plus epoch 0) are used, so that every HMM step spans the same number
-of epochs; the dense early checkpoints would otherwise stretch the first phase. The convergence
-epoch of a run is its first evaluated epoch with test accuracy >= the threshold (None, a
+``analysis.parquet`` when ``grokscope analyze`` wrote them for every checkpoint needed; otherwise
+from the run's own cache ``weight_stats.parquet`` (one row per checkpoint: ``epoch`` + the
+statistic columns), computing the checkpoints it lacks from their weights and rewriting it. The
+map never writes ``analysis.parquet``. After the statistics' definition changes, delete
+``weight_stats.parquet`` (and re-run ``grokscope analyze``) so that no stale values are read.
+Only checkpoints on the run's regular grid (multiples of ``train.checkpoint_every``, plus epoch
+0) are used, so that every HMM step spans the same number of epochs; the dense early checkpoints
+would otherwise stretch the first phase. The convergence epoch of a run is its first evaluated
+epoch with test accuracy >= the threshold (:func:`grokscope.events.event_epoch`; None, a
 censored run, when never reached).
 """
 
@@ -19,11 +23,16 @@ import numpy as np
 import pandas as pd
 
 from grokscope.dynamics.hmm import TrainingMap, TrainingMapWarning
-from grokscope.dynamics.phases import event_epoch
 from grokscope.errors import GrokscopeError, RunDirError
+from grokscope.events import event_epoch
 from grokscope.measures.weights import WEIGHT_STAT_COLUMNS, weight_stats
 from grokscope.store import rundir
 from grokscope.store.query import find_runs
+
+WEIGHT_STATS_FILE = "weight_stats.parquet"
+# Held-out model selection needs runs to fit and runs to score, and a detour test compares
+# visitors with other runs: with fewer than 3 runs neither means anything.
+MIN_RUNS = 3
 
 
 def collect_runs(paths: list[Path]) -> list[Path]:
@@ -40,29 +49,46 @@ def collect_runs(paths: list[Path]) -> list[Path]:
     return runs
 
 
+def _stat_rows(path: Path, epochs: list[int]) -> pd.DataFrame:
+    """Rows of the parquet table at ``path`` for ``epochs`` that carry every weight statistic
+    (none when the file is absent or lacks a statistic column), one per epoch."""
+    columns = ["epoch", *WEIGHT_STAT_COLUMNS]
+    table = rundir.read_table(path) if path.is_file() else pd.DataFrame()
+    if not set(columns) <= set(table.columns):
+        return pd.DataFrame({c: pd.Series(dtype=np.float64) for c in columns})
+    table = table.loc[table["epoch"].isin(epochs), columns].dropna()
+    return table.drop_duplicates("epoch", keep="last")
+
+
 def weight_table(run: Path) -> pd.DataFrame:
-    """Epoch + the 14 weight statistics for every regular checkpoint of ``run`` (cached in the
-    run's analysis.parquet)."""
+    """Epoch + the 14 weight statistics for every regular checkpoint of ``run``.
+
+    Taken from ``analysis.parquet`` when it covers every regular checkpoint (``grokscope
+    analyze`` writes the statistics there), else from the cache ``weight_stats.parquet`` in the
+    run (one row per checkpoint: ``epoch`` + the statistic columns); checkpoints missing from
+    the cache are computed from their weights and the cache is rewritten (atomically) with the
+    run's regular checkpoints. ``analysis.parquet`` is only read, never written.
+    """
+    run = Path(run)
     cfg = rundir.read_config(run)
     epochs = [e for e in rundir.list_epochs(run) if e % cfg.train.checkpoint_every == 0]
-    path = run / "analysis.parquet"
-    cached = rundir.read_table(path) if path.is_file() else pd.DataFrame({"epoch": []})
-    have = set(cached["epoch"]) if set(WEIGHT_STAT_COLUMNS) <= set(cached.columns) else set()
-    if set(epochs) <= have:
-        table = cached[cached["epoch"].isin(epochs)]
-        return table[["epoch", *WEIGHT_STAT_COLUMNS]].sort_values("epoch").reset_index(drop=True)
-    rows = []
-    for epoch in epochs:
-        params = {k: v.double().numpy() for k, v in rundir.load_weights(run, epoch).items()}
-        rows.append({"epoch": epoch, **weight_stats(params)})
-    table = pd.DataFrame(rows, columns=["epoch", *WEIGHT_STAT_COLUMNS])
-    if len(cached.columns) > 1 and "epoch" in cached.columns:
-        merged = cached.drop(columns=[c for c in WEIGHT_STAT_COLUMNS if c in cached.columns])
-        merged = merged.merge(table, on="epoch", how="outer")
-    else:
-        merged = table
-    rundir.write_table(path, merged.sort_values("epoch").reset_index(drop=True))
-    return table
+    table = _stat_rows(run / "analysis.parquet", epochs)
+    if not set(epochs) <= set(table["epoch"]):
+        cache_path = run / WEIGHT_STATS_FILE
+        table = _stat_rows(cache_path, epochs)
+        missing = [e for e in epochs if e not in set(table["epoch"])]
+        if missing:
+            rows = []
+            for epoch in missing:
+                weights = rundir.load_weights(run, epoch)
+                params = {k: v.double().numpy() for k, v in weights.items()}
+                rows.append({"epoch": epoch, **weight_stats(params)})
+            new = pd.DataFrame(rows, columns=["epoch", *WEIGHT_STAT_COLUMNS])
+            table = pd.concat([table, new], ignore_index=True) if len(table) else new
+            table = table.astype({"epoch": np.int64}).sort_values("epoch")
+            rundir.write_table(cache_path, table.reset_index(drop=True))
+    table = table.astype({"epoch": np.int64, **{c: np.float64 for c in WEIGHT_STAT_COLUMNS}})
+    return table.sort_values("epoch").reset_index(drop=True)
 
 
 def convergence_epoch(run: Path, threshold: float | None) -> int | None:
@@ -82,13 +108,22 @@ def build_map(
     seed: int = 0,
     figures: bool = True,
     scaling: str = "per_run",
+    min_dwell: int = 2,
 ) -> dict:
     """Fit the training map of the runs under ``paths`` and write ``out/map.json`` and figures.
 
     Returns the map dict (``n_states``, ``bic``, ``transitions``, ``states`` with means,
-    occupancy, ``detour``, ``p_value``, ... and ``runs``: id, convergence epoch, state path).
+    occupancy, ``detour``, raw and Holm-adjusted ``p_value`` / ``p_value_holm``, ... and
+    ``runs``: id, convergence epoch, state path). ``min_dwell`` is the number of consecutive
+    checkpoints in a state that make a visit (:class:`TrainingMap`). Fewer than 3 runs are
+    refused (GrokscopeError): there would be nothing to hold out and nothing to compare.
     """
     runs = collect_runs(paths)
+    if len(runs) < MIN_RUNS:
+        raise GrokscopeError(
+            f"a training map needs at least {MIN_RUNS} runs (held-out model selection and the "
+            f"detour tests compare runs); got {len(runs)}"
+        )
     tables, conv = [], []
     for run in runs:
         table = weight_table(run)
@@ -102,6 +137,7 @@ def build_map(
         covariance_type=covariance,
         random_state=seed,
         scaling=scaling,
+        min_dwell=min_dwell,
     )
     notes: list[str] = []
     with warnings.catch_warnings(record=True) as caught:

@@ -16,8 +16,8 @@ from grokscope.config import Config, apply_overrides, resolve
 from grokscope.errors import GrokscopeError, RunDirError
 from grokscope.measures.weights import WEIGHT_STAT_COLUMNS
 from grokscope.models import build_model
+from grokscope.orchestrate.train import train_run
 from grokscope.store import rundir
-from grokscope.store.runner import train_run
 from tests.conftest import tiny_config
 from tests.test_progress import planted_transformer
 

@@ -46,7 +46,8 @@ BAD = [
     (["train", *sets("task.train_fraction=1.5")], "train_fraction"),
     (["train", *sets("model.d_model=100", "model.n_heads=3")], "divisible"),
     (["train", *sets("model.colour=red")], "unknown config field"),
-    (["train", "--preset", "huge"], "unknown preset"),
+    (["train", "--preset", "huge"], "choose one of default, mlp_quad, nanda2023, quick"),
+    (["train", *sets("model.colr=red")], "model has act, bias"),
     (["show", "/nonexistent/run"], "does not exist"),
     (["train", "--resume", "/nonexistent/run"], "does not exist"),
     (["runs", "/nonexistent/dir"], "does not exist"),
@@ -64,6 +65,8 @@ def test_bad_input_one_line_exit_2(monkeypatch, capsys, args, needle):
 def test_train_show_runs(trained, monkeypatch, capsys):
     code, out, err = run_cli(monkeypatch, capsys, "show", str(trained))
     assert code in (0, None)
+    assert "done: 20 of 20 epochs" in out and "not analysed yet" in out
+    code, out, err = run_cli(monkeypatch, capsys, "show", str(trained), "--json")
     shown = json.loads(out)
     assert shown["config"]["task"]["p"] == 23 and shown["status"]["state"] == "done"
     assert shown["checkpoints"] == rundir.list_epochs(trained)
@@ -83,7 +86,151 @@ def test_existing_run_is_not_overwritten(trained, monkeypatch, capsys):
         "--quiet",
         *sets(*TINY),
     )
-    assert code == 2 and "--resume" in err
+    assert code == 2 and "already holds a run" in err and "another --name" in err
+    rundir.write_status(trained, state="interrupted")  # an unfinished run points to --resume
+    code, _, err = run_cli(
+        monkeypatch,
+        capsys,
+        "train",
+        "--out",
+        str(trained.parent),
+        "--name",
+        "r",
+        "--quiet",
+        *sets(*TINY),
+    )
+    assert code == 2 and f"--resume {trained}" in err
+
+
+def _snapshot(run):
+    return {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+
+
+def test_resume_of_a_finished_run_changes_nothing(trained, monkeypatch, capsys):
+    before = _snapshot(trained)
+    for _ in range(2):
+        code, out, _ = run_cli(monkeypatch, capsys, "train", "--resume", str(trained))
+        assert code in (0, None) and "nothing to do" in out and "train.epochs=N" in out
+    assert _snapshot(trained) == before
+
+
+def test_resume_of_an_early_stopped_run_trains_no_extra_epoch(tmp_path):
+    """A run that stopped early (t_grok + early_stop_after), killed before its status said done,
+    resumes to done at the same epoch: no extra epoch, checkpoint or metrics row."""
+    from grokscope.orchestrate.train import train_run
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(
+        "train.epochs=600",
+        "train.early_stop_after=10",
+        "task.train_fraction=0.8",
+        "train.grok_threshold=0.9",
+        "train.seed=1",
+    )
+    first = train_run(cfg, tmp_path / "r")
+    assert first["epochs_done"] == first["t_grok_epoch"] + 10 < 600
+    rows, epochs = len(rundir.read_metrics(tmp_path / "r")), rundir.list_epochs(tmp_path / "r")
+    rundir.write_status(tmp_path / "r", state="running")
+    again = train_run(None, tmp_path / "r", resume=True)
+    assert again["state"] == "done" and again["epochs_done"] == first["epochs_done"]
+    assert len(rundir.read_metrics(tmp_path / "r")) == rows
+    assert rundir.list_epochs(tmp_path / "r") == epochs
+
+
+def test_a_finished_run_is_extended_explicitly(trained, monkeypatch, capsys):
+    code, _, err = run_cli(
+        monkeypatch,
+        capsys,
+        "train",
+        "--resume",
+        str(trained),
+        "--quiet",
+        "--set",
+        "model.d_model=64",
+    )
+    assert code == 2 and "may only change" in err
+    code, _, err = run_cli(
+        monkeypatch,
+        capsys,
+        "train",
+        "--resume",
+        str(trained),
+        "--quiet",
+        "--set",
+        "train.epochs=10",
+    )
+    assert code == 2 and "below the 20 epochs" in err
+    code, out, _ = run_cli(
+        monkeypatch,
+        capsys,
+        "train",
+        "--resume",
+        str(trained),
+        "--quiet",
+        "--set",
+        "train.epochs=30",
+    )
+    assert code in (0, None) and "done: 30 epochs" in out
+    assert rundir.read_config(trained).train.epochs == 30
+    assert rundir.read_metrics(trained)["epoch"].max() == 30
+
+
+def test_unavailable_device_is_refused_before_any_directory(tmp_path, monkeypatch, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: cuda is available")
+    code, out, err = run_cli(
+        monkeypatch,
+        capsys,
+        "train",
+        "--out",
+        str(tmp_path / "o"),
+        *sets(*TINY, "train.device=cuda"),
+    )
+    assert code == 2 and "not available" in err and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in out + err and not (tmp_path / "o").exists()
+
+
+def test_progress_is_plain_lines_when_not_a_terminal(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "PLAIN_EVERY_S", 0.0)
+    code, out, _ = run_cli(
+        monkeypatch,
+        capsys,
+        "train",
+        "--out",
+        str(tmp_path),
+        "--name",
+        "r",
+        *sets(*TINY, "train.epochs=20"),
+    )
+    assert code in (0, None)
+    lines = [x for x in out.splitlines() if x.startswith("epoch ")]
+    assert lines[-1].startswith("epoch 20/20  acc ") and len(lines) >= 4  # one per evaluation
+    assert "\x1b" not in out  # no terminal control codes in a log
+
+
+def test_runs_formats_and_nothing_cut_at_80_columns(trained, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "console", cli.Console(width=80))
+    code, out, _ = run_cli(monkeypatch, capsys, "runs", str(trained.parent))
+    assert code in (0, None) and "…" not in out
+    assert max(len(x) for x in out.splitlines()) <= 80
+    code, out, _ = run_cli(monkeypatch, capsys, "runs", str(trained.parent), "--format", "csv")
+    header, row = out.strip().splitlines()
+    assert header.split(",")[:6] == ["run", "task", "op", "p", "seed", "state"]
+    assert row.startswith("r,modular,x+y,23,0,done,20,")
+    code, out, _ = run_cli(monkeypatch, capsys, "runs", str(trained.parent), "--format", "json")
+    (rec,) = json.loads(out)
+    assert rec["run"] == "r" and rec["epochs"] == 20 and rec["state"] == "done"
+    code, _, err = run_cli(monkeypatch, capsys, "runs", str(trained.parent), "--format", "xml")
+    assert code == 2 and "table, csv, json" in err
+
+
+def test_version(monkeypatch, capsys):
+    from importlib.metadata import version
+
+    code, out, _ = run_cli(monkeypatch, capsys, "--version")
+    assert code in (0, None) and out.strip() == f"grokscope {version('grokscope')}"
 
 
 def test_corrupt_files_are_named(trained, monkeypatch, capsys):
@@ -95,6 +242,7 @@ def test_corrupt_files_are_named(trained, monkeypatch, capsys):
 def test_corrupt_checkpoint_falls_back_or_fails_clearly(trained, monkeypatch, capsys):
     newest = rundir.list_epochs(trained, rundir.RESUME_RE)[-1]
     rundir.resume_path(trained, newest).write_bytes(b"garbage")
+    rundir.write_status(trained, state="interrupted")
     code, _, err = run_cli(monkeypatch, capsys, "train", "--resume", str(trained))
     assert code == 2 and "no complete checkpoint" in err
     rundir.checkpoint_path(trained, 10).write_bytes(b"\x00" * 10)

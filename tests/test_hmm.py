@@ -7,13 +7,19 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from grokscope.dynamics.hmm import (
     TrainingMap,
     TrainingMapWarning,
+    convergence_ranks,
+    detour_tests,
+    dwell_visits,
+    holm_adjust,
     n_free_parameters,
     runs_from_table,
     standardise_runs,
+    time_share_tests,
 )
 
 FEATURES = ["f0", "f1", "f2", "f3"]
@@ -129,9 +135,7 @@ def test_state_means_in_original_units(fitted, planted) -> None:
     _, states, _, _, _ = planted
     mapping = state_mapping(fitted, states)
     for k, planted_state in mapping.items():
-        np.testing.assert_allclose(
-            fitted.state_means_[k], PLANTED_MEANS[planted_state], atol=0.3
-        )
+        np.testing.assert_allclose(fitted.state_means_[k], PLANTED_MEANS[planted_state], atol=0.3)
     assert fitted.occupancy_.sum() == pytest.approx(1.0)
 
 
@@ -152,14 +156,30 @@ def test_to_dict_is_json_serialisable(fitted) -> None:
     assert set(d["bic"]) == {"1", "2", "3", "4", "5"}
     assert {"from", "to", "probability", "count"} <= set(d["transitions"][0])
     state = d["states"][0]
-    for key in ("id", "means", "occupancy", "visited_runs", "obligatory", "detour", "p_value",
-                "time_corr", "time_p_value", "mean_convergence_epoch_visitors"):
+    for key in (
+        "id",
+        "means",
+        "occupancy",
+        "visited_runs",
+        "obligatory",
+        "detour",
+        "p_value",
+        "p_value_holm",
+        "rank_biserial",
+        "time_corr",
+        "time_p_value",
+        "time_p_value_holm",
+        "mean_convergence_epoch_visitors",
+    ):
         assert key in state
     assert set(state["means"]) == set(FEATURES)
     assert d["feature_names"] == FEATURES
+    assert d["min_dwell"] == 2 and d["alpha"] == 0.05
+    # one optional state (the detour) is tested; all three states have a time-share test
+    assert d["tests"]["n_detour_tests"] == 1 and d["tests"]["n_time_share_tests"] == 3
 
 
-def test_censored_runs_are_excluded_from_tests(planted) -> None:
+def test_censored_runs_are_ranked_latest(planted) -> None:
     sequences, _, convergence, epochs, detour = planted
     censored = [i for i in range(len(sequences)) if detour[i]][:3]
     conv = [None if i in censored else c for i, c in enumerate(convergence)]
@@ -172,6 +192,14 @@ def test_censored_runs_are_excluded_from_tests(planted) -> None:
     visitors = [convergence[i] for i in detour_state.visited_runs if i not in censored]
     assert detour_state.mean_convergence_epoch_visitors == pytest.approx(np.mean(visitors))
     assert detour_state.detour
+    # the censored visitors are in the test, at the top rank: the same U as with their
+    # convergence epochs replaced by a number later than every other run's
+    later = [1e9 if i in censored else c for i, c in enumerate(convergence)]
+    visited = np.isin(np.arange(len(conv)), detour_state.visited_runs)
+    expected = stats.mannwhitneyu(
+        np.array(later)[visited], np.array(later)[~visited], alternative="two-sided"
+    )
+    assert detour_state.p_value == pytest.approx(expected.pvalue, rel=1e-12)
 
 
 def test_constant_features_warn_and_drop(planted) -> None:
@@ -180,9 +208,7 @@ def test_constant_features_warn_and_drop(planted) -> None:
     seqs[0][:, 0] = 1.5  # f0 constant within run 0 only
     names = [*FEATURES, "const"]
     with pytest.warns(TrainingMapWarning) as record:
-        tm = TrainingMap(n_states_range=[3], n_restarts=3, n_iter=50).fit(
-            seqs, names, convergence
-        )
+        tm = TrainingMap(n_states_range=[3], n_restarts=3, n_iter=50).fit(seqs, names, convergence)
     messages = " ".join(str(w.message) for w in record)
     assert "dropped" in messages and "'const'" in messages
     assert "run 0: 'f0'" in messages
@@ -233,8 +259,12 @@ def test_n_free_parameters() -> None:
 
 def test_runs_from_table() -> None:
     table = pd.DataFrame(
-        {"run": [1, 0, 0, 1, 0], "epoch": [5, 2, 0, 0, 1], "a": [10, 2, 0, 9, 1],
-         "b": [0.5, 0.2, 0.0, 0.4, 0.1]}
+        {
+            "run": [1, 0, 0, 1, 0],
+            "epoch": [5, 2, 0, 0, 1],
+            "a": [10, 2, 0, 9, 1],
+            "b": [0.5, 0.2, 0.0, 0.4, 0.1],
+        }
     )
     sequences, epochs, run_ids = runs_from_table(table, ["a", "b"])
     assert run_ids == [0, 1]
@@ -284,3 +314,194 @@ def test_unknown_scaling_is_refused(planted) -> None:
     sequences, _, _, _, _ = planted
     with pytest.raises(ValueError, match="scaling"):
         TrainingMap(scaling="global").fit(sequences, FEATURES)
+
+
+# ------------------------------------------------------------- detour tests and their error rate
+
+ALPHA = 0.05
+N_SIMULATED_MAPS = 400
+BUDGET = 1540.0  # epochs; about 20 % of the simulated runs never converge within it
+
+
+def binomial_bound(rate: float, n: int) -> float:
+    """``rate`` plus two binomial standard errors of a share estimated from ``n`` maps."""
+    return rate + 2.0 * np.sqrt(rate * (1.0 - rate) / n)
+
+
+def simulate_visits(
+    rng: np.random.Generator, n_runs: int = 40, n_optional: int = 6, effect: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run-level inputs of the detour tests for one simulated map: (runs x 8) visits and
+    convergence epochs.
+
+    States 0 and 7 are obligatory, states 1..6 optional, each visited independently with its
+    own probability (state 1: 0.5, the others uniform in [0.15, 0.85]). Log convergence
+    epochs are normal (mean 7, sd 0.4, i.e. about 1,100 epochs), shifted by ``effect`` for
+    visitors of state 1 only, rounded to a 20-epoch evaluation grid (ties), and censored (NaN)
+    beyond ``BUDGET``. With ``effect=0`` no state is associated with convergence.
+    """
+    p_visit = rng.uniform(0.15, 0.85, n_optional)
+    p_visit[0] = 0.5
+    optional = rng.random((n_runs, n_optional)) < p_visit
+    visited = np.column_stack([np.ones(n_runs, bool), optional, np.ones(n_runs, bool)])
+    log_conv = rng.normal(7.0, 0.4, n_runs) + effect * visited[:, 1]
+    conv = np.round(np.exp(log_conv) / 20.0) * 20.0
+    conv[conv > BUDGET] = np.nan
+    return visited, conv
+
+
+def test_holm_adjust_hand_computed() -> None:
+    # sorted: 0.005 x 4 = 0.02; 0.01 x 3 = 0.03; 0.03 x 2 = 0.06; 0.04 x 1 = 0.04 -> 0.06
+    # (monotone); None is no test and does not count in m = 4.
+    assert holm_adjust([0.01, 0.04, None, 0.03, 0.005]) == pytest.approx(
+        [0.03, 0.06, None, 0.06, 0.02]
+    )
+    assert holm_adjust([0.2, 0.6, 0.5]) == pytest.approx([0.6, 1.0, 1.0])  # capped at 1
+    assert holm_adjust([0.04]) == [0.04]  # one test: unchanged
+    assert holm_adjust([None, None]) == [None, None]
+    assert holm_adjust([]) == []
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        holm_adjust([0.5, 1.2])
+
+
+def test_holm_adjust_matches_the_sequential_procedure() -> None:
+    """Adjusted p < alpha rejects exactly what Holm's sequentially rejective procedure does:
+    walk the sorted p-values, reject p_(k) while p_(k) < alpha / (m - k + 1), stop at the
+    first that is not."""
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        m = int(rng.integers(1, 10))
+        p = rng.uniform(0.0, 0.1, m) ** rng.uniform(0.5, 2.0)
+        rejected = np.zeros(m, dtype=bool)
+        for k, i in enumerate(np.argsort(p)):
+            if p[i] >= ALPHA / (m - k):
+                break
+            rejected[i] = True
+        adjusted = np.array(holm_adjust(list(p)))
+        np.testing.assert_array_equal(adjusted < ALPHA, rejected)
+        assert np.all(adjusted >= p)
+
+
+def test_dwell_visits_ignore_lone_checkpoints() -> None:
+    paths = [np.array([0, 0, 1, 2, 2, 1, 3, 3, 3]), np.array([0, 3, 3])]
+    np.testing.assert_array_equal(dwell_visits(paths, 4, min_dwell=2), [[1, 0, 1, 1], [0, 0, 0, 1]])
+    np.testing.assert_array_equal(dwell_visits(paths, 4, min_dwell=1), [[1, 1, 1, 1], [1, 0, 0, 1]])
+    np.testing.assert_array_equal(dwell_visits(paths, 4, min_dwell=3), [[0, 0, 0, 1], [0] * 4])
+    with pytest.raises(ValueError, match="min_dwell"):
+        dwell_visits(paths, 4, min_dwell=0)
+
+
+def test_never_converged_runs_rank_latest_and_tie() -> None:
+    np.testing.assert_array_equal(
+        convergence_ranks([300, None, 100, float("nan"), 300]), [2.5, 4.5, 1, 4.5, 2.5]
+    )
+
+
+def test_no_effect_gives_at_most_alpha_maps_with_a_false_detour() -> None:
+    """The family-wise error rate over the optional states of a map, on maps with no effect:
+    the share of maps with any detour stays within alpha plus its binomial error. Without the
+    Holm adjustment the same maps show a false detour far more often (the reason for it)."""
+    rng = np.random.default_rng(0)
+    any_holm = any_raw = 0
+    for _ in range(N_SIMULATED_MAPS):
+        visited, conv = simulate_visits(rng)
+        result = detour_tests(visited, conv, ALPHA)
+        assert result.p_value[0] is None and result.p_value[7] is None  # obligatory
+        any_holm += any(result.significant)
+        any_raw += any(
+            p is not None and p < ALPHA and e > 0
+            for p, e in zip(result.p_value, result.effect, strict=True)
+        )
+    bound = binomial_bound(ALPHA, N_SIMULATED_MAPS)
+    assert any_holm / N_SIMULATED_MAPS <= bound
+    assert any_raw / N_SIMULATED_MAPS > bound
+
+
+def test_no_effect_time_share_tests_hold_alpha() -> None:
+    """The same family-wise guarantee for the Spearman time-share tests: time shares drawn
+    independently of convergence (Dirichlet, with states some runs never enter)."""
+    rng = np.random.default_rng(1)
+    any_holm = any_raw = 0
+    for _ in range(N_SIMULATED_MAPS):
+        visited, conv = simulate_visits(rng)
+        share = rng.dirichlet(np.ones(8), len(conv)) * visited
+        share /= share.sum(axis=1, keepdims=True)
+        result = time_share_tests(share, conv, ALPHA)
+        any_holm += any(result.significant)
+        any_raw += any(p is not None and p < ALPHA for p in result.p_value)
+    bound = binomial_bound(ALPHA, N_SIMULATED_MAPS)
+    assert any_holm / N_SIMULATED_MAPS <= bound
+    assert any_raw / N_SIMULATED_MAPS > bound
+
+
+def test_planted_detour_is_found_after_correction() -> None:
+    """Visitors of state 1 converge 1.8x later (log shift 0.6, 1.5 sd); many of them never
+    converge within the budget. Ranked latest, those runs carry the effect: the detour is found
+    after the Holm adjustment in most maps, the other states stay within alpha, and dropping
+    the never-converged runs instead would miss it in most maps."""
+    rng = np.random.default_rng(2)
+    found = false_other = found_dropping = 0
+    for _ in range(N_SIMULATED_MAPS):
+        visited, conv = simulate_visits(rng, effect=0.6)
+        result = detour_tests(visited, conv, ALPHA)
+        found += result.significant[1]
+        false_other += any(result.significant[2:])
+        kept = ~np.isnan(conv)
+        found_dropping += detour_tests(visited[kept], conv[kept], ALPHA).significant[1]
+    assert found / N_SIMULATED_MAPS > 0.85
+    assert false_other / N_SIMULATED_MAPS <= binomial_bound(ALPHA, N_SIMULATED_MAPS)
+    assert found_dropping / N_SIMULATED_MAPS < 0.3
+
+
+def test_detour_of_never_converged_visitors() -> None:
+    """Ten runs visit a state and never converge, ten others converge: a detour (rank-biserial
+    effect 1, every visitor later), though no visitor has a convergence epoch."""
+    visited = np.zeros((20, 3), dtype=bool)
+    visited[:, 0] = visited[:, 2] = True
+    visited[:10, 1] = True
+    conv = [None] * 10 + [float(e) for e in range(100, 1100, 100)]
+    result = detour_tests(visited, conv, ALPHA)
+    assert result.significant == [False, True, False]
+    assert result.effect[1] == pytest.approx(1.0)
+    assert result.p_value_holm[1] == result.p_value[1] < 1e-3  # one state tested
+
+
+def test_map_uses_the_tested_functions(fitted) -> None:
+    """The fitted map's p-values, adjusted p-values and detour flags are those of
+    detour_tests / time_share_tests on its own visits, time shares and convergence epochs."""
+    tm = fitted
+    np.testing.assert_array_equal(tm.visited_, dwell_visits(tm.paths_, tm.n_states_, 2))
+    mw = detour_tests(tm.visited_, tm.convergence_epochs_, tm.alpha)
+    sp = time_share_tests(tm.time_share_, tm.convergence_epochs_, tm.alpha)
+    for s in tm.states_:
+        assert (s.p_value, s.p_value_holm, s.detour) == (
+            mw.p_value[s.id],
+            mw.p_value_holm[s.id],
+            mw.significant[s.id],
+        )
+        assert (s.time_corr, s.time_p_value, s.time_p_value_holm) == (
+            sp.effect[s.id],
+            sp.p_value[s.id],
+            sp.p_value_holm[s.id],
+        )
+        assert s.rank_biserial == mw.effect[s.id]
+        assert s.time_p_value_holm is None or s.time_p_value_holm >= s.time_p_value
+
+
+def test_a_lone_decoded_checkpoint_is_not_a_visit() -> None:
+    """A direct run's first FINAL checkpoint moved to the (far) detour's mean is decoded into
+    the detour state, alone; it makes the run a visitor only with min_dwell=1."""
+    far = 4.0 * np.array([[0, 0, 0, 0], [2, -2, 2, 2], [1, 1, 1, -1]], dtype=float)
+    sequences, states, convergence, epochs, detour = sample_planted_runs(seed=1, means=far)
+    run = int(np.nonzero(~detour)[0][0])
+    sequences[run][np.argmax(states[run] == FINAL)] = far[DETOUR]
+    kwargs = dict(n_states_range=[3], n_restarts=3, n_iter=50, random_state=0, scaling="pooled")
+    tm = TrainingMap(**kwargs).fit(sequences, FEATURES, convergence, epochs)
+    detour_state = next(s for s in tm.states_ if not s.obligatory)
+    assert np.sum(tm.paths_[run] == detour_state.id) == 1  # decoded, once
+    assert run not in detour_state.visited_runs and detour_state.detour
+    loose = TrainingMap(min_dwell=1, **kwargs).fit(sequences, FEATURES, convergence, epochs)
+    loose_detour = next(s for s in loose.states_ if s.id == detour_state.id)
+    assert run in loose_detour.visited_runs
+    with pytest.raises(ValueError, match="min_dwell"):
+        TrainingMap(min_dwell=0, n_states_range=[2]).fit(sequences, FEATURES)

@@ -4,6 +4,7 @@ initial weights, softmax collapse; and resume == uninterrupted with the filters 
 
 from __future__ import annotations
 
+import itertools
 import math
 import shutil
 
@@ -12,9 +13,10 @@ import pytest
 import torch
 
 from grokscope.config import OptimConfig
+from grokscope.orchestrate.train import train_run
 from grokscope.store import rundir
-from grokscope.store.runner import train_run
 from grokscope.tasks import build_dataset
+from grokscope.train.core import TaskData, new_state, train_step
 from grokscope.train.interventions import (
     GradFilter,
     decay_toward,
@@ -22,7 +24,6 @@ from grokscope.train.interventions import (
     project_to_norm,
     total_norm,
 )
-from grokscope.train.loop import TaskTensors, new_state, train_step
 from grokscope.train.losses import (
     softmax_collapsed,
     stablemax_cross_entropy,
@@ -87,15 +88,17 @@ def test_grokfast_none_is_identity_and_state_round_trips():
 
 def test_orthograd_is_orthogonal_and_keeps_norm():
     gen = torch.Generator().manual_seed(0)
-    params = [torch.nn.Parameter(torch.randn(5, 3, generator=gen)) for _ in range(2)]
-    grads = [torch.randn(5, 3, generator=gen) for _ in range(2)]
+    # stacked as the training core holds them: a leading seed axis of 2 seeds
+    params = [torch.nn.Parameter(torch.randn(2, 5, 3, generator=gen)) for _ in range(2)]
+    grads = [torch.randn(2, 5, 3, generator=gen) for _ in range(2)]
     grads[1] = grads[1] + 3.0 * params[1].detach()  # a large parallel part to remove
     for p, g in zip(params, grads, strict=True):
         p.grad = g.clone()
     orthogonalize_gradients(params)
-    for p, g in zip(params, grads, strict=True):
-        w = p.detach().double()
-        new = p.grad.double()
+    for (p, g), k in itertools.product(zip(params, grads, strict=True), range(2)):
+        w = p.detach()[k].double()
+        new = p.grad[k].double()
+        g = g[k]
         assert abs(float(torch.sum(w * new))) < 1e-5 * float(w.norm() * new.norm())
         assert float(new.norm()) == pytest.approx(float(g.double().norm()), rel=1e-6)
         # g_perp is g minus its projection on w, rescaled: it lies in span(w, g) and is
@@ -149,7 +152,7 @@ def _tiny_state(tiny, *overrides):
     resolve(cfg)
     ds = build_dataset(cfg.task)
     dev = torch.device("cpu")
-    return cfg, new_state(cfg, ds, dev), TaskTensors.from_dataset(ds, dev)
+    return cfg, new_state([cfg], [ds], dev), TaskData.from_datasets([ds], dev)
 
 
 def test_weight_norm_constraint_holds_through_training(tiny):
@@ -162,11 +165,12 @@ def test_weight_norm_constraint_holds_through_training(tiny):
 
 
 def test_project_to_norm_scales_all_parameters_together():
-    a = torch.nn.Parameter(torch.tensor([3.0, 0.0]))
-    b = torch.nn.Parameter(torch.tensor([[0.0, 4.0]]))
-    project_to_norm([a, b], 10.0)  # total norm 5 -> 10: every entry doubles
-    torch.testing.assert_close(a.detach(), torch.tensor([6.0, 0.0]))
-    torch.testing.assert_close(b.detach(), torch.tensor([[0.0, 8.0]]))
+    # two seeds stacked: seed 0 has total norm 5, seed 1 total norm 1; each goes to 10 alone
+    a = torch.nn.Parameter(torch.tensor([[3.0, 0.0], [0.0, 0.6]]))
+    b = torch.nn.Parameter(torch.tensor([[[0.0, 4.0]], [[0.8, 0.0]]]))
+    project_to_norm([a, b], 10.0)
+    torch.testing.assert_close(a.detach(), torch.tensor([[6.0, 0.0], [0.0, 6.0]]))
+    torch.testing.assert_close(b.detach(), torch.tensor([[[0.0, 8.0]], [[8.0, 0.0]]]))
 
 
 def test_decay_toward_init_with_zero_gradient(tiny):
@@ -206,6 +210,7 @@ def _metrics(run):
     return rundir.read_metrics(run).drop(columns=["wall_s"])
 
 
+@pytest.mark.equality
 @pytest.mark.parametrize(
     "extra",
     [

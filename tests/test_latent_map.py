@@ -1,14 +1,18 @@
 """The map command end to end on real (tiny) runs: weight statistics cached, map written."""
 
 import json
+import sys
+from itertools import groupby
 
+import pandas as pd
 import pytest
 
+from grokscope import cli
 from grokscope.errors import GrokscopeError, RunDirError
-from grokscope.latent_map import build_map, weight_table
+from grokscope.latent_map import WEIGHT_STATS_FILE, build_map, weight_table
 from grokscope.measures.weights import WEIGHT_STAT_COLUMNS
+from grokscope.orchestrate.train import train_run
 from grokscope.store import rundir
-from grokscope.store.runner import train_run
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +31,48 @@ def runs(tmp_path_factory):
     return root
 
 
-def test_weight_table_uses_the_regular_grid_and_caches(runs):
-    table = weight_table(runs / "s0")
+def test_weight_table_uses_the_regular_grid_and_its_own_cache(runs, monkeypatch):
+    run = runs / "s0"
+    analysis = pd.DataFrame({"epoch": [0, 5], "restricted_loss": [1.0, 2.0]})
+    rundir.write_table(run / "analysis.parquet", analysis)
+    before = (run / "analysis.parquet").read_bytes()
+    table = weight_table(run)
     assert list(table["epoch"]) == list(range(0, 41, 5))
     assert list(table.columns) == ["epoch", *WEIGHT_STAT_COLUMNS]
-    cached = rundir.read_table(runs / "s0" / "analysis.parquet")
-    assert set(WEIGHT_STAT_COLUMNS) <= set(cached.columns)
     # weight statistics of epoch 0 come from the initial weights: L2 of W_E etc. are > 0
     assert (table["w_l2"] > 0).all()
+    assert (run / "analysis.parquet").read_bytes() == before  # never written by the map
+    cached = rundir.read_table(run / WEIGHT_STATS_FILE)
+    pd.testing.assert_frame_equal(cached, table)  # one row per checkpoint, same columns
+
+    # a second call reads the cache and loads no checkpoint; a row missing from the cache is
+    # computed alone and added back
+    loaded = []
+    real = rundir.load_weights
+    monkeypatch.setattr(rundir, "load_weights", lambda r, e: loaded.append(e) or real(r, e))
+    pd.testing.assert_frame_equal(weight_table(run), table)
+    assert loaded == []
+    rundir.write_table(run / WEIGHT_STATS_FILE, cached[cached["epoch"] != 20])
+    pd.testing.assert_frame_equal(weight_table(run), table)
+    assert loaded == [20]
+    pd.testing.assert_frame_equal(rundir.read_table(run / WEIGHT_STATS_FILE), table)
+    (run / "analysis.parquet").unlink()
+
+
+def test_weight_table_reads_analysis_statistics(runs):
+    run = runs / "s3"
+    computed = weight_table(run)
+    (run / WEIGHT_STATS_FILE).unlink()
+    analysed = computed.copy()
+    analysed[list(WEIGHT_STAT_COLUMNS)] += 1.0  # distinguishable from recomputed values
+    analysed["restricted_loss"] = 0.5
+    rundir.write_table(run / "analysis.parquet", analysed)
+    try:
+        expected = analysed[["epoch", *WEIGHT_STAT_COLUMNS]]
+        pd.testing.assert_frame_equal(weight_table(run), expected)
+        assert not (run / WEIGHT_STATS_FILE).exists()
+    finally:
+        (run / "analysis.parquet").unlink()
 
 
 def test_map_over_runs_writes_files(runs, tmp_path):
@@ -51,7 +89,11 @@ def test_map_over_runs_writes_files(runs, tmp_path):
     for name in ("training_map.png", "state_sequences.png", "bic.png"):
         assert (tmp_path / "m" / "figures" / name).stat().st_size > 1000
     for st in saved["states"]:
-        assert st["p_value"] is None or 0.0 <= st["p_value"] <= 1.0
+        assert st["p_value"] is None or 0.0 <= st["p_value"] <= st["p_value_holm"] <= 1.0
+        assert st["time_p_value"] is None or st["time_p_value"] <= st["time_p_value_holm"] <= 1
+    assert saved["min_dwell"] == 2
+    for run in runs.iterdir():
+        assert (run / WEIGHT_STATS_FILE).is_file()
 
 
 def test_map_errors_are_clear(runs, tmp_path):
@@ -62,10 +104,60 @@ def test_map_errors_are_clear(runs, tmp_path):
         build_map([tmp_path / "empty"], tmp_path / "m")
 
 
-def test_single_run_is_mapped_with_a_note(runs, tmp_path):
-    result = build_map([runs / "s1"], tmp_path / "one", max_states=2, restarts=1, figures=False)
-    assert result["n_runs"] == 1
-    assert any("run" in note for note in result["notes"])
+def test_fewer_than_three_runs_are_refused(runs, tmp_path):
+    with pytest.raises(GrokscopeError, match="at least 3 runs.*got 2"):
+        build_map([runs / "s1", runs / "s2"], tmp_path / "two", figures=False)
+    assert not (tmp_path / "two").exists()
+
+
+def run_cli(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["grokscope", *args])
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [(["s1"], "at least 3 runs"), (["s1", "s2", "s3", "--min-dwell", "0"], "--min-dwell")],
+)
+def test_map_cli_refuses_in_one_line(runs, tmp_path, monkeypatch, capsys, args, needle):
+    paths = [str(runs / a) if a.startswith("s") else a for a in args]
+    code, out, err = run_cli(monkeypatch, capsys, "map", *paths, "--out", str(tmp_path / "m"))
+    assert code == 2
+    assert needle in err and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err + out
+
+
+def test_map_cli_reports_raw_and_adjusted_p(runs, tmp_path, monkeypatch, capsys):
+    out_dir = tmp_path / "m"
+    code, out, err = run_cli(
+        monkeypatch,
+        capsys,
+        "map",
+        str(runs),
+        "--out",
+        str(out_dir),
+        "--max-states",
+        "2",
+        "--restarts",
+        "1",
+        "--min-dwell",
+        "3",
+    )
+    assert code in (0, None), err
+    assert "Holm" in out and "3+ consecutive" in out
+    saved = json.loads((out_dir / "map.json").read_text())
+    assert saved["min_dwell"] == 3
+    # visits are runs of 3+ equal consecutive states in each run's decoded path
+    for st in saved["states"]:
+        expected = [
+            i
+            for i, entry in enumerate(saved["runs"])
+            if any(k == st["id"] and len(list(g)) >= 3 for k, g in groupby(entry["states"]))
+        ]
+        assert st["visited_runs"] == expected
 
 
 def test_nan_feature_is_a_clear_error(runs, tmp_path, monkeypatch):

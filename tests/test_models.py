@@ -116,6 +116,12 @@ def test_cache_names_and_shapes():
     model = build_model(cfg, d_vocab=24, n_ctx=3, seed=0)
     tokens = torch.randint(0, 24, (7, 3))
     logits, cache = model.run_with_cache(tokens)
+    assert logits.shape == (7, 3, 24)  # every position, as TransformerLens
+    torch.testing.assert_close(logits[:, -1], model(tokens), rtol=1e-5, atol=1e-5)
+    # every position's logits: the residual stream at that position through W_U
+    torch.testing.assert_close(
+        logits, cache["blocks.0.hook_resid_post"] @ model.state_dict()["unembed.W_U"]
+    )
     assert set(cache) == set(model.hook_names())
     assert cache["blocks.0.attn.hook_pattern"].shape == (7, 4, 3, 3)
     assert cache["blocks.0.mlp.hook_post"].shape == (7, 3, 64)
@@ -129,7 +135,7 @@ def test_cache_names_and_shapes():
         + cache["blocks.0.mlp.hook_post"][:, -1] @ sd["blocks.0.mlp.W_out"]
         + sd["blocks.0.mlp.b_out"]
     )
-    torch.testing.assert_close(resid @ sd["unembed.W_U"], logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(resid @ sd["unembed.W_U"], logits[:, -1], rtol=1e-5, atol=1e-5)
     _, only = model.run_with_cache(tokens, names=["hook_embed"])
     assert list(only) == ["hook_embed"]
 
@@ -142,7 +148,8 @@ def test_patching_neurons_changes_logits_as_predicted():
     _, cache = model.run_with_cache(tokens)
     sd = model.state_dict()
     want = (cache["blocks.0.hook_resid_mid"][:, -1] + sd["blocks.0.mlp.b_out"]) @ sd["unembed.W_U"]
-    torch.testing.assert_close(zeroed, want, rtol=1e-5, atol=1e-5)
+    assert zeroed.shape == (9, 3, 24)
+    torch.testing.assert_close(zeroed[:, -1], want, rtol=1e-5, atol=1e-5)
     with pytest.raises(KeyError):
         model.run_with_hooks(tokens, [("blocks.9.nothing", lambda x, n: x)])
 
@@ -167,8 +174,10 @@ def test_mlp_matches_explicit_computation(d_embed):
     h = (h @ sd["layers.1.W"] + sd["layers.1.b"]) ** 2
     want = h @ sd["unembed.W_U"] + sd["unembed.b_U"]
     torch.testing.assert_close(model(tokens), want, rtol=1e-4, atol=1e-4)
-    _, cache = model.run_with_cache(tokens)
+    logits, cache = model.run_with_cache(tokens)
     assert cache[model.neuron_hook].shape == (20, 40)
+    assert logits.shape == (20, 1, 12)  # one readout position
+    torch.testing.assert_close(logits[:, 0], want, rtol=1e-4, atol=1e-4)
 
 
 def test_mlp_without_bias_has_no_bias_parameters():

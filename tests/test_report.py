@@ -2,9 +2,9 @@
 
 import base64
 
+from grokscope.orchestrate.train import train_run
 from grokscope.report.html import write_report
 from grokscope.store import rundir
-from grokscope.store.runner import train_run
 
 
 def test_report_of_a_plain_training_run(tmp_path, tiny):
@@ -16,7 +16,38 @@ def test_report_of_a_plain_training_run(tmp_path, tiny):
     assert (run / "figures" / "training_curves.png").is_file()
     png = (run / "figures" / "training_curves.png").read_bytes()
     assert base64.b64encode(png).decode() in page  # embedded, self-contained
-    assert f"<td>{status['t_mem_epoch']}</td>" in page
+    assert f"<td>epoch {status['t_mem_epoch']}</td>" in page
     assert "not reached" in page  # t_grok is censored in 20 epochs
     assert "(x+y) mod 23" in page
     assert rundir.read_status(run) == status  # the report writes nothing back into the run
+    assert "Phases" not in page and "Notes" not in page  # no analysis: no empty sections
+
+
+def test_report_reads_as_prose():
+    """Labels instead of raw keys, the phases and the ablations as tables."""
+    from grokscope.config import Config
+    from grokscope.report.html import ablations_table, headline_rows, phases_table
+
+    cfg = Config()
+    status = {
+        "state": "done",
+        "epochs_done": 900,
+        "wall_s": 12.0,
+        "t_mem_epoch": 60,
+        "t_grok_epoch": None,
+    }
+    last = {"train_loss": 1e-6, "test_loss": 0.5, "train_acc": 1.0, "test_acc": 0.9}
+    rows = headline_rows(
+        cfg, status, last, {"key_frequencies": [3, 7], "neuron_single_freq_share": 0.8125}
+    )
+    assert rows["key frequencies"] == "3, 7"
+    assert rows["single-frequency MLP neurons (≥ 85 % of energy in one)"] == "81.2%"
+    assert rows["grokked (test accuracy ≥ 0.99)"] == "not reached"
+    assert not any("_" in key for key in rows)  # no raw snake_case keys
+    ph = phases_table({"memorization_end": 100, "circuit_formation_end": 650, "cleanup_end": None})
+    assert "<td>circuit formation</td><td>100</td><td>650</td>" in ph
+    assert "<td>cleanup</td><td>650</td><td>not found</td>" in ph
+    ab = ablations_table(
+        [{"target": "logits", "ablation": "remove", "freq": 12, "loss": 0.47, "test_loss": 0.56}]
+    )
+    assert "<td>frequency 12 removed</td><td>0.47</td><td>0.56</td>" in ab

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from grokscope.dynamics.phases import event_epoch
+from grokscope.orchestrate.train import train_run
 from grokscope.store import rundir
-from grokscope.store.runner import train_run
-from grokscope.train.loop import checkpoint_epochs, lr_at
+from grokscope.train.core import checkpoint_epochs, lr_at
 from grokscope.train.losses import cross_entropy64
 
 
@@ -82,6 +82,7 @@ def test_run_directory_contents(tmp_path, tiny):
     assert status["t_mem_epoch"] == event_epoch(df, "train_acc", 0.99)
 
 
+@pytest.mark.equality
 def test_same_seed_same_numbers_other_seed_differs(tmp_path, tiny):
     train_run(tiny("train.epochs=20"), tmp_path / "a")
     train_run(tiny("train.epochs=20"), tmp_path / "b")
@@ -90,6 +91,7 @@ def test_same_seed_same_numbers_other_seed_differs(tmp_path, tiny):
     assert not _metrics(tmp_path / "a").equals(_metrics(tmp_path / "c"))
 
 
+@pytest.mark.equality
 @pytest.mark.parametrize("extra", [[], ["optim.batch_size=64"], ["optim.grokfast=ema"]])
 def test_ctrl_c_then_resume_equals_uninterrupted(tmp_path, tiny, extra):
     """SIGINT mid-run: the run stops at an epoch boundary, saves, and --resume completes it."""
@@ -109,6 +111,7 @@ def test_ctrl_c_then_resume_equals_uninterrupted(tmp_path, tiny, extra):
     pd.testing.assert_frame_equal(_metrics(tmp_path / "full"), _metrics(tmp_path / "cut"))
 
 
+@pytest.mark.equality
 def test_resume_after_kill_equals_uninterrupted(tmp_path, tiny):
     """Simulate a hard kill: copy the run directory as it was at the epoch-40 checkpoint."""
     import shutil
@@ -154,6 +157,7 @@ def test_early_stop_after_grokking(tmp_path, tiny):
     assert status["epochs_done"] == status["t_grok_epoch"] + 10
 
 
+@pytest.mark.equality
 def test_resume_from_the_initial_checkpoint_has_no_duplicate_rows(tmp_path, tiny):
     """Killed right after the epoch-0 checkpoint: the resumed table equals the uninterrupted one."""
     import shutil
@@ -176,7 +180,7 @@ def test_resume_from_the_initial_checkpoint_has_no_duplicate_rows(tmp_path, tiny
 
 
 def test_determinism_switch_sets_torch_flags():
-    from grokscope.train.loop import set_determinism
+    from grokscope.train.core import set_determinism
 
     before = (torch.are_deterministic_algorithms_enabled(),
               torch.is_deterministic_algorithms_warn_only_enabled())

@@ -18,11 +18,21 @@ Decisions not fixed by the paper, and documented here:
 * One run. Held-out model selection needs at least two runs; with a single run (or
   ``heldout_fraction=0``) BIC is computed on the training data itself, with a warning in the
   single-run case.
+* Visits. A run *visits* a state when its Viterbi path stays there for at least ``min_dwell``
+  consecutive checkpoints (default 2), so a single decoded checkpoint, often a transient between
+  two states, is not a visit. ``obligatory``, ``visited_runs`` and the detour test use these
+  visits; occupancy, time shares and transitions count every decoded checkpoint.
 * Censored runs. A run whose convergence epoch is None (or NaN) never converged within its
-  budget. Its convergence time is unknown, so it is left out of the association tests (both
-  groups of the Mann-Whitney test and the correlation) and counted per state in
-  ``n_censored_visitors``; it still counts for ``obligatory`` (every run, censored or not,
-  must visit an obligatory state).
+  budget: it converged later than every run that did, by an unknown amount. Both association
+  tests are rank tests, so such runs are ranked latest, tied with each other (convergence time
+  +infinity), rather than dropped: they are exactly the runs a detour would explain. Hu et al.'s
+  released code likewise keeps them (at the end of training). They are counted per state in
+  ``n_censored_visitors`` and left out of the mean convergence epochs, which need a number.
+* Multiple testing. A map tests every optional state at once, so the p-values of each family
+  (the Mann-Whitney detour tests, the Spearman time-share tests) are adjusted across the states
+  tested with Holm's step-down method (Holm 1979), which bounds the chance of any false detour
+  by ``alpha`` under any dependence between the tests. Both raw and adjusted p-values are
+  reported; a detour needs the adjusted one below ``alpha``.
 * State labels. After fitting, states are renumbered by the mean normalised time (t / (T - 1))
   of the checkpoints decoded into them, so state 0 is typically where runs start and the last
   label where they end; states never decoded come last. Labels are therefore stable across
@@ -72,16 +82,19 @@ class StateSummary:
     id: int
     means: dict[str, float]  # raw (unstandardised) feature means of checkpoints in the state
     occupancy: float  # share of all checkpoints decoded into the state
-    visited_runs: list[int]  # indices of the runs whose path enters the state
+    visited_runs: list[int]  # runs that stay in the state for at least min_dwell checkpoints
     obligatory: bool  # every run visits the state
-    detour: bool  # optional, and visiting it goes with later convergence (p < alpha)
-    p_value: float | None  # Mann-Whitney U, two-sided, visitors vs. others
+    detour: bool  # optional, and visitors converge later (Holm-adjusted p < alpha)
+    p_value: float | None  # Mann-Whitney U, two-sided, visitors vs. others (raw)
+    p_value_holm: float | None  # p_value adjusted across the states tested (Holm)
     later_for_visitors: bool | None  # direction of the Mann-Whitney effect
+    rank_biserial: float | None  # Mann-Whitney effect size in [-1, 1], > 0: visitors later
     time_corr: float | None  # Spearman rho: share of time in state vs. convergence epoch
-    time_p_value: float | None
-    mean_convergence_epoch_visitors: float | None
-    mean_convergence_epoch_others: float | None
-    n_censored_visitors: int  # visitors that never converged (left out of the tests)
+    time_p_value: float | None  # raw
+    time_p_value_holm: float | None  # adjusted across the states tested (Holm)
+    mean_convergence_epoch_visitors: float | None  # over visitors that converged
+    mean_convergence_epoch_others: float | None  # over other runs that converged
+    n_censored_visitors: int  # visitors that never converged (ranked latest in the tests)
 
 
 def n_free_parameters(n_states: int, n_features: int, covariance_type: str) -> int:
@@ -98,6 +111,147 @@ def n_free_parameters(n_states: int, n_features: int, covariance_type: str) -> i
     else:
         raise ValueError(f"covariance_type must be one of {_COVARIANCE_TYPES}")
     return (n - 1) + n * (n - 1) + n * d + n_cov
+
+
+def holm_adjust(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm's (1979) step-down adjusted p-values, in the input order.
+
+    With the m available p-values sorted, p_(1) <= ... <= p_(m), the adjusted value of p_(i) is
+    max_{j <= i} min(1, (m - j + 1) p_(j)); rejecting where it is below alpha controls the
+    family-wise error rate at alpha under any dependence between the tests (Holm, "A simple
+    sequentially rejective multiple test procedure", Scand. J. Statist. 1979). None marks a
+    state without a test: it stays None and does not count in m. Ties keep their input order,
+    which does not change the adjusted values.
+    """
+    index = [i for i, p in enumerate(p_values) if p is not None]
+    raw = np.array([p for p in p_values if p is not None], dtype=np.float64)
+    if np.any(np.isnan(raw)) or np.any((raw < 0.0) | (raw > 1.0)):
+        raise ValueError("p-values must lie in [0, 1]")
+    m = len(raw)
+    order = np.argsort(raw, kind="stable")
+    stepped = np.minimum(1.0, (m - np.arange(m)) * raw[order])
+    adjusted = np.empty(m)
+    adjusted[order] = np.maximum.accumulate(stepped)
+    out: list[float | None] = [None] * len(p_values)
+    for i, value in zip(index, adjusted, strict=True):
+        out[i] = float(value)
+    return out
+
+
+def dwell_visits(paths: Sequence[np.ndarray], n_states: int, min_dwell: int = 2) -> np.ndarray:
+    """(runs x states) booleans: run i visits state s when its decoded path stays in s for at
+    least ``min_dwell`` consecutive checkpoints.
+
+    A lone Viterbi checkpoint is often a transient between two states rather than a phase the
+    run went through (Hu et al., TMLR 2023, count visits from the decoded paths); requiring a
+    minimum dwell keeps such blips from making a run a "visitor". ``min_dwell=1`` counts every
+    checkpoint, as a plain occupancy count would.
+    """
+    if min_dwell < 1:
+        raise ValueError(f"min_dwell must be >= 1, got {min_dwell}")
+    visited = np.zeros((len(paths), n_states), dtype=bool)
+    for i, path in enumerate(paths):
+        path = np.asarray(path)
+        if path.size == 0:
+            continue
+        starts = np.flatnonzero(np.r_[True, path[1:] != path[:-1]])
+        lengths = np.diff(np.r_[starts, path.size])
+        for state, length in zip(path[starts], lengths, strict=True):
+            if length >= min_dwell:
+                visited[i, int(state)] = True
+    return visited
+
+
+def convergence_ranks(convergence: Sequence[float | None] | np.ndarray) -> np.ndarray:
+    """Mid-ranks of convergence epochs with never-converged runs (None or NaN) ranked latest.
+
+    A run that never converged within its budget converged later than every run that did, by
+    an unknown amount: as a convergence time of +infinity it ties with the other such runs at
+    the top rank. Rank tests (Mann-Whitney, Spearman) then use every run instead of dropping
+    the censored ones, as Hu et al.'s released code also keeps them (at the end of training).
+    """
+    conv = np.array([np.nan if c is None else float(c) for c in convergence], dtype=np.float64)
+    return stats.rankdata(np.where(np.isnan(conv), np.inf, conv))
+
+
+@dataclass(frozen=True)
+class AssociationTests:
+    """Per-state association of a state with convergence time, one entry per state."""
+
+    p_value: list[float | None]  # raw two-sided p-value (None: no test possible)
+    p_value_holm: list[float | None]  # Holm-adjusted across the states with a test
+    effect: list[float | None]  # in [-1, 1], > 0: later convergence goes with the state
+    significant: list[bool]  # adjusted p < alpha (and, for detours, effect > 0)
+
+
+def detour_tests(
+    visited: np.ndarray, convergence: Sequence[float | None] | np.ndarray, alpha: float = 0.05
+) -> AssociationTests:
+    """Detour tests of a training map: per state, do its visitors converge later?
+
+    ``visited`` is (runs x states) booleans (see :func:`dwell_visits`), ``convergence`` one
+    epoch per run (None or NaN: never converged, ranked latest, see :func:`convergence_ranks`).
+    Each optional state (visited by some runs, not all) gets a two-sided Mann-Whitney U test of
+    the visitors' convergence ranks against the other runs' (scipy.stats.mannwhitneyu; exact
+    for small samples without ties, else the normal approximation with tie correction). The
+    p-values are Holm-adjusted across the states tested (:func:`holm_adjust`); a state is a
+    detour (Hu, Chen, Saphra & Cho, TMLR 2023) when the adjusted p-value is below ``alpha`` and
+    the visitors converge later. ``effect`` is the rank-biserial correlation 2 U / (n_visitors
+    n_others) - 1 (Kerby 2014), U counting visitor-other pairs where the visitor converged later
+    (ties count 1/2): positive when visitors converge later.
+    """
+    visited = np.asarray(visited, dtype=bool)
+    ranks = convergence_ranks(convergence)
+    if visited.ndim != 2 or visited.shape[0] != len(ranks):
+        raise ValueError(f"visited has shape {visited.shape}; expected ({len(ranks)}, n_states)")
+    p_raw: list[float | None] = []
+    effect: list[float | None] = []
+    for s in range(visited.shape[1]):
+        vis, oth = ranks[visited[:, s]], ranks[~visited[:, s]]
+        if len(vis) == 0 or len(oth) == 0:
+            p_raw.append(None)
+            effect.append(None)
+            continue
+        test = stats.mannwhitneyu(vis, oth, alternative="two-sided")
+        p_raw.append(float(np.clip(test.pvalue, 0.0, 1.0)))
+        effect.append(float(2.0 * test.statistic / (len(vis) * len(oth)) - 1.0))
+    p_holm = holm_adjust(p_raw)
+    significant = [
+        p is not None and e is not None and p < alpha and e > 0
+        for p, e in zip(p_holm, effect, strict=True)
+    ]
+    return AssociationTests(p_raw, p_holm, effect, significant)
+
+
+def time_share_tests(
+    time_share: np.ndarray, convergence: Sequence[float | None] | np.ndarray, alpha: float = 0.05
+) -> AssociationTests:
+    """Spearman correlation, per state, of the share of checkpoints spent in it with the
+    convergence epoch (never-converged runs ranked latest, see :func:`convergence_ranks`).
+
+    scipy.stats.spearmanr (t approximation of the p-value); a state needs at least 3 runs and
+    some spread in both variables. The p-values are Holm-adjusted across the states tested
+    (:func:`holm_adjust`), a family separate from the detour tests; ``significant`` is adjusted
+    p < alpha, whatever the sign of rho.
+    """
+    share = np.asarray(time_share, dtype=np.float64)
+    ranks = convergence_ranks(convergence)
+    if share.ndim != 2 or share.shape[0] != len(ranks):
+        raise ValueError(f"time_share has shape {share.shape}; expected ({len(ranks)}, n_states)")
+    rho: list[float | None] = []
+    p_raw: list[float | None] = []
+    for s in range(share.shape[1]):
+        if len(ranks) < 3 or np.ptp(share[:, s]) == 0 or np.ptp(ranks) == 0:
+            rho.append(None)
+            p_raw.append(None)
+            continue
+        res = stats.spearmanr(share[:, s], ranks)
+        r, p = _optional_float(res.statistic), _optional_float(res.pvalue)
+        rho.append(r)
+        p_raw.append(None if r is None or p is None else float(np.clip(p, 0.0, 1.0)))
+    p_holm = holm_adjust(p_raw)
+    significant = [p is not None and p < alpha for p in p_holm]
+    return AssociationTests(p_raw, p_holm, rho, significant)
 
 
 SCALINGS = ("per_run", "pooled")
@@ -207,16 +361,20 @@ class TrainingMap(BaseEstimator):
     Parameters: ``n_states_range`` candidate numbers of states; ``n_restarts`` EM runs per
     candidate (best training log-likelihood kept); ``covariance_type`` "diag" (the paper's
     choice) or "full"; ``heldout_fraction`` share of runs held out for BIC (0: in-sample
-    BIC); ``alpha`` significance level for detours; ``n_iter`` EM iteration cap; ``tol`` EM
+    BIC); ``alpha`` family-wise significance level of the detour tests (Holm-adjusted across
+    states) and of the time-share tests; ``n_iter`` EM iteration cap; ``tol`` EM
     stopping threshold on the log-likelihood gain *per time point* (scale-free, unlike
     hmmlearn's absolute ``tol``); ``random_state`` seeds the split and every restart;
-    ``scaling`` "per_run" (the paper's z-scores) or "pooled" (see :func:`standardise_runs`).
+    ``scaling`` "per_run" (the paper's z-scores) or "pooled" (see :func:`standardise_runs`);
+    ``min_dwell`` consecutive checkpoints in a state that make a visit (see
+    :func:`dwell_visits`).
 
     Fitted attributes: ``n_states_``, ``bic_`` and ``heldout_loglik_`` ({n: value}),
     ``model_`` (hmmlearn GaussianHMM on z-scored features), ``paths_`` (Viterbi states per
     run), ``transitions_`` (list of Transition), ``state_means_`` (n_states x n_features,
     raw units, columns ``feature_names_in_``), ``occupancy_``, ``visited_`` and
-    ``time_share_`` (runs x states), ``states_`` (list of StateSummary), ``detours_`` (state
+    ``time_share_`` (runs x states; ``visited_`` after the minimum dwell), ``detour_tests_``
+    and ``time_tests_`` (AssociationTests), ``states_`` (list of StateSummary), ``detours_`` (state
     ids), ``feature_names_`` (modelled features), ``n_censored_``, ``heldout_runs_``,
     ``selection_on_heldout_``, and fit diagnostics ``n_fits_``, ``n_unconverged_fits_``
     (stopped by ``n_iter``), ``n_failed_restarts_`` (degenerate, discarded).
@@ -233,6 +391,7 @@ class TrainingMap(BaseEstimator):
         tol: float = 1e-4,
         random_state: int | None = 0,
         scaling: str = "per_run",
+        min_dwell: int = 2,
     ) -> None:
         self.n_states_range = n_states_range
         self.n_restarts = n_restarts
@@ -243,6 +402,7 @@ class TrainingMap(BaseEstimator):
         self.tol = tol
         self.random_state = random_state
         self.scaling = scaling
+        self.min_dwell = min_dwell
 
     # ------------------------------------------------------------------ fitting
 
@@ -293,6 +453,10 @@ class TrainingMap(BaseEstimator):
             raise ValueError("heldout_fraction must be in [0, 1)")
         if self.n_restarts < 1:
             raise ValueError("n_restarts must be >= 1")
+        if self.min_dwell < 1:
+            raise ValueError(f"min_dwell must be >= 1, got {self.min_dwell}")
+        if not 0.0 < self.alpha < 1.0:
+            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
         if len(self.n_states_range) == 0 or min(self.n_states_range) < 1:
             raise ValueError("n_states_range must be a non-empty range of positive integers")
 
@@ -468,13 +632,11 @@ class TrainingMap(BaseEstimator):
             if counts[s]:
                 self.state_means_[s] = raw[path == s].mean(axis=0)
 
-        self.visited_ = np.zeros((self.n_runs_, n), dtype=bool)
+        self.visited_ = dwell_visits(self.paths_, n, self.min_dwell)
         self.time_share_ = np.zeros((self.n_runs_, n))
         pair_counts: dict[tuple[int, int], int] = {}
         for i, p in enumerate(self.paths_):
-            share = np.bincount(p, minlength=n) / len(p)
-            self.time_share_[i] = share
-            self.visited_[i] = share > 0
+            self.time_share_[i] = np.bincount(p, minlength=n) / len(p)
             for a, b in zip(p[:-1], p[1:], strict=True):
                 if a != b:
                     pair_counts[(int(a), int(b))] = pair_counts.get((int(a), int(b)), 0) + 1
@@ -482,6 +644,8 @@ class TrainingMap(BaseEstimator):
             Transition(a, b, float(self.model_.transmat_[a, b]), c)
             for (a, b), c in sorted(pair_counts.items())
         ]
+        self.detour_tests_ = detour_tests(self.visited_, self.convergence_epochs_, self.alpha)
+        self.time_tests_ = time_share_tests(self.time_share_, self.convergence_epochs_, self.alpha)
         self.states_ = [self._state_summary(s) for s in range(n)]
         self.detours_ = [s.id for s in self.states_ if s.detour]
         self.n_censored_ = int(np.isnan(self.convergence_epochs_).sum())
@@ -491,22 +655,8 @@ class TrainingMap(BaseEstimator):
         observed = np.isfinite(conv)
         visits = self.visited_[:, s]
         vis_conv, oth_conv = conv[visits & observed], conv[~visits & observed]
-
-        p_value = later = None
-        if len(vis_conv) and len(oth_conv):
-            test = stats.mannwhitneyu(vis_conv, oth_conv, alternative="two-sided")
-            p_value = float(np.clip(test.pvalue, 0.0, 1.0))
-            later = bool(test.statistic > len(vis_conv) * len(oth_conv) / 2)
-
-        time_corr = time_p = None
-        share = self.time_share_[observed, s]
-        if observed.sum() >= 3 and np.ptp(share) > 0 and np.ptp(conv[observed]) > 0:
-            rho = stats.spearmanr(share, conv[observed])
-            time_corr = _optional_float(rho.statistic)
-            time_p = _optional_float(np.clip(rho.pvalue, 0.0, 1.0))
-
-        obligatory = bool(visits.all())
-        detour = (not obligatory) and p_value is not None and p_value < self.alpha and bool(later)
+        mw, sp = self.detour_tests_, self.time_tests_
+        effect = mw.effect[s]
         return StateSummary(
             id=s,
             means={
@@ -515,12 +665,15 @@ class TrainingMap(BaseEstimator):
             },
             occupancy=float(self.occupancy_[s]),
             visited_runs=[int(i) for i in np.nonzero(visits)[0]],
-            obligatory=obligatory,
-            detour=detour,
-            p_value=p_value,
-            later_for_visitors=later,
-            time_corr=time_corr,
-            time_p_value=time_p,
+            obligatory=bool(visits.all()),
+            detour=mw.significant[s],
+            p_value=mw.p_value[s],
+            p_value_holm=mw.p_value_holm[s],
+            later_for_visitors=None if effect is None else effect > 0,
+            rank_biserial=effect,
+            time_corr=sp.effect[s],
+            time_p_value=sp.p_value[s],
+            time_p_value_holm=sp.p_value_holm[s],
             mean_convergence_epoch_visitors=(float(vis_conv.mean()) if len(vis_conv) else None),
             mean_convergence_epoch_others=float(oth_conv.mean()) if len(oth_conv) else None,
             n_censored_visitors=int((visits & ~observed).sum()),
@@ -543,4 +696,15 @@ class TrainingMap(BaseEstimator):
             "modelled_features": list(self.feature_names_),
             "n_runs": int(self.n_runs_),
             "n_censored": int(self.n_censored_),
+            "min_dwell": int(self.min_dwell),
+            "alpha": float(self.alpha),
+            "tests": {
+                "detour": "two-sided Mann-Whitney U, visitors vs. other runs, Holm-adjusted "
+                "across the states tested; never-converged runs ranked latest",
+                "time_share": "Spearman rho, share of checkpoints in the state vs. convergence "
+                "epoch, Holm-adjusted across the states tested; never-converged runs ranked "
+                "latest",
+                "n_detour_tests": sum(p is not None for p in self.detour_tests_.p_value),
+                "n_time_share_tests": sum(p is not None for p in self.time_tests_.p_value),
+            },
         }

@@ -86,7 +86,8 @@ def patched_logits(model: HookedModule, tokens: np.ndarray, acts: np.ndarray) ->
         return new
 
     x = torch.as_tensor(tokens, dtype=torch.int64)
-    return model.run_with_hooks(x, [(model.neuron_hook, patch)]).to(torch.float64).numpy()
+    logits = model.run_with_hooks(x, [(model.neuron_hook, patch)])[:, -1]  # read out at the end
+    return logits.to(torch.float64).numpy()
 
 
 def ablation_rows(

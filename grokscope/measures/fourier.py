@@ -23,7 +23,7 @@ sums of cos(w_k (a + b - c)). This module holds the pure linear algebra to see t
 * Projections of per-class logits onto the directions cos(w_k (a + s b)) and sin(w_k (a + s b))
   on the grid (s = +1 for a + b, s = -1 for a - b).
 
-Everything is float64 (the Fourier projections decide the science; ARCHITECTURE.md).
+Everything is float64: the Fourier projections decide the science, so no float32 rounding.
 """
 
 from __future__ import annotations

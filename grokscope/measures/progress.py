@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from grokscope.config import is_prime
 from grokscope.measures.fourier import (
     component_norms,
     embed_fourier,
@@ -125,10 +126,6 @@ class GridView:
         return pos[pos >= 0]
 
 
-def _is_prime(p: int) -> bool:
-    return p >= 2 and all(p % d for d in range(2, int(p**0.5) + 1))
-
-
 def primitive_root(p: int) -> int:
     """The smallest generator of the multiplicative group mod the prime ``p``."""
     n, factors, d = p - 1, set(), 2
@@ -157,7 +154,7 @@ def grid_view(ds: Dataset) -> GridView | None:
     at = np.full((p, p), -1)  # at[a, b]: the example of the pair (a, b)
     at[ds.operands[:, 0], ds.operands[:, 1]] = np.arange(len(ds.operands))
     op = ds.info.get("op")
-    if op in LOG_SIGNS and _is_prime(p):
+    if op in LOG_SIGNS and is_prime(p):
         g = primitive_root(p)
         order = np.array([pow(g, i, p) for i in range(p - 1)])
         rows = at[order[:, None], order[None, :]].ravel()
@@ -189,7 +186,7 @@ def fourier_reason(ds: Dataset) -> str | None:
             "x/y), so the Fourier circuit of Nanda et al. (2023) (key frequencies, restricted / "
             "excluded loss) does not apply"
         )
-    if op in LOG_SIGNS and not _is_prime(int(ds.modulus)):
+    if op in LOG_SIGNS and not is_prime(int(ds.modulus)):
         return f"op {op} needs a prime p for discrete logarithms; p = {ds.modulus}"
     if fourier_view(ds) is None:
         return "the dataset does not cover the full p x p grid"

@@ -2,7 +2,11 @@
 
 A model routes every named intermediate through :meth:`HookedModule.hook`. With no cache and no
 patches the call is free; :meth:`run_with_cache` records activations and :meth:`run_with_hooks`
-replaces them with ``fn(activation, name)`` (the TransformerLens convention).
+replaces them with ``fn(activation, name)`` (the TransformerLens convention). Both run the full
+pass and return logits at every position, (batch, pos, vocab), as TransformerLens does; an MLP,
+which reads its operands as one input, has one position. Calling the model itself,
+``model(tokens)``, returns the logits at the last position only, (batch, vocab): every task here is
+read out there, and training computes just what that position needs.
 """
 
 from __future__ import annotations
@@ -42,13 +46,18 @@ class HookedModule(nn.Module):
         """Every activation name the full forward pass produces, in order."""
         raise NotImplementedError
 
+    def logits_all(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The full pass (every hook fires): logits at every position, (batch, pos, vocab)."""
+        raise NotImplementedError
+
     def run_with_cache(
         self, tokens: torch.Tensor, names: list[str] | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Logits and a dict of the named activations (all of them, or only ``names``)."""
+        """Logits (batch, pos, vocab) and a dict of the named activations (all of them, or only
+        ``names``), keyed by their TransformerLens-style names."""
         self._cache, self._cache_names = {}, set(names) if names else None
         try:
-            logits = self(tokens)
+            logits = self.logits_all(tokens)
             return logits, self._cache
         finally:
             self._cache, self._cache_names = None, None
@@ -56,12 +65,13 @@ class HookedModule(nn.Module):
     def run_with_hooks(
         self, tokens: torch.Tensor, fwd_hooks: list[tuple[str, HookFn]]
     ) -> torch.Tensor:
-        """Logits with each named activation replaced by what its hook returns."""
+        """Logits (batch, pos, vocab) with each named activation replaced by what its hook
+        returns."""
         unknown = [n for n, _ in fwd_hooks if n not in self.hook_names()]
         if unknown:
             raise KeyError(f"unknown hook name(s): {', '.join(unknown)}")
         self._patches = dict(fwd_hooks)
         try:
-            return self(tokens)
+            return self.logits_all(tokens)
         finally:
             self._patches = {}

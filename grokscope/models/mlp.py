@@ -90,6 +90,10 @@ class MLP(HookedModule):
         weights = (W_E, layers, self.unembed.W_U, self.unembed.b_U)
         return self._logits(tokens, weights, self.hook)
 
+    def logits_all(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits (batch, 1, d_vocab_out): the operands are read as one input, one position."""
+        return self(tokens).unsqueeze(1)
+
     def stacked_logits(self, params: dict[str, torch.Tensor], tokens: torch.Tensor):
         """Logits (K, batch, d_vocab_out) of K seeds' stacked ``params`` (name -> (K, *shape))
         on their own tokens (K, batch, n_ctx): the same computation as :meth:`forward`."""

@@ -3,10 +3,12 @@
 A weight of one model has its usual shape, e.g. (d_in, d_out); K seeds' weights stacked along a
 leading axis have shape (K, d_in, d_out), and their inputs carry the same leading K axis. The
 training fast paths of the MLP and of the one-layer transformer are written with these functions
-only, so the same code trains one model and a batch of seeds (:mod:`grokscope.train.batched`)
+only, so the same code trains one model and a batch of seeds (:mod:`grokscope.train.core`)
 without ``torch.vmap``, whose per-operation cost is several times that of the operation itself
-for models this small. Stacked or not, each seed's numbers are computed by the same kernels on
-the same values, so they agree bit for bit (tested in tests/test_batched.py).
+for models this small. Stacked or not, each seed computes the same function; the sums inside a
+stacked product or embedding backward may run in another order than alone, depending on the
+CPU's kernels, so the two agree to float32 rounding, bit for bit only where the kernels happen to
+sum alike (tests/test_batched.py).
 """
 
 from __future__ import annotations

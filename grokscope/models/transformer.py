@@ -183,8 +183,15 @@ class Transformer(HookedModule):
         mlp_out = self.hook(f"{b}.hook_mlp_out", self._mlp(i, x))
         return self.hook(f"{b}.hook_resid_post", resid + mlp_out)
 
+    def logits_all(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Every position through every layer (all hooks fire): logits (batch, pos, vocab)."""
+        return self._unembed(self._resid_full(tokens))
+
     def forward_full(self, tokens: torch.Tensor) -> torch.Tensor:
         """Every position through every layer (all hooks fire); logits at the last position."""
+        return self._unembed(self._resid_full(tokens)[:, -1])
+
+    def _resid_full(self, tokens: torch.Tensor) -> torch.Tensor:
         n = tokens.shape[1]
         resid = self.hook("hook_embed", self.embed.W_E[tokens])
         resid = resid + self.hook("hook_pos_embed", self.pos_embed.W_pos[:n].unsqueeze(0))
@@ -192,7 +199,7 @@ class Transformer(HookedModule):
             resid = self.hook(f"blocks.{i}.hook_resid_pre", resid)
             x = block.ln1(resid) if self.cfg.layernorm else resid
             resid = self._block_rest(i, resid, self._attention_full(i, x))
-        return self._unembed(resid[:, -1])
+        return resid
 
     def _unembed(self, resid_last: torch.Tensor) -> torch.Tensor:
         if self.cfg.layernorm:

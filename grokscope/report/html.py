@@ -43,8 +43,16 @@ def plot_training_curves(metrics, path: Path, t_mem: int | None, t_grok: int | N
         for t, label, colour in ((t_mem, "t_mem", "tab:blue"), (t_grok, "t_grok", "tab:red")):
             if t is not None:
                 ax.axvline(max(t, 1), color=colour, ls=":", lw=1)
-                ax.text(max(t, 1), 1.01, f"{label}={t}", color=colour, va="bottom",
-                        ha="center", fontsize=8, transform=ax.get_xaxis_transform())
+                ax.text(
+                    max(t, 1),
+                    1.01,
+                    f"{label}={t}",
+                    color=colour,
+                    va="bottom",
+                    ha="center",
+                    fontsize=8,
+                    transform=ax.get_xaxis_transform(),
+                )
     ax_loss.plot(epochs, metrics["train_loss"], label="train", color="tab:blue")
     ax_loss.plot(epochs, metrics["test_loss"], label="test", color="tab:red")
     ax_loss.set_yscale("log")
@@ -73,19 +81,92 @@ def _img(path: Path) -> str:
     )
 
 
-def _row(key: str, value) -> str:
+def _text(value) -> str:
     if isinstance(value, float):
-        value = f"{value:.4g}"
-    elif value is None:
-        value = "not reached / not found"
-    elif isinstance(value, list | dict):
-        value = json.dumps(value)
-    return f"<tr><th>{html.escape(key)}</th><td>{html.escape(str(value))}</td></tr>"
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) if value else "none"
+    return str(value)
+
+
+def _row(key: str, value) -> str:
+    return f"<tr><th>{html.escape(key)}</th><td>{html.escape(_text(value))}</td></tr>"
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_text(v))}</td>" for v in row) + "</tr>" for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _epoch(value) -> str:
+    return "not reached" if value is None else f"epoch {value}"
+
+
+def headline_rows(cfg, status: dict, last: dict, summary: dict) -> dict[str, str]:
+    """The headline numbers, labelled in words; what a run does not have is left out."""
+    rows = {
+        "state": f"{status.get('state')} after {status.get('epochs_done')} of "
+        f"{cfg.train.epochs} epochs ({status.get('wall_s', 0):.0f} s of training)",
+        f"memorized (train accuracy ≥ {cfg.train.mem_threshold:g})": _epoch(
+            status.get("t_mem_epoch")
+        ),
+        f"grokked (test accuracy ≥ {cfg.train.grok_threshold:g})": _epoch(
+            status.get("t_grok_epoch")
+        ),
+    }
+    if last:
+        rows["final loss, train / test"] = f"{last['train_loss']:.3g} / {last['test_loss']:.3g}"
+        rows["final accuracy, train / test"] = f"{last['train_acc']:.3f} / {last['test_acc']:.3f}"
+    keys = summary.get("key_frequencies")
+    if keys is not None:
+        basis = summary.get("fourier_basis")
+        rows["key frequencies"] = _text(keys) + (f" (Fourier basis: {basis})" if basis else "")
+    share = summary.get("neuron_single_freq_share")
+    if share is not None:
+        rows["single-frequency MLP neurons (≥ 85 % of energy in one)"] = f"{share:.1%}"
+    return rows
+
+
+PHASE_LABELS = {
+    "memorization_end": "memorization",
+    "circuit_formation_end": "circuit formation",
+    "cleanup_end": "cleanup",
+}
+ABLATION_LABELS = {
+    "none": "nothing removed",
+    "keep_key": "only the key frequencies kept",
+    "remove": "frequency {freq} removed",
+}
+
+
+def phases_table(phases: dict) -> str:
+    """Each phase with the epochs it spans (Nanda et al. 2023's three phases)."""
+    rows, start = [], 0
+    for key, label in PHASE_LABELS.items():
+        end = phases.get(key)
+        rows.append([label, f"{start}", "not found" if end is None else f"{end}"])
+        if end is None:
+            break
+        start = end
+    return _table(["phase", "from epoch", "to epoch"], rows)
+
+
+def ablations_table(ablations: list[dict]) -> str:
+    """Loss after each ablation of the final checkpoint, logits and neurons."""
+    rows = []
+    for a in ablations:
+        what = ABLATION_LABELS.get(a["ablation"], a["ablation"]).format(freq=a.get("freq"))
+        rows.append([a["target"], what, a["loss"], a.get("test_loss")])
+    return _table(["ablated in", "what", "loss (all pairs)", "test loss"], rows)
 
 
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-h1{font-size:1.6em;margin-bottom:.2em} .sub{color:#666;margin-top:0}
+h1{font-size:1.6em;margin-bottom:.2em} h2{font-size:1.2em;margin-top:1.5em}
+.sub{color:#666;margin-top:0}
 table{border-collapse:collapse;margin:1em 0} th,td{padding:.3em .8em;border-bottom:1px solid #ddd;
 text-align:left} th{font-weight:600;color:#444}
 figure{margin:1.5em 0} img{max-width:100%;border:1px solid #eee}
@@ -114,26 +195,25 @@ def write_report(run: Path) -> Path:
         "permutation": f"S{t.group_n}: {t.op}",
     }.get(t.name, f"sparse parity n={t.n_bits} k={t.k_bits}")
     last = metrics.iloc[-1].to_dict() if len(metrics) else {}
-    rows = {
-        "state": status.get("state"),
-        "epochs trained": status.get("epochs_done"),
-        "wall time (s)": status.get("wall_s"),
-        f"t_mem_epoch (train acc ≥ {cfg.train.mem_threshold})": status.get("t_mem_epoch"),
-        f"t_grok_epoch (test acc ≥ {cfg.train.grok_threshold})": status.get("t_grok_epoch"),
-        "final train / test loss": f"{last.get('train_loss', float('nan')):.3g} / "
-        f"{last.get('test_loss', float('nan')):.3g}",
-        "final train / test accuracy": f"{last.get('train_acc', float('nan')):.3f} / "
-        f"{last.get('test_acc', float('nan')):.3f}",
-    }
-    for key in ("fourier_basis", "key_frequencies", "neuron_single_freq_share", "phases", "notes"):
-        if key in summary:
-            rows[key] = summary[key]
+    rows = headline_rows(cfg, status, last, summary)
+    extra = []
+    if summary.get("phases"):
+        extra += ["<h2>Phases</h2>", phases_table(summary["phases"])]
+    if summary.get("ablations"):
+        extra += [
+            "<h2>Ablations at the final checkpoint</h2>",
+            ablations_table(summary["ablations"]),
+        ]
+    if summary.get("notes"):
+        items = "".join(f"<li>{html.escape(str(n))}</li>" for n in summary["notes"])
+        extra += [f"<h2>Notes</h2><ul>{items}</ul>"]
     body = [
         f"<h1>{html.escape(run.name)}</h1>",
         f'<p class="sub">{html.escape(task)}, train fraction {t.train_fraction}, '
         f"{cfg.model.kind} (d_model {cfg.model.d_model}, {cfg.model.n_layers} layer), "
         f"AdamW lr {cfg.optim.lr} weight decay {cfg.optim.weight_decay}, seed {cfg.train.seed}</p>",
         "<table>" + "".join(_row(k, v) for k, v in rows.items()) + "</table>",
+        *extra,
         *[_img(p) for p in pngs],
         "<details><summary>config.json</summary><pre>"
         + html.escape(json.dumps(rundir.read_json(run / "config.json"), indent=2))

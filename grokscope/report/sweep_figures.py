@@ -53,7 +53,8 @@ def grok_time_figure(
     title: str = "",
 ) -> Path:
     """t_grok against ``field``: every seed (filled dot = grokked at that epoch, open triangle =
-    not grokked by the epoch it reached, i.e. censored), the Kaplan-Meier median (black bar)
+    not grokked by the epoch it reached, i.e. censored; a cross = diverged, which never groks and
+    stays at risk to the budget), the Kaplan-Meier median (black bar)
     and its interval (line; an arrow when the upper end is unbounded), and k/n grokked."""
     xs = _ordered(cells[field])
     groups = [()] if not others else list(dict.fromkeys(map(tuple, cells[others].values.tolist())))
@@ -78,11 +79,14 @@ def grok_time_figure(
             x = xi + offset
             jitter = np.linspace(-0.25, 0.25, len(r)) * width if len(r) > 1 else np.zeros(len(r))
             grokked = r["t_grok_epoch"].notna().to_numpy()
+            diverged = (r["state"] == "diverged").to_numpy()
             t = np.where(grokked, r["t_grok_epoch"].fillna(0).astype(float), r["epochs_done"])
             ax.scatter(x + jitter[grokked], t[grokked], s=28, color=color, alpha=0.75, zorder=3)
+            ax.scatter(x + jitter[diverged], t[diverged], s=36, marker="x", color=color, zorder=3)
+            waiting = ~grokked & ~diverged
             ax.scatter(
-                x + jitter[~grokked],
-                t[~grokked],
+                x + jitter[waiting],
+                t[waiting],
                 s=36,
                 marker="^",
                 facecolors="none",
@@ -137,6 +141,9 @@ def grok_time_figure(
             markerfacecolor="none",
             color="0.3",
             label="seed: not grokked by (censored)",
+        ),
+        plt.Line2D(
+            [], [], marker="x", ls="", color="0.3", label="seed: diverged (at risk to the budget)"
         ),
         plt.Line2D([], [], color="black", lw=2.5, label="Kaplan-Meier median, 95 % interval"),
     ]

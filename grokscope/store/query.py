@@ -10,6 +10,7 @@ import pandas as pd
 
 from grokscope.errors import RunDirError
 
+EVENTS = ["t_mem_epoch", "t_grok_epoch"]
 RUN_COLUMNS = [
     "run",
     "task",
@@ -40,11 +41,10 @@ def _read(path: Path) -> dict:
         return {}
 
 
-def runs_table(
-    root: Path, mem_threshold: float = 0.99, grok_threshold: float = 0.99
-) -> pd.DataFrame:
+def runs_table(root: Path) -> pd.DataFrame:
     """One row per run under ``root``: task, status, epochs trained, final accuracies, and
-    t_mem / t_grok = first evaluated epoch with train / test accuracy >= the thresholds (null
+    t_mem / t_grok as the trainer recorded them in status.json (first evaluated epoch with
+    train / test accuracy >= the run's own ``train.mem_threshold`` / ``grok_threshold``; null
     when not reached)."""
     runs = find_runs(root)
     meta = []
@@ -59,14 +59,15 @@ def runs_table(
                 "p": task.get("p") if task.get("name") == "modular" else None,
                 "seed": cfg.get("train", {}).get("seed"),
                 "state": status.get("state", "unknown"),
+                "t_mem_epoch": status.get("t_mem_epoch"),
+                "t_grok_epoch": status.get("t_grok_epoch"),
             }
         )
-    meta_df = pd.DataFrame(meta, columns=["run", "task", "op", "p", "seed", "state"])
+    meta_df = pd.DataFrame(meta, columns=["run", "task", "op", "p", "seed", "state"] + EVENTS)
     files = [str(r / "metrics.parquet") for r in runs if (r / "metrics.parquet").is_file()]
     if not files:
-        for col in RUN_COLUMNS[6:]:
+        for col in ("epochs", "train_acc", "test_acc"):
             meta_df[col] = None
-        meta_df["epochs"] = None
         return meta_df[RUN_COLUMNS]
     con = duckdb.connect()
     con.register("meta_df", meta_df)
@@ -78,9 +79,7 @@ def runs_table(
             SELECT run,
                 max(epoch) AS epochs,
                 arg_max(train_acc, epoch) AS train_acc,
-                arg_max(test_acc, epoch) AS test_acc,
-                min(epoch) FILTER (WHERE train_acc >= {mem_threshold}) AS t_mem_epoch,
-                min(epoch) FILTER (WHERE test_acc >= {grok_threshold}) AS t_grok_epoch
+                arg_max(test_acc, epoch) AS test_acc
             FROM m GROUP BY run
         )
         SELECT meta_df.run, task, op, p, seed, state, epochs, train_acc, test_acc,

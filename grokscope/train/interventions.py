@@ -69,20 +69,35 @@ class GradFilter:
         self.history = {k[8:]: v.to(device) for k, v in tensors.items() if k.startswith("history.")}
 
 
+def _seed_dims(t: torch.Tensor) -> tuple[int, ...]:
+    return tuple(range(1, t.dim()))
+
+
+def _per_seed(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A (K,) vector shaped to broadcast against ``like`` (K, ...)."""
+    return v.view(-1, *([1] * (like.dim() - 1)))
+
+
 @torch.no_grad()
-def orthogonalize_gradients(params: list[torch.nn.Parameter], eps: float = 1e-30) -> None:
+def orthogonalize_gradients(params: list[torch.Tensor], eps: float = 1e-30) -> None:
     """perp-Grad (Prieto et al. 2025): remove from each gradient its component along the
-    weights, then rescale it to the original gradient norm."""
+    weights, then rescale it to the original gradient norm; for every seed separately.
+
+    ``params`` carry a leading seed axis (K, *shape), K = 1 for one run (the training core
+    always stacks); the reductions run over every axis but the first."""
     for p in params:
         g, w = p.grad, p.detach()
-        ww = torch.sum(w * w)
-        if ww <= eps:
-            continue
-        norm = torch.linalg.vector_norm(g)
-        g.sub_(w * (torch.sum(w * g) / ww))
-        new_norm = torch.linalg.vector_norm(g)
-        if new_norm > eps:
-            g.mul_(norm / new_norm)
+        dims = _seed_dims(w)
+        ww = torch.sum(w * w, dim=dims)
+        ok = ww > eps
+        norm = torch.linalg.vector_norm(g, dim=dims)
+        coef = torch.where(ok, torch.sum(w * g, dim=dims) / torch.where(ok, ww, 1.0), 0.0)
+        g.sub_(w * _per_seed(coef, w))
+        new_norm = torch.linalg.vector_norm(g, dim=dims)
+        scale = torch.where(
+            ok & (new_norm > eps), norm / torch.where(new_norm > 0, new_norm, 1.0), 1.0
+        )
+        g.mul_(_per_seed(scale, g))
 
 
 @torch.no_grad()
@@ -95,14 +110,15 @@ def decay_toward(
 
 
 @torch.no_grad()
-def total_norm(params: list[torch.nn.Parameter]) -> torch.Tensor:
-    """L2 norm of all parameters together."""
-    return torch.sqrt(sum(torch.sum(p.detach().double() ** 2) for p in params))
+def total_norm(params: list[torch.Tensor]) -> torch.Tensor:
+    """L2 norm of each seed's parameters together, (K,) in float64, for stacked ``params``."""
+    return torch.sqrt(sum(torch.sum(p.detach().double() ** 2, dim=_seed_dims(p)) for p in params))
 
 
 @torch.no_grad()
-def project_to_norm(params: list[torch.nn.Parameter], target: float) -> None:
-    """Rescale all parameters together so their total L2 norm equals ``target`` (Omnigrok)."""
-    scale = target / float(total_norm(params))
+def project_to_norm(params: list[torch.Tensor], target: float) -> None:
+    """Rescale each seed's parameters together so that their total L2 norm equals ``target``
+    (Omnigrok's constant-norm sphere, Liu et al. 2023); ``params`` are stacked (K, *shape)."""
+    scale = (target / total_norm(params)).to(params[0].dtype)
     for p in params:
-        p.mul_(scale)
+        p.mul_(_per_seed(scale, p))

@@ -1,35 +1,46 @@
-"""Batched multi-seed training: K seeds of one config trained as one computation.
+"""The one training core: K seeds of one config trained as one computation (K = 1 for one run).
 
-The K models' parameters are stacked along a leading seed dimension. The MLP and the one-layer
-transformer compute their training pass on stacked weights directly (the same code as one model's
-pass, :mod:`grokscope.models.stacked_ops`); any other model's forward is mapped over the seed
-dimension with ``torch.vmap`` + ``torch.func.functional_call``. Either way every seed computes
-exactly the function the sequential trainer (:mod:`grokscope.train.loop`) computes, with the same
-initialisation (each seed's model is built by ``build_model``).
+Settings follow Nanda et al. (2023): AdamW (betas 0.9 / 0.98), weight decay 1.0 applied to every
+parameter, learning rate lr * min(step / warmup_steps, 1) (so the very first update has learning
+rate 0, as in their code), full-batch steps, cross-entropy in float64.
 
-Why one optimizer suffices: every operation of AdamW is elementwise (moments, bias correction,
-decoupled decay), so one AdamW over the stacked tensors equals K independent AdamWs; all seeds
-take their steps together, so the shared step counter is right for each. The Grokfast EMA and MA
-filters (Lee et al. 2024) are elementwise too, so :class:`GradFilter` runs on the stacked
-gradients unchanged; decay toward the init is elementwise. The two interventions that reduce over
-a tensor or the whole model, perp-Grad (Prieto et al. 2025) and the weight-norm sphere (Liu et al.
-2023, Omnigrok), are done per seed here (reductions over every dimension but the first).
+Parameters are stacked along a leading seed axis, shape (K, *shape). With K = 1 the model's own
+training pass runs on the unstacked views (``p[0]``), so one run computes exactly what a plain
+``model(x)`` training loop computes. With K > 1 the MLP and the one-layer transformer compute on
+the stacked weights directly (the same code as one model's pass,
+:mod:`grokscope.models.stacked_ops`); any other model's forward is mapped over the seed axis
+with ``torch.vmap`` + ``torch.func.functional_call``. Every seed is initialised by
+``build_model`` with its own seed.
+
+Equal to training each seed alone? One AdamW suffices because every operation of AdamW is
+elementwise (moments, bias correction, decoupled decay), as are the Grokfast EMA and MA filters
+(Lee et al. 2024) and decay toward the init; perp-Grad (Prieto et al. 2025) and the weight-norm
+sphere (Liu et al. 2023, Omnigrok) reduce per seed. So each seed of a batch computes the same
+function as the seed alone, but not necessarily with the same rounding: a stacked product or
+embedding backward may be summed in another order than the unstacked one, depending on the CPU's
+kernels (``ATEN_CPU_CAPABILITY``, BLAS dispatch). Batched and single training therefore agree to
+rounding, which grows with the epochs as any float32 training amplifies rounding; they are bit for
+bit equal only where the kernels happen to sum alike (tests/test_batched.py measures the noise
+floor and tests against it). A resumed run repeats the uninterrupted one bit for bit on the same
+machine: the same code runs the same kernels on the same values.
 
 What may differ within a batch (:data:`BATCH_FIELDS`): ``train.seed`` (the model seed, which also
-orders mini-batches) and ``task.data_seed`` (the split: each seed gets its own stacked copy of
-its train and test examples; all splits of one task have the same sizes). Every other field must
-be equal, because the K runs share one schedule, one optimizer and one network shape.
+orders mini-batches) and ``task.data_seed`` (the split: each seed gets its own stacked copy of its
+train and test examples; all splits of one task have the same sizes). Every other field must be
+equal, because the K runs share one schedule, one optimizer and one network shape.
 
-Each seed keeps its own history: its own evaluation rows (the same rows and columns as
-:func:`grokscope.train.loop.eval_row`), its own t_mem / t_grok, its own early stop, and its own
-divergence (a seed whose loss turns non-finite is finished as ``diverged`` while the others go
-on). Finished seeds are dropped from the batch. The loop knows nothing about files: it reports
-through callbacks, like :func:`grokscope.train.loop.run_training`.
+Each seed keeps its own history: its own evaluation rows, its own t_mem / t_grok, its own early
+stop, and its own divergence (a seed whose loss turns non-finite is finished as ``diverged`` while
+the others go on). Finished seeds are dropped from the batch. The loop knows nothing about files:
+it reports evaluations, checkpoint moments and finished seeds through callbacks, and its whole
+state (weights, optimizer moments, filter, counters) is saved per seed in the format of a single
+run, so that any seed resumes alone or in any batch.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,19 +49,149 @@ import torch
 from torch.func import functional_call
 
 from grokscope import config as config_mod
-from grokscope.config import Config, ConfigError
+from grokscope.config import Config, ConfigError, OptimConfig
+from grokscope.events import reached
 from grokscope.models import HookedModule, build_model
 from grokscope.tasks import Dataset
-from grokscope.train.interventions import GradFilter
-from grokscope.train.loop import (
-    EVAL_ROWS,
-    apply_update,
-    checkpoint_epochs,
-    evaluate_split,
-    lr_at,
-    make_optimizer,
+from grokscope.train.interventions import (
+    GradFilter,
+    decay_toward,
+    orthogonalize_gradients,
+    project_to_norm,
 )
-from grokscope.train.losses import loss_function
+from grokscope.train.losses import loss_function, per_example_loss, softmax_collapsed
+
+# Examples per evaluation chunk (all seeds together when batched): the float64 logits of ~4k
+# examples stay in the 4 MB L2 cache; larger chunks ran up to 2.5x slower per example (p = 97).
+EVAL_ROWS = 4096
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, then Apple MPS, else the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def check_device(name: str) -> torch.device:
+    """The device ``name`` names, or a ConfigError saying why it cannot be used here (a CPU-only
+    build of torch, no such GPU index, no MPS): checked before anything is written."""
+    try:
+        device = resolve_device(name)
+    except RuntimeError as e:
+        raise ConfigError(f"train.device={name!r} is not a device torch knows ({e})") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA" if torch.version.cuda is None else "no GPU found"
+            raise ConfigError(f"train.device={name!r} is not available: {why}; use cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"train.device={name!r} is not available: "
+                f"{torch.cuda.device_count()} CUDA device(s) here"
+            )
+    if device.type == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise ConfigError(f"train.device={name!r} is not available: no Apple MPS; use cpu or auto")
+    return device
+
+
+def set_determinism(on: bool, device: torch.device) -> None:
+    """Deterministic kernels where torch offers them (same config + seed -> same numbers)."""
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    # torch.use_deterministic_algorithms also sets a torch.compile option, importing the
+    # compiler stack (1.3 s per process, every run and sweep worker); we never compile, so set
+    # the flag it wraps directly where torch has it.
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None:
+        torch.use_deterministic_algorithms(on, warn_only=True)
+    else:
+        setter(on, warn_only=True)
+
+
+def lr_at(step: int, lr: float, warmup_steps: int) -> float:
+    """Linear warmup: lr * min(step / warmup_steps, 1)."""
+    if warmup_steps <= 0:
+        return lr
+    return lr * min(step / warmup_steps, 1.0)
+
+
+def checkpoint_epochs(epochs: int, every: int) -> list[int]:
+    """Dense early, then regular: 0, the 1-2-5 series below ``every``, multiples of ``every``,
+    and the last epoch."""
+    out = {0, epochs}
+    for decade in range(12):
+        for m in (1, 2, 5):
+            e = m * 10**decade
+            if e < every and e <= epochs:
+                out.add(e)
+    out.update(range(every, epochs + 1, every))
+    return sorted(out)
+
+
+def is_finished(r: config_mod.TrainConfig, meta: dict) -> bool:
+    """Whether a seed at ``meta`` (epoch, t_grok_epoch) has nothing left to train: the budget is
+    spent, or it stopped ``early_stop_after`` epochs after t_grok."""
+    if meta["epoch"] >= r.epochs:
+        return True
+    t_grok = meta.get("t_grok_epoch")
+    stop = r.early_stop_after
+    return stop >= 0 and t_grok is not None and meta["epoch"] >= t_grok + stop
+
+
+def make_optimizer(o: OptimConfig, params: list[torch.Tensor]) -> torch.optim.AdamW:
+    """AdamW with the config's betas, eps and (for decay toward zero) decoupled weight decay.
+
+    Every operation of AdamW is elementwise, which is why one AdamW over stacked seeds equals one
+    AdamW per seed, bit for bit, with the multi-tensor (foreach) implementation used here.
+    torch's fused CPU kernel is 2-3x faster per step but rounds the scalar tail of a tensor
+    differently from its vectorised body, so a seed's parameters would drift apart by 1 ulp
+    between batched and single training after some hundred steps; we keep the exact one.
+    """
+    return torch.optim.AdamW(
+        params,
+        lr=lr_at(0, o.lr, o.warmup_steps),
+        betas=(o.beta1, o.beta2),
+        eps=o.eps,
+        weight_decay=o.weight_decay if o.decay_to == "zero" else 0.0,
+        foreach=True,
+    )
+
+
+@torch.no_grad()
+def evaluate_split(
+    logits_of: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_name: str,
+    chunk: int = EVAL_ROWS,
+) -> list[dict]:
+    """Loss (float64), accuracy and softmax-collapse share over the examples of x (..., n, n_ctx)
+    and y (..., n), chunk by chunk; a dict per leading index (one for a single model, K for
+    stacked seeds). The loss is the mean of the per-example losses of the whole split, so the
+    numbers do not depend on the chunk size: batched evaluation uses smaller chunks per seed."""
+    each = per_example_loss(loss_name)
+    n = y.shape[-1]
+    losses, correct, collapsed = [], 0, 0
+    for start in range(0, n, chunk):
+        logits = logits_of(x[..., start : start + chunk, :])
+        yb = y[..., start : start + chunk]
+        losses.append(each(logits, yb))
+        correct = correct + (logits.argmax(dim=-1) == yb).sum(dim=-1)
+        collapsed = collapsed + softmax_collapsed(logits).sum(dim=-1)
+    loss = torch.cat(losses, dim=-1).mean(dim=-1).reshape(-1).tolist()
+    correct, collapsed = correct.reshape(-1).tolist(), collapsed.reshape(-1).tolist()
+    return [
+        {"loss": v, "acc": c / n, "collapse": s / n}
+        for v, c, s in zip(loss, correct, collapsed, strict=True)
+    ]
+
 
 BATCH_FIELDS = ("train.seed", "task.data_seed")
 
@@ -85,7 +226,7 @@ def check_batch(cfgs: list[Config]) -> None:
 
 
 @dataclass
-class BatchData:
+class TaskData:
     """Each seed's train and test examples, stacked: x (K, n, n_ctx), y (K, n)."""
 
     train_x: torch.Tensor
@@ -94,7 +235,7 @@ class BatchData:
     test_y: torch.Tensor
 
     @classmethod
-    def from_datasets(cls, datasets: list[Dataset], device: torch.device) -> BatchData:
+    def from_datasets(cls, datasets: list[Dataset], device: torch.device) -> TaskData:
         def stack(get) -> torch.Tensor:
             return torch.stack([torch.as_tensor(get(ds), dtype=torch.int64) for ds in datasets])
 
@@ -109,18 +250,18 @@ class BatchData:
             raise ConfigError(f"the seeds' datasets have different sizes: {e}") from None
         return cls(*(p.to(device) for p in parts))
 
-    def select(self, slots: list[int]) -> BatchData:
+    def select(self, slots: list[int]) -> TaskData:
         """The data of the given slots only."""
         idx = torch.as_tensor(slots, device=self.train_x.device)
-        return BatchData(*(t.index_select(0, idx) for t in vars(self).values()))
+        return TaskData(*(t.index_select(0, idx) for t in vars(self).values()))
 
 
 @dataclass
-class BatchedState:
+class TrainState:
     """Stacked training state of the seeds still training; ``runs[slot]`` is the index (into
     the caller's list of configs) of the run held in slot ``slot``."""
 
-    model: HookedModule  # the template whose forward is mapped over the seeds
+    model: HookedModule  # the template whose forward runs on (or is mapped over) the seeds
     names: list[str]
     params: list[torch.Tensor]  # leaves of shape (K, *param shape)
     optimizer: torch.optim.AdamW
@@ -138,9 +279,7 @@ class BatchedState:
         return len(self.runs)
 
 
-def new_batched_state(
-    cfgs: list[Config], datasets: list[Dataset], device: torch.device
-) -> BatchedState:
+def new_state(cfgs: list[Config], datasets: list[Dataset], device: torch.device) -> TrainState:
     """Each seed's freshly initialised model (``build_model`` with its ``train.seed``), stacked,
     and one AdamW over the stacked tensors."""
     check_batch(cfgs)
@@ -157,7 +296,7 @@ def new_batched_state(
     o = cfgs[0].optim
     init = [p.detach().clone() for p in params] if o.decay_to == "init" else None
     k = len(cfgs)
-    return BatchedState(
+    return TrainState(
         model=template,
         names=names,
         params=params,
@@ -170,14 +309,16 @@ def new_batched_state(
     )
 
 
-# -- per-seed views of the state: the checkpoint format of grokscope.train.loop ---------------
+# -- per-seed views of the state: the checkpoint format of a run ---------------------------------
 
 
 def seed_tensors(
-    state: BatchedState, slot: int
+    state: TrainState, slot: int
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(weights, resume tensors) of one seed, in exactly the format of
-    :func:`grokscope.train.loop.state_tensors`, so a batched run's checkpoint resumes alone."""
+    """(weights, resume tensors) of one seed as flat dicts: weights by parameter name (unstacked);
+    optimizer moments ``optim.<key>.<name>``, filter state ``filter.<key>`` and initial weights
+    ``init.<name>``. Every seed's checkpoint has this one format, so it resumes alone or in any
+    batch."""
     weights = {n: p.detach()[slot] for n, p in zip(state.names, state.params, strict=True)}
     resume: dict[str, torch.Tensor] = {}
     opt_state = state.optimizer.state_dict()["state"]
@@ -197,8 +338,8 @@ def seed_tensors(
     return weights, resume
 
 
-def seed_meta(state: BatchedState, slot: int) -> dict:
-    """The scalar training state of one seed (the format of ``loop.state_meta``)."""
+def seed_meta(state: TrainState, slot: int) -> dict:
+    """The scalar training state of one seed (what a checkpoint's metadata holds)."""
     return {
         "epoch": state.epoch,
         "step": state.step,
@@ -208,20 +349,20 @@ def seed_meta(state: BatchedState, slot: int) -> dict:
     }
 
 
-def restore_batched_state(
+def restore_state(
     cfgs: list[Config],
     datasets: list[Dataset],
     device: torch.device,
     snapshots: list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict]],
     runs: list[int] | None = None,
-) -> BatchedState:
+) -> TrainState:
     """A batched state stacked from per-seed (weights, resume, meta) snapshots, all taken at the
     same epoch and step (as every seed of one batch is checkpointed together)."""
     metas = [m for _, _, m in snapshots]
     if len({(m["epoch"], m["step"]) for m in metas}) != 1:
         got = sorted({(m["epoch"], m["step"]) for m in metas})
         raise ConfigError(f"seeds resumed as one batch must share epoch and step, got {got}")
-    state = new_batched_state(cfgs, datasets, device)
+    state = new_state(cfgs, datasets, device)
     with torch.no_grad():
         for name, p in zip(state.names, state.params, strict=True):
             p.copy_(torch.stack([w[name] for w, _, _ in snapshots]).to(device))
@@ -268,7 +409,7 @@ def restore_batched_state(
     return state
 
 
-def select_slots(cfg: Config, state: BatchedState, keep: list[int]) -> BatchedState:
+def select_slots(cfg: Config, state: TrainState, keep: list[int]) -> TrainState:
     """The same state with only the seeds in slots ``keep`` (ascending) left in the batch."""
     idx = torch.as_tensor(keep, device=state.params[0].device)
 
@@ -290,7 +431,7 @@ def select_slots(cfg: Config, state: BatchedState, keep: list[int]) -> BatchedSt
     filt.ema = {n: pick(v) for n, v in state.grad_filter.ema.items()}
     filt.history = {n: pick(v, 1) for n, v in state.grad_filter.history.items()}
     init = None if state.init_params is None else [pick(t) for t in state.init_params]
-    return BatchedState(
+    return TrainState(
         model=state.model,
         names=state.names,
         params=params,
@@ -309,13 +450,21 @@ def select_slots(cfg: Config, state: BatchedState, keep: list[int]) -> BatchedSt
 # -- forward, step, evaluation -------------------------------------------------------------------
 
 
-def batched_logits(state: BatchedState, x: torch.Tensor) -> torch.Tensor:
+def stacked_forward(state: TrainState, x: torch.Tensor) -> torch.Tensor:
     """Logits (K, batch, classes) of every seed's model on its own inputs x (K, batch, n_ctx).
 
-    Models with a stacked pass (the MLP, the one-layer transformer without LayerNorm: see
-    :mod:`grokscope.models.stacked_ops`) compute on the stacked weights directly; any other model's
-    forward is mapped over the seeds with ``torch.vmap``."""
+    One seed (K = 1) runs the model's own training pass on the unstacked views of its weights, the
+    computation of ``model(x)``. Several seeds: models with a stacked pass (the MLP, the one-layer
+    transformer without LayerNorm: see :mod:`grokscope.models.stacked_ops`) compute on the stacked
+    weights directly; any other model's forward is mapped over the seeds with ``torch.vmap``."""
     model, names = state.model, state.names
+    if state.k == 1:
+        params = {n: p.squeeze(0) for n, p in zip(names, state.params, strict=True)}
+        stacked = getattr(model, "stacked_logits", None)
+        logits = stacked(params, x[0]) if stacked is not None else None
+        if logits is None:
+            logits = functional_call(model, params, (x[0],))
+        return logits.unsqueeze(0)
     stacked = getattr(model, "stacked_logits", None)
     if stacked is not None:
         logits = stacked(dict(zip(names, state.params, strict=True)), x)
@@ -328,47 +477,7 @@ def batched_logits(state: BatchedState, x: torch.Tensor) -> torch.Tensor:
     return torch.vmap(one)(tuple(state.params), x)
 
 
-def _seed_dims(t: torch.Tensor) -> tuple[int, ...]:
-    return tuple(range(1, t.dim()))
-
-
-def _per_seed(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A (K,) vector shaped to broadcast against ``like`` (K, ...)."""
-    return v.view(-1, *([1] * (like.dim() - 1)))
-
-
-@torch.no_grad()
-def orthogonalize_per_seed(params: list[torch.Tensor], eps: float = 1e-30) -> None:
-    """perp-Grad (Prieto et al. 2025) on stacked tensors: for every seed and parameter tensor,
-    g <- g - (<w, g> / <w, w>) w, rescaled to the norm of g (as ``orthogonalize_gradients``)."""
-    for p in params:
-        g, w = p.grad, p.detach()
-        dims = _seed_dims(w)
-        ww = torch.sum(w * w, dim=dims)
-        ok = ww > eps
-        norm = torch.linalg.vector_norm(g, dim=dims)
-        coef = torch.where(ok, torch.sum(w * g, dim=dims) / torch.where(ok, ww, 1.0), 0.0)
-        g.sub_(w * _per_seed(coef, w))
-        new_norm = torch.linalg.vector_norm(g, dim=dims)
-        scale = torch.where(
-            ok & (new_norm > eps), norm / torch.where(new_norm > 0, new_norm, 1.0), 1.0
-        )
-        g.mul_(_per_seed(scale, g))
-
-
-@torch.no_grad()
-def project_per_seed(params: list[torch.Tensor], target: float) -> None:
-    """Rescale each seed's parameters together to total L2 norm ``target`` (Omnigrok's sphere,
-    Liu et al. 2023), as ``project_to_norm`` does for one model."""
-    sq = sum(torch.sum(p.detach().double() ** 2, dim=_seed_dims(p)) for p in params)
-    scale = (target / torch.sqrt(sq)).to(params[0].dtype)
-    for p in params:
-        p.mul_(_per_seed(scale, p))
-
-
-def batched_train_step(
-    cfg: Config, state: BatchedState, x: torch.Tensor, y: torch.Tensor
-) -> list[float]:
+def train_step(cfg: Config, state: TrainState, x: torch.Tensor, y: torch.Tensor) -> list[float]:
     """One optimizer step of every seed; returns each seed's loss before the step.
 
     A seed whose loss is non-finite is left out of the backward pass (its slot then holds
@@ -378,7 +487,7 @@ def batched_train_step(
     lr = lr_at(state.step, o.lr, o.warmup_steps)
     for group in state.optimizer.param_groups:
         group["lr"] = lr
-    losses = loss_function(o.loss)(batched_logits(state, x), y)
+    losses = loss_function(o.loss)(stacked_forward(state, x), y)
     values = losses.detach().tolist()
     finite = [s for s, v in enumerate(values) if math.isfinite(v)]
     if not finite:
@@ -387,24 +496,39 @@ def batched_train_step(
     if len(finite) < len(values):
         losses = losses[torch.as_tensor(finite, device=losses.device)]
     losses.sum().backward()
-    apply_update(o, state, lr, orthogonalize_per_seed, project_per_seed)
+    apply_update(o, state, lr)
     return values
 
 
-def evaluate_batched(
-    state: BatchedState, x: torch.Tensor, y: torch.Tensor, loss_name: str
+def apply_update(o: OptimConfig, state: TrainState, lr: float) -> None:
+    """After backward: gradient filter, perp-Grad, decay toward init, the AdamW step and the norm
+    constraint, in that order."""
+    params = state.params
+    state.grad_filter.apply(params)
+    if o.orthograd:
+        orthogonalize_gradients(params)
+    if o.decay_to == "init" and o.weight_decay > 0:
+        decay_toward(params, state.init_params, lr * o.weight_decay)
+    state.optimizer.step()
+    if o.weight_norm > 0:
+        project_to_norm(params, o.weight_norm)
+    state.step += 1
+
+
+def evaluate_stacked(
+    state: TrainState, x: torch.Tensor, y: torch.Tensor, loss_name: str
 ) -> list[dict]:
     """Per seed: loss (float64), accuracy and softmax-collapse share, by
-    :func:`grokscope.train.loop.evaluate_split` (the single-model evaluation) on chunks of
+    :func:`evaluate_split` on chunks of
     ``EVAL_ROWS / K`` examples per seed."""
     chunk = max(1, EVAL_ROWS // state.k)
-    return evaluate_split(lambda xb: batched_logits(state, xb), x, y, loss_name, chunk)
+    return evaluate_split(lambda xb: stacked_forward(state, xb), x, y, loss_name, chunk)
 
 
-def batched_eval_rows(cfg: Config, state: BatchedState, data: BatchData) -> list[dict]:
-    """One metrics row per seed, with the columns of :func:`grokscope.train.loop.eval_row`."""
-    tr = evaluate_batched(state, data.train_x, data.train_y, cfg.optim.loss)
-    te = evaluate_batched(state, data.test_x, data.test_y, cfg.optim.loss)
+def eval_rows(cfg: Config, state: TrainState, data: TaskData) -> list[dict]:
+    """One metrics row per seed, the columns of ``metrics.parquet``."""
+    tr = evaluate_stacked(state, data.train_x, data.train_y, cfg.optim.loss)
+    te = evaluate_stacked(state, data.test_x, data.test_y, cfg.optim.loss)
     rows = []
     for s in range(state.k):
         wn = float(sum(torch.sum(p.detach()[s].double() ** 2) for p in state.params))
@@ -428,8 +552,8 @@ def batched_eval_rows(cfg: Config, state: BatchedState, data: BatchData) -> list
 # -- the loop ----------------------------------------------------------------------------------
 
 
-def _orders(cfgs: list[Config], state: BatchedState, n: int, epoch: int) -> list | None:
-    """Each seed's mini-batch order for ``epoch`` (the generator of ``loop._batches``), or None
+def _orders(cfgs: list[Config], state: TrainState, n: int, epoch: int) -> list | None:
+    """Each seed's mini-batch order for ``epoch`` (seeded by the model seed and the epoch), or None
     for full-batch training."""
     bs = cfgs[0].optim.batch_size
     if bs == 0 or bs >= n:
@@ -443,22 +567,22 @@ def _orders(cfgs: list[Config], state: BatchedState, n: int, epoch: int) -> list
 
 @dataclass
 class _Loop:
-    """Callbacks and bookkeeping of :func:`run_batched_training`."""
+    """Callbacks and bookkeeping of :func:`run_training`."""
 
     cfgs: list[Config]
     on_eval: Callable[[int, dict], None]
-    on_checkpoint: Callable[[BatchedState, list[int]], None]
+    on_checkpoint: Callable[[TrainState, list[int]], None]
     on_finish: Callable[[int, dict], None]
 
-    def track(self, state: BatchedState, slot: int, row: dict) -> None:
+    def track(self, state: TrainState, slot: int, row: dict) -> None:
         r = self.cfgs[state.runs[slot]].train
-        if state.t_mem_epoch[slot] is None and row["train_acc"] >= r.mem_threshold:
+        if state.t_mem_epoch[slot] is None and reached(row["train_acc"], r.mem_threshold):
             state.t_mem_epoch[slot] = row["epoch"]
-        if state.t_grok_epoch[slot] is None and row["test_acc"] >= r.grok_threshold:
+        if state.t_grok_epoch[slot] is None and reached(row["test_acc"], r.grok_threshold):
             state.t_grok_epoch[slot] = row["epoch"]
 
     def finish(
-        self, state: BatchedState, slot: int, name: str, step: int, diverged_epoch: int | None
+        self, state: TrainState, slot: int, name: str, step: int, diverged_epoch: int | None
     ) -> None:
         self.on_finish(
             state.runs[slot],
@@ -474,16 +598,16 @@ class _Loop:
         )
 
 
-def run_batched_training(
+def run_training(
     cfgs: list[Config],
-    state: BatchedState,
-    data: BatchData,
+    state: TrainState,
+    data: TaskData,
     on_eval: Callable[[int, dict], None],
-    on_checkpoint: Callable[[BatchedState, list[int]], None],
+    on_checkpoint: Callable[[TrainState, list[int]], None],
     on_finish: Callable[[int, dict], None],
     stop_requested: Callable[[], bool] = lambda: False,
 ) -> str:
-    """Train every seed of ``state`` to the budget, as :func:`grokscope.train.loop.run_training`
+    """Train every seed of ``state`` to the budget, as :func:`grokscope.train.core.run_training`
     would train each alone; returns ``done`` or ``interrupted``.
 
     Callbacks get run indices (positions in ``cfgs``): ``on_eval(run, row)`` for every metrics
@@ -500,10 +624,19 @@ def run_batched_training(
     loop = _Loop(cfgs, on_eval, on_checkpoint, on_finish)
     state.model.train()
     if state.epoch == 0:
-        for slot, row in enumerate(batched_eval_rows(cfg, state, data)):
+        for slot, row in enumerate(eval_rows(cfg, state, data)):
             loop.track(state, slot, row)
             on_eval(state.runs[slot], row)
         on_checkpoint(state, list(range(state.k)))
+    # seeds resumed at their final checkpoint: finished as they are, not trained one epoch more
+    done = [s for s in range(state.k) if is_finished(r, seed_meta(state, s))]
+    for s in done:
+        loop.finish(state, s, "done", state.step, None)
+    if done:
+        keep = [s for s in range(state.k) if s not in done]
+        if not keep:
+            return "done"
+        state, data = select_slots(cfg, state, keep), data.select(keep)
     n = data.train_x.shape[1]
     t0 = time.perf_counter() - state.wall_s
     while state.k and state.epoch < r.epochs:
@@ -520,7 +653,7 @@ def run_batched_training(
                 )
                 y = torch.gather(data.train_y, 1, idx)
             step_before = state.step
-            losses = batched_train_step(cfg, state, x, y)
+            losses = train_step(cfg, state, x, y)
             bad = [s for s, v in enumerate(losses) if not math.isfinite(v)]
             if bad:
                 state.wall_s = time.perf_counter() - t0
@@ -534,16 +667,10 @@ def run_batched_training(
                     orders = [orders[s] for s in keep]
         state.epoch += 1
         state.wall_s = time.perf_counter() - t0
-        stop_early = [
-            r.early_stop_after >= 0
-            and state.t_grok_epoch[s] is not None
-            and state.epoch >= state.t_grok_epoch[s] + r.early_stop_after
-            for s in range(state.k)
-        ]
-        last = [state.epoch == r.epochs or stop for stop in stop_early]
+        last = [is_finished(r, seed_meta(state, s)) for s in range(state.k)]
         regular = state.epoch % r.eval_every == 0 or state.epoch in ckpts
         if regular or any(last):
-            for s, row in enumerate(batched_eval_rows(cfg, state, data)):
+            for s, row in enumerate(eval_rows(cfg, state, data)):
                 if regular or last[s]:
                     loop.track(state, s, row)
                     on_eval(state.runs[s], row)

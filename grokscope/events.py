@@ -1,0 +1,42 @@
+"""When a run first reaches a threshold: the one definition of t_mem, t_grok and their kin.
+
+t_mem is the first evaluated epoch with train accuracy >= ``train.mem_threshold``, t_grok the first
+with test accuracy >= ``train.grok_threshold``; Liu et al. (2022) phase classes use "first epoch
+strictly above 90 %". An event never reached is None: a censored time, never the budget. The
+trainer tracks the events while it trains (:func:`reached`), the analysis, the training map, the
+sweep statistics and the CLI read them back from a metrics table (:func:`event_epoch`); both use
+the comparison defined here. This module sits at the bottom of the package (beside ``config``) so
+that every layer may use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+
+def reached(value: float, threshold: float, strict: bool = False) -> bool:
+    """``value >= threshold`` (``value > threshold`` when ``strict``)."""
+    return value > threshold if strict else value >= threshold
+
+
+def first_epoch(
+    epochs: Sequence[int], values: Sequence[float], threshold: float, strict: bool = False
+) -> int | None:
+    """First epoch whose value reaches ``threshold`` (see :func:`reached`), or None."""
+    v = np.asarray(values, dtype=np.float64)
+    hit = np.flatnonzero(v > threshold if strict else v >= threshold)
+    return None if hit.size == 0 else int(np.asarray(epochs)[hit[0]])
+
+
+def event_epoch(
+    table: pd.DataFrame, column: str, threshold: float, strict: bool = False
+) -> int | None:
+    """First epoch of a metrics ``table`` (sorted by epoch) whose ``column`` reaches
+    ``threshold``; None when the column is absent, the table empty or the event never reached."""
+    if column not in table or table.empty:
+        return None
+    t = table.sort_values("epoch", kind="stable")
+    return first_epoch(t["epoch"].to_numpy(), t[column].to_numpy(), threshold, strict)

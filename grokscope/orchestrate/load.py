@@ -1,0 +1,184 @@
+"""A run or a sweep back in Python: ``load_run(path)`` and ``load_sweep(path)``.
+
+Everything a run directory holds, read once and typed: the resolved config, status, metrics,
+analysis and summary (None where the file is absent: a run still training has no analysis), the
+task's dataset, the checkpoint epochs, and the model at any checkpoint, ready for
+``run_with_cache`` / ``run_with_hooks``::
+
+    import grokscope
+    run = grokscope.load_run("runs/quick")
+    run.metrics.plot(x="epoch", y=["train_loss", "test_loss"], logy=True)
+    model = run.model()                       # the final checkpoint, eval mode
+    logits, cache = model.run_with_cache(run.tokens())
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from grokscope.config import Config
+from grokscope.errors import RunDirError
+from grokscope.models import HookedModule, build_model
+from grokscope.store import rundir
+from grokscope.tasks import Dataset, build_dataset
+from grokscope.train.core import check_device
+
+
+def _table(path: Path) -> pd.DataFrame | None:
+    return rundir.read_table(path) if path.is_file() else None
+
+
+def _json(path: Path) -> dict | None:
+    return rundir.read_json(path) if path.is_file() else None
+
+
+@dataclass
+class Run:
+    """One run directory, loaded. Tables and dicts are read when the run is loaded (call
+    :func:`load_run` again to see a run that is still training move on)."""
+
+    path: Path
+    config: Config
+    status: dict | None
+    metrics: pd.DataFrame | None
+    analysis: pd.DataFrame | None
+    summary: dict | None
+    epochs: list[int] = field(default_factory=list)
+
+    @cached_property
+    def dataset(self) -> Dataset:
+        """The task's complete example table, labels and the run's own split."""
+        return build_dataset(self.config.task)
+
+    def tokens(self, split: str = "all") -> torch.Tensor:
+        """Input tokens (N, n_ctx) of ``all`` examples (in the dataset's order), ``train`` or
+        ``test``."""
+        return torch.as_tensor(self.dataset.tokens[self._index(split)])
+
+    def labels(self, split: str = "all") -> torch.Tensor:
+        """Labels (N,) of ``all``, ``train`` or ``test`` examples, aligned with :meth:`tokens`."""
+        return torch.as_tensor(self.dataset.labels[self._index(split)])
+
+    def _index(self, split: str):
+        ds = self.dataset
+        if split == "all":
+            return slice(None)
+        if split in ("train", "test"):
+            return ds.train_idx if split == "train" else ds.test_idx
+        raise ValueError(f"unknown split {split!r}; choose all, train or test")
+
+    def _epoch(self, epoch: int | None) -> int:
+        if not self.epochs:
+            raise RunDirError(f"{self.path} has no checkpoint yet")
+        if epoch is None:
+            return self.epochs[-1]
+        if epoch not in self.epochs:
+            near = min(self.epochs, key=lambda e: abs(e - epoch))
+            raise RunDirError(
+                f"{self.path} has no checkpoint at epoch {epoch} (nearest: {near}; "
+                f"{len(self.epochs)} checkpoints in run.epochs)"
+            )
+        return epoch
+
+    def weights(self, epoch: int | None = None) -> dict[str, torch.Tensor]:
+        """The weights saved at ``epoch`` (the final checkpoint by default), by parameter name."""
+        return rundir.load_weights(self.path, self._epoch(epoch))
+
+    def model(self, epoch: int | None = None, device: str = "cpu") -> HookedModule:
+        """The model at checkpoint ``epoch`` (the final one by default), in eval mode on
+        ``device``, without gradients on its parameters."""
+        dev = check_device(device)
+        ds = self.dataset
+        model = build_model(self.config.model, ds.d_vocab, ds.n_ctx, self.config.train.seed)
+        model.load_state_dict(self.weights(epoch), strict=True)
+        model.requires_grad_(False)
+        return model.to(dev).eval()
+
+    def __repr__(self) -> str:
+        state = (self.status or {}).get("state", "unknown")
+        done = (self.status or {}).get("epochs_done")
+        return (
+            f"Run({str(self.path)!r}, {state}, {done} epochs, {len(self.epochs)} checkpoints, "
+            f"analysed={self.analysis is not None})"
+        )
+
+
+def load_run(path: str | Path) -> Run:
+    """Load the run directory ``path`` (RunDirError when it is not one)."""
+    path = Path(path)
+    config = rundir.read_config(path)
+    return Run(
+        path=path,
+        config=config,
+        status=_json(path / "status.json"),
+        metrics=_table(path / "metrics.parquet"),
+        analysis=_table(path / "analysis.parquet"),
+        summary=_json(path / "summary.json"),
+        epochs=rundir.list_epochs(path),
+    )
+
+
+@dataclass
+class Sweep:
+    """A sweep directory, loaded: its manifest (``sweep.json``), one row per run (``runs``:
+    name, cell, seed, state and the grid values), and the per-cell statistics (``cells``, from
+    ``summary.parquet``; None before ``grokscope sweep-summary`` wrote it)."""
+
+    path: Path
+    manifest: dict[str, Any]
+    runs: pd.DataFrame
+    cells: pd.DataFrame | None
+    run_stats: pd.DataFrame | None
+
+    def run(self, name: str) -> Run:
+        """One of the sweep's runs, by its name (a value of ``runs['run']``)."""
+        if name not in set(self.runs["run"]):
+            raise RunDirError(f"sweep {self.path} has no run {name!r}")
+        return load_run(self.path / "runs" / name)
+
+    def load_runs(self) -> list[Run]:
+        """Every run of the sweep that has been started, in the order of ``runs``."""
+        return [
+            load_run(self.path / "runs" / name)
+            for name in self.runs["run"]
+            if (self.path / "runs" / name / "config.json").is_file()
+        ]
+
+    def __repr__(self) -> str:
+        return f"Sweep({str(self.path)!r}, {len(self.runs)} runs)"
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Load the sweep directory ``path`` (one holding ``sweep.json``)."""
+    path = Path(path)
+    manifest_path = path / "sweep.json"
+    if not manifest_path.is_file():
+        raise RunDirError(f"{path} is not a sweep directory (no sweep.json)")
+    manifest = rundir.read_json(manifest_path)
+    rows = []
+    for cell in manifest.get("cells", []):
+        for seed in manifest["spec"]["seeds"]:
+            name = f"{cell['cell']}-s{seed}"
+            status = _json(path / "runs" / name / "status.json") or {}
+            rows.append(
+                {
+                    "run": name,
+                    "cell": cell["cell"],
+                    "seed": seed,
+                    "state": status.get("state", "new"),
+                    **cell.get("values", {}),
+                }
+            )
+    return Sweep(
+        path=path,
+        manifest=manifest,
+        runs=pd.DataFrame(rows),
+        cells=_table(path / "summary.parquet"),
+        run_stats=_table(path / "runs.parquet"),
+    )

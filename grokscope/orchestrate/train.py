@@ -1,0 +1,245 @@
+"""Train configs into run directories, or resume them: the training core wired to durable files.
+
+One driver serves one run and a batch of K seeds (:mod:`grokscope.train.core` trains one run as
+K = 1). Each seed's directory gets its own config.json, status.json, metrics.parquet and
+checkpoints, in one format, so every other layer treats a batched run like any other and any
+checkpoint resumes alone or in a batch.
+
+Metrics and status are rewritten (atomically) at every checkpoint, metrics first: a kill between
+the two leaves rows past the newest checkpoint, which a resume truncates, never a checkpoint
+without its metrics. A resume truncates the metrics to the checkpoint it continues from, so a
+resumed run's table equals the uninterrupted one's. SIGINT / SIGTERM finish the current epoch,
+save a checkpoint and mark the runs ``interrupted``; a hard kill leaves the last checkpoint and
+everything written before it. A run that has already finished is left untouched by a resume;
+training longer is explicit (:func:`extend_budget`).
+"""
+
+from __future__ import annotations
+
+import signal
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from grokscope import config as config_mod
+from grokscope.errors import RunDirError
+from grokscope.orchestrate.threads import use_threads
+from grokscope.store import rundir
+from grokscope.tasks import build_dataset
+from grokscope.train.core import (
+    TaskData,
+    TrainState,
+    check_batch,
+    check_device,
+    is_finished,
+    new_state,
+    resolve_device,
+    restore_state,
+    run_training,
+    seed_meta,
+    seed_tensors,
+    set_determinism,
+)
+
+Progress = Callable[[int, dict], None]
+
+
+@contextmanager
+def stop_flag() -> Iterator[dict]:
+    """Turn SIGINT / SIGTERM into a flag checked at epoch boundaries (main thread only)."""
+    flag = {"stop": False}
+
+    def handler(signum, frame):
+        flag["stop"] = True
+
+    previous = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not in the main thread: no handlers, the flag stays False
+        pass
+    try:
+        yield flag
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+
+
+def run_is_finished(run: Path) -> bool:
+    """True when the run's newest checkpoint ends its training (budget reached or stopped early
+    after t_grok) and its status says so; resuming it would change nothing."""
+    run = Path(run)
+    try:
+        status = rundir.read_status(run)
+    except RunDirError:
+        return False
+    if status.get("state") not in ("done", "diverged"):
+        return False
+    if status.get("state") == "diverged":
+        return True
+    cfg = rundir.read_config(run)
+    meta = {
+        "epoch": status.get("epochs_done", 0),
+        "t_grok_epoch": status.get("t_grok_epoch"),
+    }
+    return is_finished(cfg.train, meta)
+
+
+def extend_budget(run: Path, overrides: list[str]) -> config_mod.Config:
+    """Change a run's budget before resuming it: only ``train.epochs`` (larger than the epochs
+    done) and ``train.early_stop_after`` may change, since everything else defines the run."""
+    run = Path(run)
+    cfg = rundir.read_config(run)
+    allowed = {"train.epochs", "train.early_stop_after"}
+    keys = {o.split("=", 1)[0].strip() for o in overrides}
+    if not keys <= allowed:
+        bad = ", ".join(sorted(keys - allowed))
+        raise config_mod.ConfigError(
+            f"a resumed run may only change {', '.join(sorted(allowed))}; not {bad}"
+        )
+    new = config_mod.resolve(config_mod.apply_overrides(cfg, overrides))
+    done = rundir.read_status(run).get("epochs_done", 0)
+    if new.train.epochs < done:
+        raise config_mod.ConfigError(
+            f"train.epochs={new.train.epochs} is below the {done} epochs already done"
+        )
+    rundir.write_config(run, new)
+    return new
+
+
+def _status_fields(state: TrainState, slot: int, name: str) -> dict:
+    return {
+        "state": name,
+        "epochs_done": state.epoch,
+        "step": state.step,
+        "wall_s": round(state.wall_s, 3),
+        "t_mem_epoch": state.t_mem_epoch[slot],
+        "t_grok_epoch": state.t_grok_epoch[slot],
+    }
+
+
+def train_runs(
+    cfgs: list[config_mod.Config] | None,
+    runs: list[Path],
+    resume: bool = False,
+    progress: Progress | None = None,
+    threads: int | None = None,
+) -> list[dict]:
+    """Train ``cfgs`` (differing only in train.seed / task.data_seed) into the new directories
+    ``runs`` as one batch, or continue them with ``resume=True`` (their newest complete
+    checkpoints must share one epoch). ``progress(run_index, row)`` sees every metrics row;
+    ``threads`` overrides ``train.threads``. Returns the final status dict of each run, in order.
+    """
+    runs = [Path(r) for r in runs]
+    if resume:
+        cfgs = [rundir.read_config(r) for r in runs]
+        snapshots, rows = [], []
+        for run in runs:
+            epoch, weights, resume_tensors, meta = rundir.load_resume(run)
+            snapshots.append((weights, resume_tensors, meta))
+            table = rundir.read_metrics(run).to_dict("records")
+            # from epoch 0 the loop evaluates epoch 0 again itself
+            rows.append([row for row in table if row["epoch"] <= epoch] if epoch > 0 else [])
+        epochs = sorted({m["epoch"] for _, _, m in snapshots})
+        if len(epochs) > 1:
+            raise RunDirError(
+                f"runs resumed as one batch must stand at one checkpoint epoch, got {epochs}"
+            )
+        check_batch(cfgs)
+        check_device(cfgs[0].train.device)
+    else:
+        assert cfgs is not None and len(cfgs) == len(runs)
+        for cfg in cfgs:
+            config_mod.resolve(cfg)
+        check_batch(cfgs)
+        check_device(cfgs[0].train.device)  # before any directory is made
+        for run in runs:
+            if (run / "config.json").exists():
+                raise RunDirError(f"{run} already holds a run; use --resume to continue it")
+        for cfg, run in zip(cfgs, runs, strict=True):
+            run.mkdir(parents=True, exist_ok=True)
+            rundir.write_config(run, cfg)
+        rows = [[] for _ in runs]
+
+    with use_threads(cfgs[0].train.threads if threads is None else threads):
+        device = resolve_device(cfgs[0].train.device)
+        set_determinism(cfgs[0].train.deterministic, device)
+        datasets = [build_dataset(c.task) for c in cfgs]
+        if resume:
+            state = restore_state(cfgs, datasets, device, snapshots)
+        else:
+            state = new_state(cfgs, datasets, device)
+        data = TaskData.from_datasets(datasets, device)
+        for slot, run in enumerate(runs):
+            rundir.write_status(
+                run,
+                state="running",
+                device=str(device),
+                epochs_done=state.epoch,
+                epochs_budget=cfgs[slot].train.epochs,
+                t_mem_epoch=state.t_mem_epoch[slot],
+                t_grok_epoch=state.t_grok_epoch[slot],
+                error=None,
+                diverged_epoch=None,
+            )
+        return _drive(cfgs, runs, rows, state, data, progress)
+
+
+def _drive(cfgs, runs, rows, state: TrainState, data: TaskData, progress) -> list[dict]:
+    final: dict[int, dict] = {}
+    latest: dict[str, TrainState] = {"state": state}
+
+    def on_eval(i: int, row: dict) -> None:
+        rows[i].append(row)
+        if progress is not None:
+            progress(i, row)
+
+    def on_checkpoint(st: TrainState, slots: list[int]) -> None:
+        latest["state"] = st
+        for slot in slots:
+            i = st.runs[slot]
+            weights, resume_ = seed_tensors(st, slot)
+            rundir.write_metrics(runs[i], rows[i])
+            rundir.save_checkpoint(runs[i], st.epoch, weights, resume_, seed_meta(st, slot))
+            rundir.write_status(runs[i], **_status_fields(st, slot, "running"))
+
+    def on_finish(i: int, status: dict) -> None:
+        rundir.write_metrics(runs[i], rows[i])
+        final[i] = rundir.write_status(runs[i], **status)
+
+    with stop_flag() as flag:
+        try:
+            outcome = run_training(
+                cfgs, state, data, on_eval, on_checkpoint, on_finish, lambda: flag["stop"]
+            )
+        except Exception as e:  # noqa: BLE001 - recorded in every unfinished run, then re-raised
+            for i, run in enumerate(runs):
+                if i not in final:
+                    rundir.write_metrics(run, rows[i])
+                    final[i] = rundir.write_status(
+                        run,
+                        state="failed",
+                        error=f"{e.__class__.__name__}: {e}",
+                        traceback=traceback.format_exc(limit=5),
+                    )
+            raise
+    if outcome == "interrupted":
+        st = latest["state"]
+        for slot, i in enumerate(st.runs):
+            final[i] = rundir.write_status(runs[i], **_status_fields(st, slot, "interrupted"))
+    return [final[i] for i in range(len(runs))]
+
+
+def train_run(
+    cfg: config_mod.Config | None,
+    run: Path,
+    resume: bool = False,
+    progress: Callable[[dict], None] | None = None,
+    threads: int | None = None,
+) -> dict:
+    """Train ``cfg`` into the new directory ``run`` (or continue it with ``resume=True``): a batch
+    of one. ``progress`` is an optional callable taking each metrics row. Returns the final
+    status dict."""
+    each = None if progress is None else (lambda i, row: progress(row))
+    return train_runs(None if cfg is None else [cfg], [run], resume, each, threads)[0]
