@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from grokscope import config as config_mod
-from grokscope.analyze import analyze_run
 from grokscope.models import build_model
+from grokscope.orchestrate.analyze import analyze_run
 from grokscope.store import rundir
 from grokscope.tasks import build_dataset
 

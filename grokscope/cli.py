@@ -396,7 +396,7 @@ def map_(
 
     Example: grokscope map sweeps/hmm-seeds --out maps/hmm-seeds
     """
-    from grokscope.latent_map import build_map
+    from grokscope.orchestrate.training_map import build_map
 
     if covariance not in ("diag", "full"):
         raise GrokscopeError(f"--covariance must be diag or full, got {covariance!r}")
@@ -452,7 +452,7 @@ def analyze(
     Writes RUN/analysis.parquet, RUN/summary.json, RUN/figures/*.png and RUN/report.html.
     Example: grokscope analyze runs/nanda2023 --every 2
     """
-    from grokscope.analyze import analyze_run
+    from grokscope.orchestrate.analyze import analyze_run
     from grokscope.orchestrate.threads import use_threads
 
     if threads < 0:

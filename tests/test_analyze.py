@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from grokscope import cli
-from grokscope.analyze import BASE_COLUMNS, analyze_run, select_epochs
 from grokscope.config import Config, apply_overrides, resolve
 from grokscope.errors import GrokscopeError, RunDirError
 from grokscope.measures.weights import WEIGHT_STAT_COLUMNS
 from grokscope.models import build_model
+from grokscope.orchestrate.analyze import BASE_COLUMNS, analyze_run, select_epochs
 from grokscope.orchestrate.train import train_run
 from grokscope.store import rundir
 from tests.conftest import tiny_config

@@ -14,6 +14,7 @@ import pandas as pd
 
 from grokscope.dynamics.sweep_stats import TIME_RATIO, cell_summary, km_inputs, run_events
 from grokscope.errors import GrokscopeError, RunDirError
+from grokscope.report.sweep_figures import sweep_figures
 from grokscope.store import rundir
 
 RUN_COLUMNS = [
@@ -145,7 +146,5 @@ def summarize(
     rundir.write_table(root / "summary.parquet", cells)
     paths: list[Path] = []
     if figures:
-        from grokscope.report.sweep_figures import sweep_figures
-
         paths = sweep_figures(runs, cells, fields, root / "figures", title=manifest["spec"]["name"])
     return runs, cells, paths

@@ -9,9 +9,9 @@ import pytest
 
 from grokscope import cli
 from grokscope.errors import GrokscopeError, RunDirError
-from grokscope.latent_map import WEIGHT_STATS_FILE, build_map, weight_table
 from grokscope.measures.weights import WEIGHT_STAT_COLUMNS
 from grokscope.orchestrate.train import train_run
+from grokscope.orchestrate.training_map import WEIGHT_STATS_FILE, build_map, weight_table
 from grokscope.store import rundir
 
 
@@ -161,7 +161,7 @@ def test_map_cli_reports_raw_and_adjusted_p(runs, tmp_path, monkeypatch, capsys)
 
 
 def test_nan_feature_is_a_clear_error(runs, tmp_path, monkeypatch):
-    import grokscope.latent_map as lm
+    import grokscope.orchestrate.training_map as lm
 
     real = lm.weight_table
 

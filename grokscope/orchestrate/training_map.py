@@ -26,6 +26,7 @@ from grokscope.dynamics.hmm import TrainingMap, TrainingMapWarning
 from grokscope.errors import GrokscopeError, RunDirError
 from grokscope.events import event_epoch
 from grokscope.measures.weights import WEIGHT_STAT_COLUMNS, weight_stats
+from grokscope.report.training_map import plot_bic, plot_state_sequences, plot_training_map
 from grokscope.store import rundir
 from grokscope.store.query import find_runs
 
@@ -167,8 +168,6 @@ def build_map(
     out.mkdir(parents=True, exist_ok=True)
     rundir.write_json(out / "map.json", result)
     if figures:
-        from grokscope.report.training_map import plot_bic, plot_state_sequences, plot_training_map
-
         fig_dir = out / "figures"
         plot_training_map(tm, fig_dir / "training_map.png")
         plot_state_sequences(tm, None, fig_dir / "state_sequences.png")

@@ -1,0 +1,325 @@
+"""Analyse a run directory: progress measures per checkpoint, key frequencies, phases, figures.
+
+``analyze_run(run)`` reads ``config.json`` and the checkpoints, and writes (atomically)
+
+* ``analysis.parquet`` — one row per analysed checkpoint (columns in docs/analysis.md),
+* ``summary.json`` — key frequencies, single-frequency neuron share, t_mem / t_grok, the three
+  phase boundaries of Nanda et al. (2023), final-checkpoint ablations and ``notes`` on every
+  measure that does not apply to the run's task,
+* ``figures/*.png`` (unless ``figures=False``).
+
+This module is the only place in the analysis that touches files: the measures
+(:mod:`grokscope.measures`) and the phase finder (:mod:`grokscope.dynamics.phases`) are pure.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from grokscope.config import Config
+from grokscope.dynamics.phases import PhaseParams, find_phases
+from grokscope.errors import GrokscopeError, RunDirError
+from grokscope.events import event_epoch
+from grokscope.measures import ablations, neurons, progress
+from grokscope.measures.weights import weight_stats
+from grokscope.models import HookedModule, build_model
+from grokscope.report.analysis_figures import write_analysis_figures
+from grokscope.store import rundir
+from grokscope.tasks import Dataset, build_dataset
+
+BASE_COLUMNS = (
+    "epoch",
+    "train_loss",
+    "test_loss",
+    "train_acc",
+    "test_acc",
+    "restricted_loss",
+    "excluded_loss",
+    "logit_var_explained",
+    "gini_embed",
+    "gini_unembed",
+    "weight_norm_sq",
+    "neuron_single_freq_share",
+    "n_key_frequencies",
+)
+
+
+def select_epochs(epochs: list[int], every: int) -> list[int]:
+    """Every ``every``-th checkpoint epoch, starting with the first, always ending with the last."""
+    if every < 1:
+        raise GrokscopeError(f"--every must be >= 1, got {every}")
+    chosen = list(epochs[::every])
+    if chosen[-1] != epochs[-1]:
+        chosen.append(epochs[-1])
+    return chosen
+
+
+def _numpy_params(weights: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy() for k, v in weights.items()}
+
+
+def _none_if_nan(x):
+    return None if isinstance(x, float) and math.isnan(x) else x
+
+
+@dataclass
+class _Context:
+    """What every checkpoint of one analysis shares: the run, its task and model, the grid of
+    the Fourier measures (residues, or discrete logs for x*y and x/y) and the notes so far."""
+
+    run: Path
+    cfg: Config
+    ds: Dataset
+    model: HookedModule
+    grid: progress.GridView | None
+    reason: str | None  # why the Fourier measures do not apply, or None
+    rule: neurons.KeyFreqRule
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def full_grid(self) -> bool:
+        return self.grid is not None
+
+    def load(self, epoch: int) -> dict[str, np.ndarray]:
+        """Put the weights of ``epoch`` into the model; return them as NumPy arrays."""
+        weights = rundir.load_weights(self.run, epoch)
+        try:
+            self.model.load_state_dict(weights)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            raise RunDirError(
+                f"checkpoint of epoch {epoch} does not fit the config: {first}"
+            ) from None
+        return _numpy_params(weights)
+
+    def fractions(self) -> np.ndarray | None:
+        """Each neuron's share of energy per frequency, for the weights in the model now."""
+        if not self.full_grid:
+            return None
+        acts = progress.neuron_activations(self.model, self.ds.tokens)
+        return neurons.neuron_frequency_fractions(acts[self.grid.rows], self.grid.n)
+
+
+def _context(run: Path, rule: neurons.KeyFreqRule) -> _Context:
+    cfg = rundir.read_config(run)
+    ds = build_dataset(cfg.task)
+    model = build_model(cfg.model, ds.d_vocab, ds.n_ctx, cfg.train.seed)
+    model.eval()
+    ctx = _Context(run, cfg, ds, model, progress.grid_view(ds), progress.fourier_reason(ds), rule)
+    if ctx.reason is not None:
+        ctx.notes.append(
+            "key_frequencies, restricted_loss, excluded_loss, logit_var_explained and "
+            f"ablations are null: {ctx.reason}"
+        )
+    if ds.modulus is None:
+        ctx.notes.append(
+            "gini_embed, gini_unembed and neuron_single_freq_share are null: " + ctx.reason
+        )
+    elif not ctx.full_grid:
+        ctx.notes.append(
+            "neuron_single_freq_share is null: the dataset does not cover the p x p grid"
+        )
+    return ctx
+
+
+@dataclass
+class _Final:
+    """The final checkpoint: its weights, logits, neuron fractions, key frequencies, ablations."""
+
+    epoch: int
+    params: dict[str, np.ndarray]
+    logits: np.ndarray
+    fractions: np.ndarray | None
+    key_freqs: list[int] | None
+    ablations: list[dict] | None
+
+
+def _final_checkpoint(ctx: _Context, epoch: int) -> _Final:
+    """Key frequencies from the final checkpoint's neurons, and the ablations, taken while the
+    model holds the final weights."""
+    params = ctx.load(epoch)
+    logits = progress.model_logits(ctx.model, ctx.ds.tokens)
+    acts = progress.neuron_activations(ctx.model, ctx.ds.tokens) if ctx.full_grid else None
+    fractions = (
+        neurons.neuron_frequency_fractions(acts[ctx.grid.rows], ctx.grid.n)
+        if acts is not None
+        else None
+    )
+    key_freqs = None
+    if ctx.reason is None:
+        key_freqs = neurons.key_frequencies(fractions, ctx.rule)
+        if not key_freqs:
+            ctx.notes.append(
+                f"no key frequencies at the final checkpoint (epoch {epoch}) by the rule "
+                f"{asdict(ctx.rule)}: restricted_loss, excluded_loss and logit_var_explained "
+                "are null"
+            )
+    rows = None
+    if ctx.reason is None and key_freqs:
+        rows = ablations.ablation_rows(logits, acts, ctx.model, ctx.ds, key_freqs)
+    return _Final(epoch, params, logits, fractions, key_freqs, rows)
+
+
+def _checkpoint_row(ctx: _Context, final: _Final, epoch: int, per_checkpoint_keys: bool) -> dict:
+    """One row of analysis.parquet: every measure at checkpoint ``epoch``."""
+    at_final = epoch == final.epoch
+    params = final.params if at_final else ctx.load(epoch)
+    logits = final.logits if at_final else progress.model_logits(ctx.model, ctx.ds.tokens)
+    row: dict = {"epoch": int(epoch), **progress.basic_row(logits, ctx.ds)}
+    fractions = final.fractions if at_final else None
+    if per_checkpoint_keys and not at_final:
+        fractions = ctx.fractions()
+    keys = final.key_freqs
+    if per_checkpoint_keys and ctx.reason is None:
+        keys = neurons.key_frequencies(fractions, ctx.rule)
+    row.update(progress.fourier_row(logits, ctx.ds, keys or []))
+    row.update(progress.gini_row(params, ctx.ds))
+    row["weight_norm_sq"] = progress.weight_norm_sq(params)
+    row["neuron_single_freq_share"] = (
+        neurons.single_frequency_share(fractions, ctx.rule.single_threshold)
+        if fractions is not None
+        else None
+    )
+    row["n_key_frequencies"] = None if keys is None else len(keys)
+    if per_checkpoint_keys:
+        row["key_frequencies"] = None if keys is None else [int(k) for k in keys]
+    row.update(weight_stats(params))
+    return row
+
+
+def _summary(
+    ctx: _Context,
+    final: _Final,
+    table: pd.DataFrame,
+    chosen: list[int],
+    every: int,
+    per_checkpoint_keys: bool,
+    phase_params: PhaseParams,
+) -> dict:
+    """summary.json: key frequencies, neuron shares, t_mem / t_grok (from the dense metrics when
+    present), the phases found in the table, the final row and the ablations."""
+    cfg, ds, run = ctx.cfg, ctx.ds, ctx.run
+    events_table = rundir.read_metrics(run) if (run / "metrics.parquet").is_file() else table
+    phases = find_phases(table, phase_params)
+    if phases.get("notes"):
+        ctx.notes.extend(phases["notes"])
+    last = table.iloc[-1]
+    fractions = final.fractions
+    return {
+        "run": str(run),
+        "task": ds.name,
+        "op": ds.info.get("op"),
+        "p": ds.modulus,
+        "fourier_basis": None if ctx.grid is None else ctx.grid.basis,
+        "model": cfg.model.kind,
+        "checkpoints_analysed": len(chosen),
+        "every": every,
+        "epochs": [int(chosen[0]), int(chosen[-1])],
+        "key_frequencies": final.key_freqs,
+        "key_frequencies_epoch": int(final.epoch),
+        "key_frequency_rule": asdict(ctx.rule),
+        "per_checkpoint_keys": per_checkpoint_keys,
+        "neuron_single_freq_share": (
+            neurons.single_frequency_share(fractions, ctx.rule.single_threshold)
+            if fractions is not None
+            else None
+        ),
+        "neuron_dominant_frequency_counts": (
+            _dominant_counts(fractions) if fractions is not None else None
+        ),
+        "t_mem_epoch": event_epoch(events_table, "train_acc", cfg.train.mem_threshold),
+        "t_grok_epoch": event_epoch(events_table, "test_acc", cfg.train.grok_threshold),
+        "mem_threshold": cfg.train.mem_threshold,
+        "grok_threshold": cfg.train.grok_threshold,
+        "phases": {
+            k: phases[k] for k in ("memorization_end", "circuit_formation_end", "cleanup_end")
+        },
+        "phase_details": phases["details"],
+        "phase_params": asdict(phase_params),
+        "final": {
+            k: _none_if_nan(float(last[k])) if last[k] is not None else None
+            for k in BASE_COLUMNS
+            if k != "epoch"
+        },
+        "ablations": final.ablations,
+        "notes": ctx.notes,
+        "analysis_wall_s": None,
+        "figures": [],
+    }
+
+
+def _figures(ctx: _Context, final: _Final, table: pd.DataFrame, summary: dict) -> list:
+    ds, grid = ctx.ds, ctx.grid
+    embed = progress.embedding_matrix(final.params, ds.modulus) if ds.modulus else None
+    if embed is not None and grid is not None:
+        embed = embed[grid.order]  # rows in grid order: by discrete log for x*y, x/y
+    full = ctx.full_grid
+    return write_analysis_figures(
+        ctx.run / "figures",
+        table,
+        summary,
+        embed=embed,
+        fractions=final.fractions,
+        logits=final.logits[grid.rows][:, grid.order] if full else None,
+        p=grid.n if full else ds.modulus,
+        residues=grid.order if full else None,
+        generator=grid.generator if full else None,
+    )
+
+
+def analyze_run(
+    run: Path,
+    every: int = 1,
+    per_checkpoint_keys: bool = False,
+    figures: bool = True,
+    rule: neurons.KeyFreqRule | None = None,
+    phase_params: PhaseParams | None = None,
+    progress_cb: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Analyse every ``every``-th checkpoint of ``run`` (the last one always) and write
+    ``analysis.parquet``, ``summary.json`` and (``figures``) PNGs; returns the summary dict.
+
+    Key frequencies come from the final checkpoint's neurons (:func:`neurons.key_frequencies`)
+    and are held fixed for every row, unless ``per_checkpoint_keys``, which recomputes them at
+    each checkpoint (the restricted / excluded losses then use each row's own keys).
+    Raises RunDirError (one line) for a missing run, a bad config or no checkpoints.
+    """
+    run = Path(run)
+    phase_params = phase_params or PhaseParams()
+    ctx = _context(run, rule or neurons.KeyFreqRule())
+    all_epochs = rundir.list_epochs(run)
+    if not all_epochs:
+        raise RunDirError(f"{run} has no checkpoints (expected {run / 'checkpoints'}/epoch_*)")
+    chosen = select_epochs(all_epochs, every)
+    t0 = time.perf_counter()
+    final = _final_checkpoint(ctx, all_epochs[-1])
+    rows = []
+    for i, epoch in enumerate(chosen):
+        rows.append(_checkpoint_row(ctx, final, epoch, per_checkpoint_keys))
+        if progress_cb is not None:
+            progress_cb(i + 1, len(chosen))
+    table = pd.DataFrame(rows)
+    for col in BASE_COLUMNS:
+        table[col] = table[col].astype("float64") if col != "epoch" else table[col]
+    rundir.write_table(run / "analysis.parquet", table)
+    summary = _summary(ctx, final, table, chosen, every, per_checkpoint_keys, phase_params)
+    if figures:
+        summary["figures"] = _figures(ctx, final, table, summary)
+    summary["analysis_wall_s"] = round(time.perf_counter() - t0, 3)
+    rundir.write_json(run / "summary.json", summary)
+    return summary
+
+
+def _dominant_counts(fractions: np.ndarray) -> dict[str, int]:
+    """{frequency: number of neurons whose dominant frequency it is} for frequencies with any
+    neuron ('0' = dead neurons)."""
+    counts = np.bincount(neurons.dominant_frequencies(fractions), minlength=fractions.shape[1] + 1)
+    return {str(k): int(c) for k, c in enumerate(counts) if c > 0}
