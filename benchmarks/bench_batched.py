@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from grokscope.config import apply_overrides, preset
-from grokscope.store import rundir
 from grokscope.orchestrate.train import train_run, train_runs
+from grokscope.store import rundir
 
 MLP97 = ["task.p=97", "task.train_fraction=0.3", "model.kind=mlp", "model.d_embed=32"]
 SCHEDULE = ["train.epochs=200", "train.eval_every=20", "train.checkpoint_every=100"]

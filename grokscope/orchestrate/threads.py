@@ -4,8 +4,8 @@ torch and the BLAS behind NumPy start one OpenMP thread per core by default. The
 spin-wait between parallel regions, so on a machine where anything else runs (a second run, an
 analysis, a browser) each process's threads fight for the same cores: measured on a 2-core machine
 (``benchmarks/bench_threads.py``; figures in the README), two runs side by side at two threads each
-took 2-3x as long as the same runs at one thread each, and one run beside a busy process took
-twice as long at two threads. One thread alone loses only about a quarter against two on an idle
+took 3.5x as long as the same runs at one thread each, and one run beside a busy process took 5x
+as long at two threads. One thread alone loses only about a quarter against two on an idle
 machine. So every command defaults to one thread per process, and ``--threads N`` (or
 ``train.threads``) asks for more; 0 keeps the libraries' own default (every core).
 """
