@@ -25,7 +25,9 @@ from grokscope.train.interventions import (
     total_norm,
 )
 from grokscope.train.losses import (
+    cross_entropy64_each,
     softmax_collapsed,
+    stablemax_collapsed,
     stablemax_cross_entropy,
     stablemax_s,
 )
@@ -133,16 +135,52 @@ def test_stablemax_gradient_is_finite_far_out():
 def test_softmax_collapse_share_hand_made():
     logits = torch.tensor(
         [
-            [0.0, -200.0, -200.0],  # exp underflows to 0: the sum is exactly 1
-            [0.0, -20.0, -30.0],  # 1 + 2e-9 rounds to 1 in float32 (eps/2 = 6e-8)
+            [0.0, -200.0, -200.0],  # exp(-200) = 1.4e-87: the sum is exactly 1 in float64 too
+            [0.0, -20.0, -30.0],  # 1 + 2e-9: 1 in float32 (eps/2 = 6e-8), not in float64
             [0.0, -1.0, -2.0],  # 1 + 0.37 + 0.14
             [5.0, 5.0, 5.0],  # sum 3
         ]
     )
-    assert float(softmax_collapsed(logits).double().mean()) == 0.5
-    assert float(softmax_collapsed(logits[2:]).double().mean()) == 0.0
-    # float64 logits are judged in float32, the working precision of the models
-    assert float(softmax_collapsed(logits[:2].double()).double().mean()) == 1.0
+    assert softmax_collapsed(logits).tolist() == [True, False, False, False]  # float64
+    assert softmax_collapsed(logits, torch.float32).tolist() == [True, True, False, False]
+    # float64 logits judged in float32 lose the same digits
+    assert softmax_collapsed(logits.double(), torch.float32).tolist() == [True, True, False, False]
+
+
+def test_softmax_collapse_thresholds_are_the_float_precisions():
+    # one rival class at gap g: 1 + exp(-g) rounds to 1 iff exp(-g) <= 2^-(mantissa bits + 1)
+    gaps = torch.tensor([16.0, 17.0, 36.0, 37.5])  # 24 ln 2 = 16.64, 53 ln 2 = 36.74
+    logits = torch.stack([torch.zeros(4), -gaps], dim=-1)
+    assert softmax_collapsed(logits, torch.float32).tolist() == [False, True, True, True]
+    assert softmax_collapsed(logits).tolist() == [False, False, False, True]
+
+
+def test_float64_collapse_is_exactly_where_the_float64_loss_is_zero():
+    # Rows with max logit 0 and the label at the max: loss = log(sum) = 0 iff the sum is 1.
+    gen = torch.Generator().manual_seed(0)
+    gaps = 30.0 + 15.0 * torch.rand(2000, 5, generator=gen)  # gaps 30 .. 45, across 36.7
+    logits = torch.cat([torch.zeros(2000, 1), -gaps], dim=-1)
+    labels = torch.zeros(2000, dtype=torch.long)
+    zero_loss = cross_entropy64_each(logits, labels) == 0.0
+    collapsed = softmax_collapsed(logits)
+    assert torch.equal(collapsed, zero_loss)
+    assert 0.05 < collapsed.double().mean() < 0.95  # both kinds of row occur
+    # no effect at all: logits of unit scale never collapse, in either precision
+    z = torch.randn(5000, 10, generator=gen)
+    assert not softmax_collapsed(z).any() and not softmax_collapsed(z, torch.float32).any()
+
+
+def test_stablemax_collapse_needs_astronomical_logits():
+    logits = torch.tensor(
+        [
+            [0.0, -40.0, -40.0],  # softmax collapses in float64; s: 1, 1/41, 1/41
+            [1e3, -1e3, 0.0],  # s: 1001, 1/1001, 1
+            [1e17, -1.0, 0.0],  # s: 1e17 + 1 dwarfs 1/2 + 1 in float64
+        ],
+        dtype=torch.float64,
+    )
+    assert softmax_collapsed(logits).tolist() == [True, True, True]
+    assert stablemax_collapsed(logits).tolist() == [False, False, True]
 
 
 def _tiny_state(tiny, *overrides):

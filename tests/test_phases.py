@@ -6,7 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from grokscope.dynamics.phases import PhaseParams, event_epoch, fast_fall, find_phases
+from grokscope.dynamics.phases import (
+    PhaseParams,
+    event_epoch,
+    fast_fall,
+    find_phases,
+    forward_rates,
+    level_off_row,
+)
+
+TEST_FALL = PhaseParams(cleanup_rule="test_loss_fall")
 
 
 def piecewise(epochs: np.ndarray, knots: list[tuple[float, float]]) -> np.ndarray:
@@ -19,7 +28,10 @@ def nanda_like(noise: float = 0.0, seed: int = 0, end: int = 20000) -> pd.DataFr
     """Curves shaped as in Nanda et al. (2023), with planted boundaries 2000 / 8000 / 12000:
     train falls fast until 1000 and slowly after, excluded tracks it to its minimum at 2000
     and then rises, restricted falls during circuit formation, test stays high until 8000 and
-    falls fast until 12000."""
+    falls fast until 12000 (then 16x slower). The weight norm falls until 12000 (then 12x
+    slower), the Gini of W_L rises until 13000 and that of W_E until 14000, then both stay
+    flat: cleanup by the level-off rule ends at 14000. ``noise``: log10 jitter of the losses
+    (decades); the Gini curves get an additive jitter of noise / 20."""
     ep = np.concatenate([[0, 1, 2, 5, 10, 20, 50], np.arange(100, end + 1, 100)])
     rng = np.random.default_rng(seed)
 
@@ -40,6 +52,10 @@ def nanda_like(noise: float = 0.0, seed: int = 0, end: int = 20000) -> pd.DataFr
                 piecewise(ep, [(0, 0.67), (2000, 0.7), (8000, -1.0), (12000, -6.0), (20000, -6.0)])
             ),
             "weight_norm_sq": piecewise(ep, [(0, 3.5), (2000, 3.5), (12000, 2.8), (20000, 2.75)]),
+            "gini_embed": np.interp(ep, [0, 4000, 14000, 20000], [0.05, 0.05, 0.7, 0.7])
+            + noise / 20 * rng.normal(size=ep.size),
+            "gini_unembed": np.interp(ep, [0, 6000, 13000, 20000], [0.05, 0.05, 0.8, 0.8])
+            + noise / 20 * rng.normal(size=ep.size),
             "train_acc": np.where(ep >= 700, 1.0, 0.5),
             "test_acc": np.where(ep >= 11000, 1.0, 0.1),
         }
@@ -47,7 +63,7 @@ def nanda_like(noise: float = 0.0, seed: int = 0, end: int = 20000) -> pd.DataFr
 
 
 def test_planted_boundaries_found_exactly_without_noise():
-    out = find_phases(nanda_like())
+    out = find_phases(nanda_like(), TEST_FALL)
     assert out["memorization_end"] == 2000
     assert out["circuit_formation_end"] == 8000
     assert out["cleanup_end"] == 12000
@@ -65,15 +81,86 @@ def test_planted_boundaries_found_exactly_without_noise():
 def test_planted_boundaries_found_within_tolerance_with_noise_and_a_spike(seed):
     df = nanda_like(noise=0.03, seed=seed)
     df.loc[df["epoch"] == 5000, "test_loss"] *= 1e-3  # one isolated spike (a "slingshot")
-    out = find_phases(df)
+    out = find_phases(df, TEST_FALL)
     assert abs(out["memorization_end"] - 2000) <= 300  # a shallow V: +- 3 rows
     assert abs(out["circuit_formation_end"] - 8000) <= 200
     assert abs(out["cleanup_end"] - 12000) <= 200
 
 
+def test_level_off_rule_finds_the_planted_cleanup_end_without_noise():
+    out = find_phases(nanda_like())
+    d = out["details"]
+    assert d["cleanup_rule"] == "level_off"
+    assert d["cleanup_test_loss_fall_epoch"] == 12000  # the other rule, reported alongside
+    level = d["cleanup_level_off_epochs"]
+    assert level["test_loss"] == 12000  # 16x slower after 12000: below 10 % of its steepest rate
+    assert level["weight_norm_sq"] == 12000  # 12x slower after 12000
+    # a forward 9-row window that holds one row of the rise before a sharp kink already reads
+    # 6.7 % of the steep rate: the Gini kinks are found one checkpoint (100 epochs) early
+    assert level["gini_unembed"] == 12900
+    assert level["gini_embed"] == 13900
+    assert out["cleanup_end"] == 13900
+    assert out["memorization_end"] == 2000 and out["circuit_formation_end"] == 8000
+    assert out["notes"] == []
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_level_off_rule_within_tolerance_with_noise_and_spikes(seed):
+    df = nanda_like(noise=0.02, seed=seed)
+    df.loc[df["epoch"] == 5000, "test_loss"] *= 1e-3
+    df.loc[df["epoch"] == 17000, "test_loss"] *= 1e2  # a late isolated spike
+    out = find_phases(df)
+    assert abs(out["cleanup_end"] - 14000) <= 300
+    assert abs(out["details"]["cleanup_test_loss_fall_epoch"] - 12000) <= 200
+
+
+def test_level_off_row_matches_the_textbook_shapes():
+    tau = 1000.0
+    ep = np.arange(0.0, 12001.0, 10.0)
+    params = PhaseParams()
+    # exponential approach: every forward rate is exp(-t / tau) times the first one, so the
+    # curve levels off at the first row with exp(-t / tau) <= 0.1, t = tau ln 10 = 2302.6
+    row = level_off_row(ep, 1 - np.exp(-ep / tau), 0, params)
+    assert ep[row] == 2310.0
+    # logistic step centred at 6000: rate c (1 - c) / tau falls to 10 % of its peak at
+    # c = 0.974, 3.64 tau after the centre (the 80-epoch forward window reads ~40 epochs ahead)
+    c = 1 / (1 + np.exp(-(ep - 6000) / tau))
+    row = level_off_row(ep, c, 0, params)
+    assert abs(ep[row] - (6000 + tau * np.log(0.974 / 0.026) - 40)) <= 30
+    assert c[row] == pytest.approx(0.974, abs=0.002)
+
+
+def test_level_off_row_flat_rising_and_short_curves():
+    ep = np.arange(0.0, 1000.0, 10.0)
+    params = PhaseParams()
+    assert level_off_row(ep, np.full(ep.size, 0.3), 10, params) == 10  # no change at all
+    assert level_off_row(ep, ep / 1000, 10, params) is None  # still rising at the same rate
+    assert level_off_row(ep[:8], ep[:8], 0, params) is None  # no full 9-row window
+    rates = forward_rates(ep, 2 * ep, 9)
+    assert np.allclose(rates[:-8], 2.0) and np.isnan(rates[-8:]).all()
+
+
+def test_level_off_rule_waits_for_the_gini_and_the_weight_norm():
+    df = nanda_like()
+    df["gini_embed"] = np.interp(df["epoch"], [0, 4000, 20000], [0.05, 0.05, 0.7])  # never flat
+    out = find_phases(df)
+    assert out["cleanup_end"] is None
+    assert any("gini_embed still changing" in n for n in out["notes"])
+    assert find_phases(df, TEST_FALL)["cleanup_end"] == 12000
+    # without the Gini columns (tasks without a modulus) the rest decide, and a note says so
+    out = find_phases(df.drop(columns=["gini_embed", "gini_unembed"]))
+    assert out["cleanup_end"] == 12000
+    assert any("gini_embed, gini_unembed absent" in n for n in out["notes"])
+
+
+def test_unknown_cleanup_rule_is_a_clear_error():
+    with pytest.raises(ValueError, match="cleanup_rule must be one of level_off, test_loss_fall"):
+        find_phases(nanda_like(), PhaseParams(cleanup_rule="eyeball"))
+
+
 def test_train_loss_rule_when_there_is_no_excluded_loss():
     df = nanda_like().drop(columns=["excluded_loss", "restricted_loss"])
-    out = find_phases(df)
+    out = find_phases(df, TEST_FALL)
     assert out["details"]["memorization_rule"] == "train_fall"
     assert out["memorization_end"] == 1000  # where the train loss stops falling fast
     assert out["circuit_formation_end"] == 8000
@@ -108,11 +195,12 @@ def test_memorization_without_generalization():
     assert out["circuit_formation_end"] is None and out["cleanup_end"] is None
 
 
-def test_still_falling_at_the_end_leaves_cleanup_open():
-    out = find_phases(nanda_like(end=10000))
+@pytest.mark.parametrize("rule", ["level_off", "test_loss_fall"])
+def test_still_falling_at_the_end_leaves_cleanup_open(rule):
+    out = find_phases(nanda_like(end=10000), PhaseParams(cleanup_rule=rule))
     assert out["circuit_formation_end"] == 8000
     assert out["cleanup_end"] is None
-    assert any("still falling" in n for n in out["notes"])
+    assert any("still" in n for n in out["notes"])
 
 
 def test_no_delay_sets_circuit_formation_end_to_memorization_end():
@@ -124,11 +212,15 @@ def test_no_delay_sets_circuit_formation_end_to_memorization_end():
             "test_loss": piecewise(ep, [(0, 0.6), (200, 0.6), (1200, -2.5), (3000, -3.0)]),
         }
     )
-    out = find_phases(df)
+    out = find_phases(df, TEST_FALL)
     assert out["memorization_end"] == 1000
     assert out["circuit_formation_end"] == 1000
     assert out["cleanup_end"] == 1200
     assert any("no delayed" in n for n in out["notes"])
+    # the level-off rule: only the test loss is there, 60x slower after 1200
+    out = find_phases(df)
+    assert out["cleanup_end"] == 1200
+    assert any("test_loss only" in n for n in out["notes"])
 
 
 def test_too_few_rows_and_fast_fall_on_a_clean_kink():

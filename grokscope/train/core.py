@@ -59,7 +59,12 @@ from grokscope.train.interventions import (
     orthogonalize_gradients,
     project_to_norm,
 )
-from grokscope.train.losses import loss_function, per_example_loss, softmax_collapsed
+from grokscope.train.losses import (
+    loss_function,
+    per_example_loss,
+    softmax_collapsed,
+    stablemax_collapsed,
+)
 
 # Examples per evaluation chunk (all seeds together when batched): the float64 logits of ~4k
 # examples stay in the 4 MB L2 cache; larger chunks ran up to 2.5x slower per example (p = 97).
@@ -172,24 +177,36 @@ def evaluate_split(
     loss_name: str,
     chunk: int = EVAL_ROWS,
 ) -> list[dict]:
-    """Loss (float64), accuracy and softmax-collapse share over the examples of x (..., n, n_ctx)
-    and y (..., n), chunk by chunk; a dict per leading index (one for a single model, K for
-    stacked seeds). The loss is the mean of the per-example losses of the whole split, so the
-    numbers do not depend on the chunk size: batched evaluation uses smaller chunks per seed."""
+    """Loss (float64), accuracy and collapse shares over the examples of x (..., n, n_ctx) and
+    y (..., n), chunk by chunk; a dict per leading index (one for a single model, K for stacked
+    seeds). The loss is the mean of the per-example losses of the whole split, so the numbers do
+    not depend on the chunk size: batched evaluation uses smaller chunks per seed.
+
+    ``collapse`` holds the shares of examples in softmax collapse (Prieto et al. 2025) at the
+    loss's float64 precision (``softmax_collapse``) and in float32 (``softmax_collapse_f32``, the
+    paper's setting), and for StableMax runs the StableMax analogue (``stablemax_collapse``)."""
     each = per_example_loss(loss_name)
     n = y.shape[-1]
-    losses, correct, collapsed = [], 0, 0
+    losses, correct, collapsed = [], 0, {}
     for start in range(0, n, chunk):
         logits = logits_of(x[..., start : start + chunk, :])
         yb = y[..., start : start + chunk]
         losses.append(each(logits, yb))
         correct = correct + (logits.argmax(dim=-1) == yb).sum(dim=-1)
-        collapsed = collapsed + softmax_collapsed(logits).sum(dim=-1)
+        flags = {
+            "softmax_collapse": softmax_collapsed(logits),
+            "softmax_collapse_f32": softmax_collapsed(logits, torch.float32),
+        }
+        if loss_name == "stablemax":
+            flags["stablemax_collapse"] = stablemax_collapsed(logits)
+        for col, flag in flags.items():
+            collapsed[col] = collapsed.get(col, 0) + flag.sum(dim=-1)
     loss = torch.cat(losses, dim=-1).mean(dim=-1).reshape(-1).tolist()
-    correct, collapsed = correct.reshape(-1).tolist(), collapsed.reshape(-1).tolist()
+    correct = correct.reshape(-1).tolist()
+    shares = {col: (v.reshape(-1).double() / n).tolist() for col, v in collapsed.items()}
     return [
-        {"loss": v, "acc": c / n, "collapse": s / n}
-        for v, c, s in zip(loss, correct, collapsed, strict=True)
+        {"loss": v, "acc": c / n, "collapse": {col: sh[i] for col, sh in shares.items()}}
+        for i, (v, c) in enumerate(zip(loss, correct, strict=True))
     ]
 
 
@@ -542,7 +559,7 @@ def eval_rows(cfg: Config, state: TrainState, data: TaskData) -> list[dict]:
                 "test_acc": te[s]["acc"],
                 "weight_norm_sq": wn,
                 "lr": lr_at(state.step, cfg.optim.lr, cfg.optim.warmup_steps),
-                "softmax_collapse": tr[s]["collapse"],
+                **tr[s]["collapse"],
                 "wall_s": state.wall_s,
             }
         )

@@ -94,9 +94,27 @@ def per_example_loss(name: str):
     return _loss_pair(name)[1]
 
 
-def softmax_collapsed(logits: torch.Tensor) -> torch.Tensor:
-    """Per example (..., n): is the float32 sum_j exp(z_j - max z) exactly 1 (Prieto et al.
-    2025)? Then every non-maximal probability has underflowed and the gradient vanishes."""
-    z = logits.detach().to(torch.float32)
-    return torch.exp(z - z.max(dim=-1, keepdim=True).values).sum(dim=-1) == 1.0
+def softmax_collapsed(logits: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Per example (..., n): is sum_j exp(z_j - max z), computed in ``dtype``, exactly 1?
 
+    Softmax collapse (SC) of Prieto et al. (2025): the largest logit dominates so far that the
+    other terms vanish in the floating-point sum, the loss of a correctly classified example
+    rounds to exactly 0 and its correct-class gradient to exactly 0. Whether that happens depends
+    on the precision of the sum, so it is measured at the precision the loss works in: float64
+    (the default) is that of :func:`cross_entropy64`, which forms this very sum, and there SC
+    needs a logit gap of about 53 ln 2 = 36.7 for a single rival class (float32: 24 ln 2 = 16.6).
+    ``dtype=torch.float32`` gives the share in the float32 setting of the paper."""
+    z = logits.detach().to(dtype)
+    return (z - z.amax(dim=-1, keepdim=True)).exp().sum(dim=-1) == 1.0
+
+
+def stablemax_collapsed(logits: torch.Tensor) -> torch.Tensor:
+    """Per example (..., n): does the float64 StableMax normaliser sum_j s(z_j) equal its
+    largest term max_j s(z_j) exactly, as the StableMax loss computes it?
+
+    The analogue of softmax collapse for :func:`stablemax_cross_entropy`: the non-maximal terms
+    vanish in the sum. Because s decays only like 1 / |x| for negative x and grows like x for
+    positive x, this needs logits of order 1e16 (the largest term 2^53 times the others): in
+    practice never, which is why StableMax was proposed (Prieto et al. 2025)."""
+    s = stablemax_s(logits.detach().to(torch.float64))
+    return s.sum(dim=-1) == s.amax(dim=-1)
