@@ -445,6 +445,12 @@ def analyze(
     per_checkpoint_keys: bool = typer.Option(
         False, "--per-checkpoint-keys", help="recompute key frequencies at every checkpoint"
     ),
+    cleanup_rule: str = typer.Option(
+        "level_off",
+        "--cleanup-rule",
+        help="level_off (test loss, Gini and weight norm settle, as the paper describes) or "
+        "test_loss_fall (the test loss stops falling fast)",
+    ),
     threads: int = typer.Option(1, "--threads", "-t", help=THREADS_HELP),
 ) -> None:
     """Progress measures, key frequencies and phases of a run (Nanda et al. 2023).
@@ -457,9 +463,19 @@ def analyze(
 
     if threads < 0:
         raise GrokscopeError(f"--threads must be >= 0, got {threads}")
+    from grokscope.dynamics.phases import CLEANUP_RULES, PhaseParams
+
+    if cleanup_rule not in CLEANUP_RULES:
+        raise GrokscopeError(
+            f"unknown --cleanup-rule {cleanup_rule!r}; choose one of {', '.join(CLEANUP_RULES)}"
+        )
     with use_threads(threads):
         s = analyze_run(
-            run, every=every, per_checkpoint_keys=per_checkpoint_keys, figures=not no_figures
+            run,
+            every=every,
+            per_checkpoint_keys=per_checkpoint_keys,
+            figures=not no_figures,
+            phase_params=PhaseParams(cleanup_rule=cleanup_rule),
         )
     say = lambda text: console.print(text, highlight=False, markup=False)  # noqa: E731
     say(f"{s['checkpoints_analysed']} checkpoints analysed in {s['analysis_wall_s']:.1f} s")

@@ -51,6 +51,7 @@ BAD = [
     (["show", "/nonexistent/run"], "does not exist"),
     (["train", "--resume", "/nonexistent/run"], "does not exist"),
     (["runs", "/nonexistent/dir"], "does not exist"),
+    (["analyze", "/tmp", "--cleanup-rule", "eyeball"], "level_off, test_loss_fall"),
 ]
 
 
