@@ -122,7 +122,10 @@ def _progress(total: int, start: int, every_s: float | None = None):
         yield update
 
 
-THREADS_HELP = "CPU threads (default 1: fastest when anything else shares the cores; 0: all)"
+THREADS_HELP = (
+    "CPU threads (default 1: fastest when anything else shares the cores; 0: the libraries' "
+    "default, one per core unless OMP_NUM_THREADS says otherwise)"
+)
 
 
 @app.command()
@@ -144,7 +147,12 @@ def train(
 
     Example: grokscope train --preset quick --set task.op=x-y --set train.seed=1
     """
-    from grokscope.orchestrate.train import extend_budget, run_is_finished, train_run
+    from grokscope.orchestrate.train import (
+        extend_budget,
+        finished_reason,
+        run_is_finished,
+        train_run,
+    )
     from grokscope.store import rundir
     from grokscope.train.core import check_device
 
@@ -156,12 +164,19 @@ def train(
         cfg = rundir.read_config(resume)
         if set_:
             cfg = extend_budget(resume, set_)
-        elif run_is_finished(resume):
+        elif (why := finished_reason(resume)) is not None:
             st = rundir.read_status(resume)
+            hint = {
+                "budget": f"to train it longer: grokscope train --resume {resume} "
+                "--set train.epochs=N",
+                "early stop": f"it stopped {cfg.train.early_stop_after} epochs after t_grok; to "
+                f"train on: grokscope train --resume {resume} --set train.early_stop_after=-1",
+                "diverged": "it diverged; training it longer would diverge again",
+            }[why]
             console.print(
-                f"{resume} is finished ({st.get('state')}, {st.get('epochs_done')} epochs): "
-                "nothing to do. To train it longer: grokscope train --resume "
-                f"{resume} --set train.epochs=N"
+                f"{resume} is finished ({why}, {st.get('epochs_done')} epochs): nothing to do; "
+                + hint,
+                highlight=False,
             )
             return
         run, start = resume, rundir.read_status(resume).get("epochs_done", 0)
@@ -527,6 +542,10 @@ def sweep(
     spec = load_sweep(file)
     if executor not in ("local", "ray"):
         raise GrokscopeError(f"unknown executor {executor!r}; choose local or ray")
+    if executor == "local":  # Ray nodes may have devices this machine lacks
+        from grokscope.train.core import check_device
+
+        check_device(spec.config(spec.cells()[0], spec.seeds[0]).train.device)
     root = sweep_dir(out, spec)
     tasks = prepare(spec, root)
     total = sum(len(t["runs"]) for t in tasks)

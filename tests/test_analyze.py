@@ -235,3 +235,15 @@ def test_checkpoint_that_does_not_fit_the_config(tmp_path):
     rundir.save_checkpoint(run, 10, torch_weights, {}, {"epoch": 10})
     with pytest.raises(RunDirError, match="does not fit the config"):
         analyze_run(run, figures=False)
+
+
+def test_an_interrupt_checkpoint_is_not_an_analysis_row(tiny):
+    """Ctrl-C saves a checkpoint off the schedule (epoch 25 here); the analysis keeps the
+    schedule and the last checkpoint, so an interrupted run gives the straight run's rows."""
+    from grokscope.config import resolve
+    from grokscope.orchestrate.analyze import scheduled_epochs
+
+    cfg = resolve(tiny())  # 60 epochs, checkpoints every 20
+    assert scheduled_epochs([0, 1, 2, 5, 10, 20, 25, 40, 60], cfg) == [0, 1, 2, 5, 10, 20, 40, 60]
+    # an early-stopped run ends off the schedule: its last checkpoint stays
+    assert scheduled_epochs([0, 1, 2, 5, 10, 20, 33], cfg) == [0, 1, 2, 5, 10, 20, 33]

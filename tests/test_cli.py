@@ -138,6 +138,63 @@ def test_resume_of_an_early_stopped_run_trains_no_extra_epoch(tmp_path):
     assert rundir.list_epochs(tmp_path / "r") == epochs
 
 
+def test_an_early_stopped_run_is_extended_only_when_it_would_train(tmp_path, monkeypatch, capsys):
+    """--set train.epochs=N alone cannot move a run that stopped early after t_grok: refused,
+    nothing written; with train.early_stop_after=-1 it trains on to N. A device that is not
+    here is refused before config.json changes; the library leaves finished runs untouched."""
+    from grokscope.orchestrate.train import train_run
+    from tests.conftest import tiny_config
+
+    run = tmp_path / "es"
+    train_run(
+        tiny_config(
+            "train.epochs=600",
+            "train.early_stop_after=10",
+            "task.train_fraction=0.8",
+            "train.grok_threshold=0.9",
+            "train.seed=1",
+        ),
+        run,
+    )
+    before = _snapshot(run)
+    code, out, _ = run_cli(monkeypatch, capsys, "train", "--resume", str(run))
+    assert code in (0, None) and "early stop" in out and "early_stop_after=-1" in out
+    assert train_run(None, run, resume=True) == rundir.read_status(run)
+    code, _, err = run_cli(
+        monkeypatch, capsys, "train", "--resume", str(run), "--quiet", "--set", "train.epochs=700"
+    )
+    assert code == 2 and "would train nothing" in err and "early_stop_after=-1" in err
+    code, _, err = run_cli(
+        monkeypatch,
+        capsys,
+        "train",
+        "--resume",
+        str(run),
+        "--quiet",
+        "--set",
+        "train.epochs=700",
+        "--set",
+        "train.device=cuda:7",
+    )
+    assert code == 2 and "not available" in err
+    assert _snapshot(run) == before  # nothing written by any of the refused commands
+    code, out, _ = run_cli(
+        monkeypatch,
+        capsys,
+        "train",
+        "--resume",
+        str(run),
+        "--quiet",
+        "--set",
+        "train.epochs=700",
+        "--set",
+        "train.early_stop_after=-1",
+        "--set",
+        "train.device=cpu",
+    )
+    assert code in (0, None) and "done: 700 epochs" in out
+
+
 def test_a_finished_run_is_extended_explicitly(trained, monkeypatch, capsys):
     code, _, err = run_cli(
         monkeypatch,

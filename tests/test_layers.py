@@ -31,9 +31,13 @@ def _unit(module: str) -> str:
 
 def _imports(path: Path) -> list[str]:
     tree = ast.parse(path.read_text())
+    package = ["grokscope", *path.relative_to(PKG).parent.parts]
     out = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        if isinstance(node, ast.ImportFrom) and node.level > 0:  # from ..x import y
+            base = package[: len(package) - node.level + 1]
+            out.append(".".join(base + ([node.module] if node.module else [])))
+        elif isinstance(node, ast.ImportFrom) and node.module:
             if node.module == "grokscope":
                 out += [f"grokscope.{a.name}" for a in node.names]
             elif node.module.startswith("grokscope."):

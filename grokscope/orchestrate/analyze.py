@@ -34,6 +34,7 @@ from grokscope.models import HookedModule, build_model
 from grokscope.report.analysis_figures import write_analysis_figures
 from grokscope.store import rundir
 from grokscope.tasks import Dataset, build_dataset
+from grokscope.train.core import checkpoint_epochs
 
 BASE_COLUMNS = (
     "epoch",
@@ -60,6 +61,14 @@ def select_epochs(epochs: list[int], every: int) -> list[int]:
     if chosen[-1] != epochs[-1]:
         chosen.append(epochs[-1])
     return chosen
+
+
+def scheduled_epochs(epochs: list[int], cfg: Config) -> list[int]:
+    """The checkpoints of the run's schedule (:func:`checkpoint_epochs`) and its last one: an
+    extra checkpoint written when a run was interrupted is left out, so an interrupted and
+    resumed run is analysed on the same rows as an uninterrupted one."""
+    planned = set(checkpoint_epochs(cfg.train.epochs, cfg.train.checkpoint_every))
+    return [e for e in epochs if e in planned or e == epochs[-1]]
 
 
 def _numpy_params(weights: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -295,7 +304,7 @@ def analyze_run(
     run = Path(run)
     phase_params = phase_params or PhaseParams()
     ctx = _context(run, rule or neurons.KeyFreqRule())
-    all_epochs = rundir.list_epochs(run)
+    all_epochs = scheduled_epochs(rundir.list_epochs(run), ctx.cfg)
     if not all_epochs:
         raise RunDirError(f"{run} has no checkpoints (expected {run / 'checkpoints'}/epoch_*)")
     chosen = select_epochs(all_epochs, every)

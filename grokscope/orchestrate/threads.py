@@ -7,7 +7,8 @@ analysis, a browser) each process's threads fight for the same cores: measured o
 took 3.5x as long as the same runs at one thread each, and one run beside a busy process took 5x
 as long at two threads. One thread alone loses only about a quarter against two on an idle
 machine. So every command defaults to one thread per process, and ``--threads N`` (or
-``train.threads``) asks for more; 0 keeps the libraries' own default (every core).
+``train.threads``) asks for more; 0 keeps the libraries' own default (one per core, unless
+``OMP_NUM_THREADS`` says otherwise).
 """
 
 from __future__ import annotations

@@ -66,44 +66,68 @@ def stop_flag() -> Iterator[dict]:
             signal.signal(sig, h)
 
 
-def run_is_finished(run: Path) -> bool:
-    """True when the run's newest checkpoint ends its training (budget reached or stopped early
-    after t_grok) and its status says so; resuming it would change nothing."""
+def finished_reason(run: Path) -> str | None:
+    """Why resuming ``run`` would change nothing: ``budget`` (all epochs trained), ``early stop``
+    (stopped ``early_stop_after`` epochs after t_grok) or ``diverged``; None when it would
+    train (no status yet, or interrupted, running, failed)."""
     run = Path(run)
     try:
         status = rundir.read_status(run)
     except RunDirError:
-        return False
-    if status.get("state") not in ("done", "diverged"):
-        return False
-    if status.get("state") == "diverged":
-        return True
+        return None
+    state = status.get("state")
+    if state == "diverged":
+        return "diverged"
+    if state != "done":
+        return None
     cfg = rundir.read_config(run)
-    meta = {
-        "epoch": status.get("epochs_done", 0),
-        "t_grok_epoch": status.get("t_grok_epoch"),
-    }
-    return is_finished(cfg.train, meta)
+    done = status.get("epochs_done", 0)
+    if done >= cfg.train.epochs:
+        return "budget"
+    return "early stop" if is_finished(cfg.train, {"epoch": done, **status}) else None
+
+
+def run_is_finished(run: Path) -> bool:
+    """True when resuming ``run`` would change nothing (see :func:`finished_reason`)."""
+    return finished_reason(run) is not None
+
+
+# what a resume may change: the budget and the machine it runs on, nothing that defines the run
+RESUME_FIELDS = ("train.epochs", "train.early_stop_after", "train.device", "train.threads")
 
 
 def extend_budget(run: Path, overrides: list[str]) -> config_mod.Config:
-    """Change a run's budget before resuming it: only ``train.epochs`` (larger than the epochs
-    done) and ``train.early_stop_after`` may change, since everything else defines the run."""
+    """Change a run before resuming it: its budget (``train.epochs``, at least the epochs done;
+    ``train.early_stop_after``) and where it runs (``train.device``, ``train.threads``), since
+    everything else defines the run. Checked whole before ``config.json`` is rewritten: an
+    unavailable device, a budget below the epochs done or a change that would still leave
+    nothing to train is refused and writes nothing."""
     run = Path(run)
     cfg = rundir.read_config(run)
-    allowed = {"train.epochs", "train.early_stop_after"}
     keys = {o.split("=", 1)[0].strip() for o in overrides}
-    if not keys <= allowed:
-        bad = ", ".join(sorted(keys - allowed))
+    if not keys <= set(RESUME_FIELDS):
+        bad = ", ".join(sorted(keys - set(RESUME_FIELDS)))
         raise config_mod.ConfigError(
-            f"a resumed run may only change {', '.join(sorted(allowed))}; not {bad}"
+            f"a resumed run may only change {', '.join(RESUME_FIELDS)}; not {bad}"
         )
     new = config_mod.resolve(config_mod.apply_overrides(cfg, overrides))
-    done = rundir.read_status(run).get("epochs_done", 0)
+    check_device(new.train.device)
+    status = rundir.read_status(run) if (run / "status.json").is_file() else {}
+    done = status.get("epochs_done", 0)
     if new.train.epochs < done:
         raise config_mod.ConfigError(
             f"train.epochs={new.train.epochs} is below the {done} epochs already done"
         )
+    if status.get("state") == "diverged":
+        raise config_mod.ConfigError(f"{run} diverged; training it longer would diverge again")
+    if status.get("state") == "done" and is_finished(new.train, {"epoch": done, **status}):
+        why = (
+            f"it stopped early after t_grok (train.early_stop_after="
+            f"{new.train.early_stop_after}); add --set train.early_stop_after=-1"
+            if done < new.train.epochs
+            else f"train.epochs={new.train.epochs} adds no epochs"
+        )
+        raise config_mod.ConfigError(f"{run} would train nothing: {why}")
     rundir.write_config(run, new)
     return new
 
@@ -132,6 +156,13 @@ def train_runs(
     ``threads`` overrides ``train.threads``. Returns the final status dict of each run, in order.
     """
     runs = [Path(r) for r in runs]
+    if resume and any(run_is_finished(r) for r in runs):
+        # finished runs are left untouched; the others resume as a batch
+        todo = [r for r in runs if not run_is_finished(r)]
+        each = None if progress is None else (lambda i, row: progress(runs.index(todo[i]), row))
+        trained = train_runs(None, todo, True, each, threads) if todo else []
+        done = dict(zip(todo, trained, strict=True))
+        return [done[r] if r in done else rundir.read_status(r) for r in runs]
     if resume:
         cfgs = [rundir.read_config(r) for r in runs]
         snapshots, rows = [], []

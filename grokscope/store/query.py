@@ -86,4 +86,7 @@ def runs_table(root: Path) -> pd.DataFrame:
                t_mem_epoch, t_grok_epoch
         FROM meta_df LEFT JOIN agg USING (run) ORDER BY meta_df.run
     """
-    return con.execute(query).df()
+    df = con.execute(query).df()
+    for col in ("p", "seed", "epochs", "t_mem_epoch", "t_grok_epoch"):  # integers, null allowed
+        df[col] = pd.to_numeric(df[col]).astype("Int64")
+    return df

@@ -12,8 +12,9 @@ worker whose parent sweep process died exits, so a killed sweep leaves no orphan
 
 Executors: ``local`` (default) runs cells in a pool of spawned processes, one per core, each with
 ``threads`` torch threads; ``ray`` sends the same ``run_cell`` calls to a Ray cluster (the
-sweep directory must then be on a filesystem every node sees). Both give identical numbers,
-because the same function trains the same batches with the same thread count.
+sweep directory must then be on a filesystem every node sees). Both give identical numbers on
+one machine (or nodes with the same CPU), because the same function trains the same batches with
+the same thread count.
 """
 
 from __future__ import annotations
