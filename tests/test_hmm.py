@@ -505,3 +505,16 @@ def test_a_lone_decoded_checkpoint_is_not_a_visit() -> None:
     assert run in loose_detour.visited_runs
     with pytest.raises(ValueError, match="min_dwell"):
         TrainingMap(min_dwell=0, n_states_range=[2]).fit(sequences, FEATURES)
+
+
+def test_small_detour_tests_are_exact_with_ties():
+    """3 visitors converging last against 3 others: the exact two-sided p is 2 / C(6, 3) = 0.1
+    (the normal approximation would say 0.064); with never-converged runs tied at the end the
+    p-value is still the exact enumeration over the 20 splits."""
+    from grokscope.dynamics.hmm import detour_tests
+
+    visited = np.array([[True], [True], [True], [False], [False], [False]])
+    res = detour_tests(visited, [400, 500, 600, 100, 200, 300])
+    assert res.p_value[0] == pytest.approx(0.1)
+    tied = detour_tests(visited, [400, None, None, 100, 200, 300])
+    assert tied.p_value[0] == pytest.approx(0.1)  # still the most extreme split

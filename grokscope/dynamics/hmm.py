@@ -184,6 +184,17 @@ class AssociationTests:
     significant: list[bool]  # adjusted p < alpha (and, for detours, effect > 0)
 
 
+EXACT_SPLITS = 5_000
+
+
+def _mw_method(a: np.ndarray, b: np.ndarray):
+    """Exact permutation p-values for small samples (ties allowed), asymptotic otherwise (and
+    for a group of one run, which scipy's permutation test does not take)."""
+    if min(len(a), len(b)) >= 2 and math.comb(len(a) + len(b), len(a)) <= EXACT_SPLITS:
+        return stats.PermutationMethod(n_resamples=np.inf)
+    return "asymptotic"
+
+
 def detour_tests(
     visited: np.ndarray, convergence: Sequence[float | None] | np.ndarray, alpha: float = 0.05
 ) -> AssociationTests:
@@ -192,8 +203,11 @@ def detour_tests(
     ``visited`` is (runs x states) booleans (see :func:`dwell_visits`), ``convergence`` one
     epoch per run (None or NaN: never converged, ranked latest, see :func:`convergence_ranks`).
     Each optional state (visited by some runs, not all) gets a two-sided Mann-Whitney U test of
-    the visitors' convergence ranks against the other runs' (scipy.stats.mannwhitneyu; exact
-    for small samples without ties, else the normal approximation with tie correction). The
+    the visitors' convergence ranks against the other runs' (scipy.stats.mannwhitneyu): exact,
+    by enumerating every split of the runs (ties included, which never-converged runs create),
+    while there are at most ``EXACT_SPLITS`` splits; beyond that the normal approximation with
+    tie correction, which at those sizes is accurate (the normal approximation overstates
+    significance for a handful of runs: 3 vs 3 gives 0.064 where the exact p is 0.100). The
     p-values are Holm-adjusted across the states tested (:func:`holm_adjust`); a state is a
     detour (Hu, Chen, Saphra & Cho, TMLR 2023) when the adjusted p-value is below ``alpha`` and
     the visitors converge later. ``effect`` is the rank-biserial correlation 2 U / (n_visitors
@@ -212,7 +226,7 @@ def detour_tests(
             p_raw.append(None)
             effect.append(None)
             continue
-        test = stats.mannwhitneyu(vis, oth, alternative="two-sided")
+        test = stats.mannwhitneyu(vis, oth, alternative="two-sided", method=_mw_method(vis, oth))
         p_raw.append(float(np.clip(test.pvalue, 0.0, 1.0)))
         effect.append(float(2.0 * test.statistic / (len(vis) * len(oth)) - 1.0))
     p_holm = holm_adjust(p_raw)
