@@ -1,5 +1,7 @@
 """Shared fixtures: tiny configs that train in a second or two on one CPU thread."""
 
+import sys
+
 import pytest
 import torch
 
@@ -30,3 +32,14 @@ def tiny_config(*overrides: str) -> Config:
 @pytest.fixture
 def tiny():
     return tiny_config
+
+
+def run_cli(monkeypatch, capsys, *args):
+    """Run the ``grokscope`` command in-process: (exit code, stdout, stderr)."""
+    from grokscope import cli
+
+    monkeypatch.setattr(sys, "argv", ["grokscope", *args])
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err

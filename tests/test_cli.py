@@ -1,21 +1,12 @@
 """The command line: one clear line and exit status 2 for every user mistake, no traceback."""
 
 import json
-import sys
 
 import pytest
 
 from grokscope import cli
 from grokscope.store import rundir
-from tests.conftest import TINY
-
-
-def run_cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["grokscope", *args])
-    with pytest.raises(SystemExit) as e:
-        cli.main()
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
+from tests.conftest import TINY, run_cli
 
 
 def sets(*items):
@@ -196,38 +187,16 @@ def test_an_early_stopped_run_is_extended_only_when_it_would_train(tmp_path, mon
 
 
 def test_a_finished_run_is_extended_explicitly(trained, monkeypatch, capsys):
-    code, _, err = run_cli(
-        monkeypatch,
-        capsys,
-        "train",
-        "--resume",
-        str(trained),
-        "--quiet",
-        "--set",
-        "model.d_model=64",
-    )
+    def resume(*items):
+        return run_cli(
+            monkeypatch, capsys, "train", "--resume", str(trained), "--quiet", *sets(*items)
+        )
+
+    code, _, err = resume("model.d_model=64")
     assert code == 2 and "may only change" in err
-    code, _, err = run_cli(
-        monkeypatch,
-        capsys,
-        "train",
-        "--resume",
-        str(trained),
-        "--quiet",
-        "--set",
-        "train.epochs=10",
-    )
+    code, _, err = resume("train.epochs=10")
     assert code == 2 and "below the 20 epochs" in err
-    code, out, _ = run_cli(
-        monkeypatch,
-        capsys,
-        "train",
-        "--resume",
-        str(trained),
-        "--quiet",
-        "--set",
-        "train.epochs=30",
-    )
+    code, out, _ = resume("train.epochs=30")
     assert code in (0, None) and "done: 30 epochs" in out
     assert rundir.read_config(trained).train.epochs == 30
     assert rundir.read_metrics(trained)["epoch"].max() == 30

@@ -5,13 +5,11 @@ phase classes that do not depend on the budget."""
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from grokscope import cli
 from grokscope.config import apply_overrides
 from grokscope.dynamics.sweep_stats import (
     cell_summary,
@@ -27,7 +25,7 @@ from grokscope.dynamics.sweep_stats import (
 )
 from grokscope.store import rundir
 from grokscope.sweep.summary import summarize
-from tests.conftest import tiny_config
+from tests.conftest import run_cli, tiny_config
 
 Z = 1.959963984540054
 
@@ -340,12 +338,6 @@ def test_summary_tables_say_how_each_run_entered(tmp_path):
     )
 
 
-def _run_cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["grokscope", *args])
-    with pytest.raises(SystemExit) as e:
-        cli.main()
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 @pytest.mark.parametrize(
@@ -357,12 +349,12 @@ def _run_cli(monkeypatch, capsys, *args):
     ],
 )
 def test_cli_refuses_bad_phase_rules(tmp_path, monkeypatch, capsys, args, message):
-    code, _, err = _run_cli(monkeypatch, capsys, "sweep-summary", str(tmp_path), *args)
+    code, _, err = run_cli(monkeypatch, capsys, "sweep-summary", str(tmp_path), *args)
     assert code == 2 and message in err and "Traceback" not in err
 
 
 def test_cli_prints_the_rule_and_the_cells(tmp_path, monkeypatch, capsys):
     _fake_sweep(tmp_path)
-    code, out, _ = _run_cli(monkeypatch, capsys, "sweep-summary", str(tmp_path), "--no-figures")
+    code, out, _ = run_cli(monkeypatch, capsys, "sweep-summary", str(tmp_path), "--no-figures")
     assert code in (0, None)
     assert "t_val90 > 10 x t_train90" in out and "2/4" in out and "100..inf" in out

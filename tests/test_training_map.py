@@ -1,18 +1,17 @@
 """The map command end to end on real (tiny) runs: weight statistics cached, map written."""
 
 import json
-import sys
 from itertools import groupby
 
 import pandas as pd
 import pytest
 
-from grokscope import cli
 from grokscope.errors import GrokscopeError, RunDirError
 from grokscope.measures.weights import WEIGHT_STAT_COLUMNS
 from grokscope.orchestrate.train import train_run
 from grokscope.orchestrate.training_map import WEIGHT_STATS_FILE, build_map, weight_table
 from grokscope.store import rundir
+from tests.conftest import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -110,12 +109,6 @@ def test_fewer_than_three_runs_are_refused(runs, tmp_path):
     assert not (tmp_path / "two").exists()
 
 
-def run_cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["grokscope", *args])
-    with pytest.raises(SystemExit) as e:
-        cli.main()
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 @pytest.mark.parametrize(
