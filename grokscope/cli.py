@@ -47,6 +47,8 @@ def _root(
     ),
 ) -> None:
     """Train small networks on algorithmic tasks, watch them grok, and measure why."""
+
+
 PLAIN_EVERY_S = 5.0  # seconds between plain progress lines when output is not a terminal
 
 
@@ -58,6 +60,12 @@ def _run_id(cfg: config_mod.Config) -> str:
     what = what.replace("/", "div").replace("*", "mul").replace("^", "").replace(" ", "_")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return f"{cfg.preset or 'default'}-{what}-s{cfg.train.seed}-{stamp}"
+
+
+def _say(text: str) -> None:
+    """One line of plain output: no markup, no highlighting, and no hard wrap (a terminal wraps
+    a long line itself; a log keeps it whole)."""
+    console.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
 def _row_stats(row: dict) -> str:
@@ -79,8 +87,7 @@ def _progress(total: int, start: int, every_s: float | None = None):
 
         def line(row: dict) -> None:
             console.print(
-                f"epoch {row['epoch']}/{total}  {_row_stats(row)}  "
-                f"{time.monotonic() - t0:.0f} s",
+                f"epoch {row['epoch']}/{total}  {_row_stats(row)}  {time.monotonic() - t0:.0f} s",
                 soft_wrap=True,
             )
 
@@ -137,8 +144,10 @@ def train(
     name: str = typer.Option("", "--name", help="run id (default: preset-task-seed-time)"),
     set_: list[str] = typer.Option([], "--set", "-s", help="override: section.field=value"),
     resume: Path = typer.Option(
-        None, "--resume", help="continue the run in this directory (with --set train.epochs=N: "
-        "train a finished run longer)"
+        None,
+        "--resume",
+        help="continue the run in this directory (with --set train.epochs=N: "
+        "train a finished run longer)",
     ),
     threads: int = typer.Option(None, "--threads", "-t", help=THREADS_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
@@ -316,9 +325,11 @@ def show(
     status = rundir.read_status(run) if (Path(run) / "status.json").is_file() else {}
     metrics = rundir.read_metrics(run) if (Path(run) / "metrics.parquet").is_file() else None
     events = {
-        "t_mem_epoch": None if metrics is None
+        "t_mem_epoch": None
+        if metrics is None
         else event_epoch(metrics, "train_acc", cfg.train.mem_threshold),
-        "t_grok_epoch": None if metrics is None
+        "t_grok_epoch": None
+        if metrics is None
         else event_epoch(metrics, "test_acc", cfg.train.grok_threshold),
     }
     last = metrics.iloc[-1].to_dict() if metrics is not None and len(metrics) else {}
@@ -336,28 +347,27 @@ def show(
         }
         console.print_json(json.dumps(out, default=float))
         return
-    say = lambda text: console.print(text, highlight=False, markup=False)  # noqa: E731
-    say(str(run))
-    say(_one_line_config(cfg))
-    say(
+    _say(str(run))
+    _say(_one_line_config(cfg))
+    _say(
         f"{status.get('state', 'unknown')}: {status.get('epochs_done', 0)} of "
         f"{cfg.train.epochs} epochs, {len(rundir.list_epochs(run))} checkpoints"
         + (f"; error: {status['error']}" if status.get("error") else "")
     )
     if last:
-        say(
+        _say(
             f"at epoch {int(last['epoch'])}: train acc {last['train_acc']:.3f} loss "
             f"{last['train_loss']:.2e}; test acc {last['test_acc']:.3f} loss "
             f"{last['test_loss']:.2e}"
         )
-    say(f"t_mem {events['t_mem_epoch']}, t_grok {events['t_grok_epoch']} (epochs; None: not yet)")
+    _say(f"t_mem {events['t_mem_epoch']}, t_grok {events['t_grok_epoch']} (epochs; None: not yet)")
     if summary is None:
-        say(f"not analysed yet: grokscope analyze {run}")
+        _say(f"not analysed yet: grokscope analyze {run}")
     else:
         for line in _analysis_lines(summary):
-            say(line)
+            _say(line)
         if (Path(run) / "report.html").is_file():
-            say(f"report: {Path(run) / 'report.html'}")
+            _say(f"report: {Path(run) / 'report.html'}")
 
 
 @app.command("config")
@@ -427,20 +437,45 @@ def map_(
 
     with use_threads(threads):
         result = build_map(
-            paths, out, max_states, restarts, covariance, threshold, seed,
-            scaling=scaling.replace("-", "_"), min_dwell=min_dwell,
+            paths,
+            out,
+            max_states,
+            restarts,
+            covariance,
+            threshold,
+            seed,
+            scaling=scaling.replace("-", "_"),
+            min_dwell=min_dwell,
         )
 
     def fmt(x: float | None, spec: str = ".3g") -> str:
         return "-" if x is None else format(x, spec)
 
-    table = Table("state", "occupancy", "runs visiting", "obligatory", "detour", "p (raw)",
-                  "p (Holm)", "time rho", "time p (raw)", "time p (Holm)")
+    table = Table(
+        "state",
+        "occupancy",
+        "runs visiting",
+        "obligatory",
+        "detour",
+        "p (raw)",
+        "p (Holm)",
+        "time rho",
+        "time p (raw)",
+        "time p (Holm)",
+    )
     for st in result["states"]:
-        table.add_row(str(st["id"]), f"{st['occupancy']:.2f}", str(len(st["visited_runs"])),
-                      str(st["obligatory"]), str(st["detour"]), fmt(st["p_value"]),
-                      fmt(st["p_value_holm"]), fmt(st["time_corr"], ".2f"),
-                      fmt(st["time_p_value"]), fmt(st["time_p_value_holm"]))
+        table.add_row(
+            str(st["id"]),
+            f"{st['occupancy']:.2f}",
+            str(len(st["visited_runs"])),
+            str(st["obligatory"]),
+            str(st["detour"]),
+            fmt(st["p_value"]),
+            fmt(st["p_value_holm"]),
+            fmt(st["time_corr"], ".2f"),
+            fmt(st["time_p_value"]),
+            fmt(st["time_p_value_holm"]),
+        )
     console.print(
         f"{result['n_runs']} runs, {result['n_states']} states chosen by BIC "
         f"({scaling} z-scores); a visit = {min_dwell}+ consecutive checkpoints; p-values "
@@ -492,13 +527,12 @@ def analyze(
             figures=not no_figures,
             phase_params=PhaseParams(cleanup_rule=cleanup_rule),
         )
-    say = lambda text: console.print(text, highlight=False, markup=False)  # noqa: E731
-    say(f"{s['checkpoints_analysed']} checkpoints analysed in {s['analysis_wall_s']:.1f} s")
-    say(f"t_mem {s['t_mem_epoch']}, t_grok {s['t_grok_epoch']} (epochs)")
+    _say(f"{s['checkpoints_analysed']} checkpoints analysed in {s['analysis_wall_s']:.1f} s")
+    _say(f"t_mem {s['t_mem_epoch']}, t_grok {s['t_grok_epoch']} (epochs)")
     for line in _analysis_lines(s):
-        say(line)
+        _say(line)
     for note in s["notes"]:
-        say(f"note: {note}")
+        _say(f"note: {note}")
     console.print(f"wrote {run / 'analysis.parquet'} and {run / 'summary.json'}")
     if not no_figures:
         from grokscope.report.html import write_report
@@ -566,16 +600,23 @@ def sweep(
             TimeElapsedColumn,
         )
 
-        bar = Progress(TextColumn("{task.description:>6}"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("{task.fields[last]}"), TimeElapsedColumn(), console=console)
+        bar = Progress(
+            TextColumn("{task.description:>6}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[last]}"),
+            TimeElapsedColumn(),
+            console=console,
+        )
         job = bar.add_task("runs", total=total, completed=done0, last="")
         epochs_done, epochs_total = epochs_progress(tasks)
         epoch_job = bar.add_task("epochs", total=epochs_total, completed=epochs_done, last="")
 
         def advance(batch: list[dict]) -> None:
             records.extend(batch)
-            new = sum(r["action"] != "skipped" and r["state"] in ("done", "diverged")
-                      for r in batch)
+            new = sum(
+                r["action"] != "skipped" and r["state"] in ("done", "diverged") for r in batch
+            )
             bar.update(job, advance=new, last=f"{batch[0]['cell']}")
 
         # epochs trained so far, read from the runs' status files (checkpoint granularity),
@@ -599,8 +640,10 @@ def sweep(
     for r in failed:
         err.print(f"{r['run']}: {r['state']} ({r.get('error')})", highlight=False, markup=False)
     runs_df, cells_df, figures = summarize(root)
-    console.print(f"{total - len(failed)}/{total} runs finished; wrote {root / 'summary.parquet'}"
-                  f" and {len(figures)} figures")
+    console.print(
+        f"{total - len(failed)}/{total} runs finished; wrote {root / 'summary.parquet'}"
+        f" and {len(figures)} figures"
+    )
     if failed:
         err.print(f"{len(failed)} runs did not finish; run the same command again to retry")
         raise typer.Exit(1)
