@@ -200,7 +200,7 @@ def train(
             )
             raise GrokscopeError(f"{run} already holds a run; {hint}")
     check_device(cfg.train.device)  # before anything is written or printed
-    console.print(f"run directory: {run}")
+    _say(f"run directory: {run}")
     args = (None if resume else cfg, run, resume is not None)
     if quiet:
         status = train_run(*args, threads=threads)
@@ -396,7 +396,7 @@ def report(run: Path = typer.Argument(..., help="a run directory")) -> None:
     """
     from grokscope.report.html import write_report
 
-    console.print(f"wrote {write_report(run)}")
+    _say(f"wrote {write_report(run)}")
 
 
 @app.command("map")
@@ -484,7 +484,7 @@ def map_(
     console.print(table)
     for note in result["notes"]:
         console.print(f"note: {note}")
-    console.print(f"wrote {out / 'map.json'} and {out / 'figures'}")
+    _say(f"wrote {out / 'map.json'} and {out / 'figures'}")
 
 
 @app.command()
@@ -533,11 +533,11 @@ def analyze(
         _say(line)
     for note in s["notes"]:
         _say(f"note: {note}")
-    console.print(f"wrote {run / 'analysis.parquet'} and {run / 'summary.json'}")
+    _say(f"wrote {run / 'analysis.parquet'} and {run / 'summary.json'}")
     if not no_figures:
         from grokscope.report.html import write_report
 
-        console.print(f"wrote {write_report(run)}")
+        _say(f"wrote {write_report(run)}")
 
 
 def _fmt_share(x) -> str:
@@ -700,7 +700,7 @@ def sweep_summary(
         )
     console.print(table)
     console.print(f"phase rule: {cells['phase_rule'].iloc[0]}")
-    console.print(f"wrote {Path(directory) / 'summary.parquet'} and {len(figures)} figures")
+    _say(f"wrote {Path(directory) / 'summary.parquet'} and {len(figures)} figures")
 
 
 def main() -> None:
