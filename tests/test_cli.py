@@ -67,30 +67,11 @@ def test_train_show_runs(trained, monkeypatch, capsys):
 
 
 def test_existing_run_is_not_overwritten(trained, monkeypatch, capsys):
-    code, _, err = run_cli(
-        monkeypatch,
-        capsys,
-        "train",
-        "--out",
-        str(trained.parent),
-        "--name",
-        "r",
-        "--quiet",
-        *sets(*TINY),
-    )
+    again = ["train", "--out", str(trained.parent), "--name", "r", "--quiet", *sets(*TINY)]
+    code, _, err = run_cli(monkeypatch, capsys, *again)
     assert code == 2 and "already holds a run" in err and "another --name" in err
     rundir.write_status(trained, state="interrupted")  # an unfinished run points to --resume
-    code, _, err = run_cli(
-        monkeypatch,
-        capsys,
-        "train",
-        "--out",
-        str(trained.parent),
-        "--name",
-        "r",
-        "--quiet",
-        *sets(*TINY),
-    )
+    code, _, err = run_cli(monkeypatch, capsys, *again)
     assert code == 2 and f"--resume {trained}" in err
 
 
