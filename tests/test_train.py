@@ -142,11 +142,14 @@ def test_divergence_is_recorded(tmp_path, tiny):
     assert rundir.read_metrics(tmp_path / "d")["epoch"].max() <= status["diverged_epoch"]
 
 
-def test_early_stop_after_grokking(tmp_path, tiny):
+@pytest.mark.parametrize("after", [0, 10])
+def test_early_stop_after_grokking(tmp_path, tiny, after):
+    """Training stops exactly ``after`` epochs after t_grok (0: at t_grok itself), and a resume
+    from that last checkpoint trains nothing more."""
     status = train_run(
         tiny(
             "train.epochs=3000",
-            "train.early_stop_after=10",
+            f"train.early_stop_after={after}",
             "task.train_fraction=0.8",
             "train.grok_threshold=0.2",
         ),
@@ -154,7 +157,10 @@ def test_early_stop_after_grokking(tmp_path, tiny):
     )
     assert status["state"] == "done"
     assert status["t_grok_epoch"] is not None
-    assert status["epochs_done"] == status["t_grok_epoch"] + 10
+    assert status["epochs_done"] == status["t_grok_epoch"] + after
+    assert rundir.read_metrics(tmp_path / "e")["epoch"].max() == status["epochs_done"]
+    rundir.write_status(tmp_path / "e", state="running")  # as if killed before "done"
+    assert train_run(None, tmp_path / "e", resume=True)["epochs_done"] == status["epochs_done"]
 
 
 @pytest.mark.equality

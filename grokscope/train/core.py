@@ -691,6 +691,8 @@ def run_training(
                 if regular or last[s]:
                     loop.track(state, s, row)
                     on_eval(state.runs[s], row)
+            # an event found by this evaluation may end a seed now (early_stop_after = 0)
+            last = [is_finished(r, seed_meta(state, s)) for s in range(state.k)]
         to_save = [s for s in range(state.k) if state.epoch in ckpts or last[s]]
         if to_save:
             on_checkpoint(state, to_save)
