@@ -7,9 +7,14 @@ import pandas as pd
 import pytest
 
 from grokscope.errors import GrokscopeError, RunDirError
-from grokscope.measures.weights import WEIGHT_STAT_COLUMNS
+from grokscope.measures.weights import WEIGHT_STAT_COLUMNS, WEIGHT_STATS_DEFINITION
 from grokscope.orchestrate.train import train_run
-from grokscope.orchestrate.training_map import WEIGHT_STATS_FILE, build_map, weight_table
+from grokscope.orchestrate.training_map import (
+    DEFINITION,
+    WEIGHT_STATS_FILE,
+    build_map,
+    weight_table,
+)
 from grokscope.store import rundir
 from tests.conftest import run_cli
 
@@ -42,7 +47,9 @@ def test_weight_table_uses_the_regular_grid_and_its_own_cache(runs, monkeypatch)
     assert (table["w_l2"] > 0).all()
     assert (run / "analysis.parquet").read_bytes() == before  # never written by the map
     cached = rundir.read_table(run / WEIGHT_STATS_FILE)
-    pd.testing.assert_frame_equal(cached, table)  # one row per checkpoint, same columns
+    # one row per checkpoint, the same values, tagged with the definition they follow
+    assert set(cached[DEFINITION]) == {WEIGHT_STATS_DEFINITION}
+    pd.testing.assert_frame_equal(cached.drop(columns=DEFINITION), table)
 
     # a second call reads the cache and loads no checkpoint; a row missing from the cache is
     # computed alone and added back
@@ -54,7 +61,13 @@ def test_weight_table_uses_the_regular_grid_and_its_own_cache(runs, monkeypatch)
     rundir.write_table(run / WEIGHT_STATS_FILE, cached[cached["epoch"] != 20])
     pd.testing.assert_frame_equal(weight_table(run), table)
     assert loaded == [20]
-    pd.testing.assert_frame_equal(rundir.read_table(run / WEIGHT_STATS_FILE), table)
+    pd.testing.assert_frame_equal(rundir.read_table(run / WEIGHT_STATS_FILE), cached)
+    # values cached under another definition of the statistics are recomputed, not read
+    stale = cached.assign(**{DEFINITION: "older"}, w_l2=-1.0)
+    rundir.write_table(run / WEIGHT_STATS_FILE, stale)
+    loaded.clear()
+    pd.testing.assert_frame_equal(weight_table(run), table)
+    assert loaded == list(range(0, 41, 5))
     (run / "analysis.parquet").unlink()
 
 
@@ -65,11 +78,15 @@ def test_weight_table_reads_analysis_statistics(runs):
     analysed = computed.copy()
     analysed[list(WEIGHT_STAT_COLUMNS)] += 1.0  # distinguishable from recomputed values
     analysed["restricted_loss"] = 0.5
+    analysed[DEFINITION] = WEIGHT_STATS_DEFINITION
     rundir.write_table(run / "analysis.parquet", analysed)
     try:
         expected = analysed[["epoch", *WEIGHT_STAT_COLUMNS]]
         pd.testing.assert_frame_equal(weight_table(run), expected)
         assert not (run / WEIGHT_STATS_FILE).exists()
+        # an analysis written before the definition tag existed is not trusted
+        rundir.write_table(run / "analysis.parquet", analysed.drop(columns=DEFINITION))
+        pd.testing.assert_frame_equal(weight_table(run), computed)
     finally:
         (run / "analysis.parquet").unlink()
 

@@ -73,6 +73,10 @@ WEIGHT_STAT_COLUMNS: tuple[str, ...] = (
 MATRIX_SETS: tuple[str, ...] = ("released", "all")
 
 SINGULAR_VALUE_FLOOR = 1e-5
+# Names the definition the default statistics follow; stored beside cached values (the
+# ``weight_stats_definition`` column) so that values computed under another definition are
+# recomputed instead of read back.
+WEIGHT_STATS_DEFINITION = "released-code-v1"
 
 _MATRIX_COLUMNS = WEIGHT_STAT_COLUMNS[:8]
 _PER_HEAD = ("W_Q", "W_K", "W_V")

@@ -29,7 +29,7 @@ from grokscope.dynamics.phases import PhaseParams, find_phases
 from grokscope.errors import GrokscopeError, RunDirError
 from grokscope.events import event_epoch
 from grokscope.measures import ablations, neurons, progress
-from grokscope.measures.weights import weight_stats
+from grokscope.measures.weights import WEIGHT_STATS_DEFINITION, weight_stats
 from grokscope.models import HookedModule, build_model
 from grokscope.report.analysis_figures import write_analysis_figures
 from grokscope.store import rundir
@@ -201,6 +201,7 @@ def _checkpoint_row(ctx: _Context, final: _Final, epoch: int, per_checkpoint_key
     if per_checkpoint_keys:
         row["key_frequencies"] = None if keys is None else [int(k) for k in keys]
     row.update(weight_stats(params))
+    row["weight_stats_definition"] = WEIGHT_STATS_DEFINITION
     return row
 
 

@@ -5,8 +5,9 @@ Models of Training Dynamics"). For each run the 14 weight statistics per checkpo
 ``analysis.parquet`` when ``grokscope analyze`` wrote them for every checkpoint needed; otherwise
 from the run's own cache ``weight_stats.parquet`` (one row per checkpoint: ``epoch`` + the
 statistic columns), computing the checkpoints it lacks from their weights and rewriting it. The
-map never writes ``analysis.parquet``. After the statistics' definition changes, delete
-``weight_stats.parquet`` (and re-run ``grokscope analyze``) so that no stale values are read.
+map never writes ``analysis.parquet``. Both tables tag every row with the definition its values
+follow (``weight_stats_definition``); rows of another definition, or without the tag, are
+recomputed, so a change of definition never feeds stale values into a map.
 Only checkpoints on the run's regular grid (multiples of ``train.checkpoint_every``, plus epoch
 0) are used, so that every HMM step spans the same number of epochs; the dense early checkpoints
 would otherwise stretch the first phase. The convergence epoch of a run is its first evaluated
@@ -25,11 +26,16 @@ import pandas as pd
 from grokscope.dynamics.hmm import TrainingMap, TrainingMapWarning
 from grokscope.errors import GrokscopeError, RunDirError
 from grokscope.events import event_epoch
-from grokscope.measures.weights import WEIGHT_STAT_COLUMNS, weight_stats
+from grokscope.measures.weights import (
+    WEIGHT_STAT_COLUMNS,
+    WEIGHT_STATS_DEFINITION,
+    weight_stats,
+)
 from grokscope.report.training_map import plot_bic, plot_state_sequences, plot_training_map
 from grokscope.store import rundir
 from grokscope.store.query import find_runs
 
+DEFINITION = "weight_stats_definition"
 WEIGHT_STATS_FILE = "weight_stats.parquet"
 # Held-out model selection needs runs to fit and runs to score, and a detour test compares
 # visitors with other runs: with fewer than 3 runs neither means anything.
@@ -52,12 +58,15 @@ def collect_runs(paths: list[Path]) -> list[Path]:
 
 def _stat_rows(path: Path, epochs: list[int]) -> pd.DataFrame:
     """Rows of the parquet table at ``path`` for ``epochs`` that carry every weight statistic
-    (none when the file is absent or lacks a statistic column), one per epoch."""
+    under the current definition (``weight_stats_definition`` equal to
+    :data:`WEIGHT_STATS_DEFINITION`), one per epoch; none when the file is absent, lacks a
+    column or was written under another definition (then the values are recomputed)."""
     columns = ["epoch", *WEIGHT_STAT_COLUMNS]
     table = rundir.read_table(path) if path.is_file() else pd.DataFrame()
-    if not set(columns) <= set(table.columns):
+    if not {*columns, DEFINITION} <= set(table.columns):
         return pd.DataFrame({c: pd.Series(dtype=np.float64) for c in columns})
-    table = table.loc[table["epoch"].isin(epochs), columns].dropna()
+    current = table[DEFINITION] == WEIGHT_STATS_DEFINITION
+    table = table.loc[current & table["epoch"].isin(epochs), columns].dropna()
     return table.drop_duplicates("epoch", keep="last")
 
 
@@ -87,7 +96,8 @@ def weight_table(run: Path) -> pd.DataFrame:
             new = pd.DataFrame(rows, columns=["epoch", *WEIGHT_STAT_COLUMNS])
             table = pd.concat([table, new], ignore_index=True) if len(table) else new
             table = table.astype({"epoch": np.int64}).sort_values("epoch")
-            rundir.write_table(cache_path, table.reset_index(drop=True))
+            cache = table.reset_index(drop=True).assign(**{DEFINITION: WEIGHT_STATS_DEFINITION})
+            rundir.write_table(cache_path, cache)
     table = table.astype({"epoch": np.int64, **{c: np.float64 for c in WEIGHT_STAT_COLUMNS}})
     return table.sort_values("epoch").reset_index(drop=True)
 
