@@ -132,38 +132,16 @@ def test_an_early_stopped_run_is_extended_only_when_it_would_train(tmp_path, mon
     code, out, _ = run_cli(monkeypatch, capsys, "train", "--resume", str(run))
     assert code in (0, None) and "early stop" in out and "early_stop_after=-1" in out
     assert train_run(None, run, resume=True) == rundir.read_status(run)
-    code, _, err = run_cli(
-        monkeypatch, capsys, "train", "--resume", str(run), "--quiet", "--set", "train.epochs=700"
-    )
+
+    def resume(*items):
+        return run_cli(monkeypatch, capsys, "train", "--resume", str(run), "--quiet", *sets(*items))
+
+    code, _, err = resume("train.epochs=700")
     assert code == 2 and "would train nothing" in err and "early_stop_after=-1" in err
-    code, _, err = run_cli(
-        monkeypatch,
-        capsys,
-        "train",
-        "--resume",
-        str(run),
-        "--quiet",
-        "--set",
-        "train.epochs=700",
-        "--set",
-        "train.device=cuda:7",
-    )
+    code, _, err = resume("train.epochs=700", "train.device=cuda:7")
     assert code == 2 and "not available" in err
     assert _snapshot(run) == before  # nothing written by any of the refused commands
-    code, out, _ = run_cli(
-        monkeypatch,
-        capsys,
-        "train",
-        "--resume",
-        str(run),
-        "--quiet",
-        "--set",
-        "train.epochs=700",
-        "--set",
-        "train.early_stop_after=-1",
-        "--set",
-        "train.device=cpu",
-    )
+    code, out, _ = resume("train.epochs=700", "train.early_stop_after=-1", "train.device=cpu")
     assert code in (0, None) and "done: 700 epochs" in out
 
 
