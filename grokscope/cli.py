@@ -419,7 +419,7 @@ def map_(
     """Fit a latent-state training map (Hu et al.) over 3 or more runs; write map.json and
     figures. Detour p-values are Holm-adjusted across states (raw ones are kept too).
 
-    Example: grokscope map sweeps/hmm-seeds --out maps/hmm-seeds
+    Example: grokscope map sweeps/hmm_seeds --out maps/hmm_seeds
     """
     from grokscope.orchestrate.training_map import build_map
 
