@@ -71,12 +71,16 @@ from grokscope.train.losses import (
 EVAL_ROWS = 4096
 
 
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when present, then Apple MPS, else the CPU."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
     return torch.device(name)
@@ -98,9 +102,7 @@ def check_device(name: str) -> torch.device:
                 f"train.device={name!r} is not available: "
                 f"{torch.cuda.device_count()} CUDA device(s) here"
             )
-    if device.type == "mps" and not (
-        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
-    ):
+    if device.type == "mps" and not _mps_available():
         raise ConfigError(f"train.device={name!r} is not available: no Apple MPS; use cpu or auto")
     return device
 
@@ -475,14 +477,13 @@ def stacked_forward(state: TrainState, x: torch.Tensor) -> torch.Tensor:
     transformer without LayerNorm: see :mod:`grokscope.models.stacked_ops`) compute on the stacked
     weights directly; any other model's forward is mapped over the seeds with ``torch.vmap``."""
     model, names = state.model, state.names
+    stacked = getattr(model, "stacked_logits", None)
     if state.k == 1:
         params = {n: p.squeeze(0) for n, p in zip(names, state.params, strict=True)}
-        stacked = getattr(model, "stacked_logits", None)
         logits = stacked(params, x[0]) if stacked is not None else None
         if logits is None:
             logits = functional_call(model, params, (x[0],))
         return logits.unsqueeze(0)
-    stacked = getattr(model, "stacked_logits", None)
     if stacked is not None:
         logits = stacked(dict(zip(names, state.params, strict=True)), x)
         if logits is not None:
@@ -614,6 +615,24 @@ class _Loop:
             },
         )
 
+    def drop(
+        self,
+        state: TrainState,
+        data: TaskData,
+        slots: list[int],
+        name: str,
+        step: int,
+        diverged_epoch: int | None = None,
+    ) -> tuple[TrainState, TaskData] | None:
+        """Finish the seeds in ``slots`` as ``name`` and return the state and data of the others,
+        or None when no seed is left."""
+        for s in slots:
+            self.finish(state, s, name, step, diverged_epoch)
+        keep = [s for s in range(state.k) if s not in slots]
+        if not keep:
+            return None
+        return select_slots(self.cfgs[state.runs[keep[0]]], state, keep), data.select(keep)
+
 
 def run_training(
     cfgs: list[Config],
@@ -624,8 +643,8 @@ def run_training(
     on_finish: Callable[[int, dict], None],
     stop_requested: Callable[[], bool] = lambda: False,
 ) -> str:
-    """Train every seed of ``state`` to the budget, as :func:`grokscope.train.core.run_training`
-    would train each alone; returns ``done`` or ``interrupted``.
+    """Train every seed of ``state`` to the budget (or its early stop), as a batch of one would
+    train each seed alone; returns ``done`` or ``interrupted``.
 
     Callbacks get run indices (positions in ``cfgs``): ``on_eval(run, row)`` for every metrics
     row; ``on_checkpoint(state, slots)`` after the evaluation at a checkpoint epoch (or at a
@@ -647,13 +666,11 @@ def run_training(
         on_checkpoint(state, list(range(state.k)))
     # seeds resumed at their final checkpoint: finished as they are, not trained one epoch more
     done = [s for s in range(state.k) if is_finished(r, seed_meta(state, s))]
-    for s in done:
-        loop.finish(state, s, "done", state.step, None)
     if done:
-        keep = [s for s in range(state.k) if s not in done]
-        if not keep:
+        rest = loop.drop(state, data, done, "done", state.step)
+        if rest is None:
             return "done"
-        state, data = select_slots(cfg, state, keep), data.select(keep)
+        state, data = rest
     n = data.train_x.shape[1]
     t0 = time.perf_counter() - state.wall_s
     while state.k and state.epoch < r.epochs:
@@ -674,14 +691,12 @@ def run_training(
             bad = [s for s, v in enumerate(losses) if not math.isfinite(v)]
             if bad:
                 state.wall_s = time.perf_counter() - t0
-                for s in bad:
-                    loop.finish(state, s, "diverged", step_before, state.epoch)
-                keep = [s for s in range(state.k) if s not in bad]
-                if not keep:
+                rest = loop.drop(state, data, bad, "diverged", step_before, state.epoch)
+                if rest is None:
                     return "done"
-                state, data = select_slots(cfg, state, keep), data.select(keep)
+                state, data = rest
                 if orders is not None:
-                    orders = [orders[s] for s in keep]
+                    orders = [o for s, o in enumerate(orders) if s not in bad]
         state.epoch += 1
         state.wall_s = time.perf_counter() - t0
         last = [is_finished(r, seed_meta(state, s)) for s in range(state.k)]
@@ -696,14 +711,12 @@ def run_training(
         to_save = [s for s in range(state.k) if state.epoch in ckpts or last[s]]
         if to_save:
             on_checkpoint(state, to_save)
-        if any(last):
-            for s in range(state.k):
-                if last[s]:
-                    loop.finish(state, s, "done", state.step, None)
-            keep = [s for s in range(state.k) if not last[s]]
-            if not keep:
+        ended = [s for s in range(state.k) if last[s]]
+        if ended:
+            rest = loop.drop(state, data, ended, "done", state.step)
+            if rest is None:
                 return "done"
-            state, data = select_slots(cfg, state, keep), data.select(keep)
+            state, data = rest
         if stop_requested():
             on_checkpoint(state, list(range(state.k)))
             return "interrupted"
