@@ -80,11 +80,11 @@ def finished_reason(run: Path) -> str | None:
         return "diverged"
     if state != "done":
         return None
-    cfg = rundir.read_config(run)
+    r = rundir.read_config(run).train
     done = status.get("epochs_done", 0)
-    if done >= cfg.train.epochs:
-        return "budget"
-    return "early stop" if is_finished(cfg.train, {"epoch": done, **status}) else None
+    if not is_finished(r, {"epoch": done, **status}):
+        return None
+    return "budget" if done >= r.epochs else "early stop"
 
 
 def run_is_finished(run: Path) -> bool:
@@ -156,9 +156,10 @@ def train_runs(
     ``threads`` overrides ``train.threads``. Returns the final status dict of each run, in order.
     """
     runs = [Path(r) for r in runs]
-    if resume and any(run_is_finished(r) for r in runs):
+    finished = [run_is_finished(r) for r in runs] if resume else []
+    if any(finished):
         # finished runs are left untouched; the others resume as a batch
-        todo = [r for r in runs if not run_is_finished(r)]
+        todo = [r for r, f in zip(runs, finished, strict=True) if not f]
         each = None if progress is None else (lambda i, row: progress(runs.index(todo[i]), row))
         trained = train_runs(None, todo, True, each, threads) if todo else []
         done = dict(zip(todo, trained, strict=True))
