@@ -109,11 +109,17 @@ class _Context:
             ) from None
         return _numpy_params(weights)
 
-    def fractions(self) -> np.ndarray | None:
-        """Each neuron's share of energy per frequency, for the weights in the model now."""
+    def activations(self) -> np.ndarray | None:
+        """The MLP neurons' activations on every example, for the weights in the model now;
+        None off the full grid (no neuron frequencies there)."""
         if not self.full_grid:
             return None
-        acts = progress.neuron_activations(self.model, self.ds.tokens)
+        return progress.neuron_activations(self.model, self.ds.tokens)
+
+    def fractions(self, acts: np.ndarray | None) -> np.ndarray | None:
+        """Each neuron's share of energy per frequency, from its activations ``acts``."""
+        if acts is None:
+            return None
         return neurons.neuron_frequency_fractions(acts[self.grid.rows], self.grid.n)
 
 
@@ -156,12 +162,8 @@ def _final_checkpoint(ctx: _Context, epoch: int) -> _Final:
     model holds the final weights."""
     params = ctx.load(epoch)
     logits = progress.model_logits(ctx.model, ctx.ds.tokens)
-    acts = progress.neuron_activations(ctx.model, ctx.ds.tokens) if ctx.full_grid else None
-    fractions = (
-        neurons.neuron_frequency_fractions(acts[ctx.grid.rows], ctx.grid.n)
-        if acts is not None
-        else None
-    )
+    acts = ctx.activations()
+    fractions = ctx.fractions(acts)
     key_freqs = None
     if ctx.reason is None:
         key_freqs = neurons.key_frequencies(fractions, ctx.rule)
@@ -185,7 +187,7 @@ def _checkpoint_row(ctx: _Context, final: _Final, epoch: int, per_checkpoint_key
     row: dict = {"epoch": int(epoch), **progress.basic_row(logits, ctx.ds)}
     fractions = final.fractions if at_final else None
     if per_checkpoint_keys and not at_final:
-        fractions = ctx.fractions()
+        fractions = ctx.fractions(ctx.activations())
     keys = final.key_freqs
     if per_checkpoint_keys and ctx.reason is None:
         keys = neurons.key_frequencies(fractions, ctx.rule)
