@@ -195,6 +195,16 @@ def _mw_method(a: np.ndarray, b: np.ndarray):
     return "asymptotic"
 
 
+def _per_run_by_state(values, convergence, name: str, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` as a (runs x states) array and the runs' convergence ranks; ValueError when
+    the two do not describe the same runs."""
+    arr = np.asarray(values, dtype=dtype)
+    ranks = convergence_ranks(convergence)
+    if arr.ndim != 2 or arr.shape[0] != len(ranks):
+        raise ValueError(f"{name} has shape {arr.shape}; expected ({len(ranks)}, n_states)")
+    return arr, ranks
+
+
 def detour_tests(
     visited: np.ndarray, convergence: Sequence[float | None] | np.ndarray, alpha: float = 0.05
 ) -> AssociationTests:
@@ -214,10 +224,7 @@ def detour_tests(
     n_others) - 1 (Kerby 2014), U counting visitor-other pairs where the visitor converged later
     (ties count 1/2): positive when visitors converge later.
     """
-    visited = np.asarray(visited, dtype=bool)
-    ranks = convergence_ranks(convergence)
-    if visited.ndim != 2 or visited.shape[0] != len(ranks):
-        raise ValueError(f"visited has shape {visited.shape}; expected ({len(ranks)}, n_states)")
+    visited, ranks = _per_run_by_state(visited, convergence, "visited", bool)
     p_raw: list[float | None] = []
     effect: list[float | None] = []
     for s in range(visited.shape[1]):
@@ -248,10 +255,7 @@ def time_share_tests(
     (:func:`holm_adjust`), a family separate from the detour tests; ``significant`` is adjusted
     p < alpha, whatever the sign of rho.
     """
-    share = np.asarray(time_share, dtype=np.float64)
-    ranks = convergence_ranks(convergence)
-    if share.ndim != 2 or share.shape[0] != len(ranks):
-        raise ValueError(f"time_share has shape {share.shape}; expected ({len(ranks)}, n_states)")
+    share, ranks = _per_run_by_state(time_share, convergence, "time_share", np.float64)
     rho: list[float | None] = []
     p_raw: list[float | None] = []
     for s in range(share.shape[1]):
