@@ -62,6 +62,11 @@ def _run_id(cfg: config_mod.Config) -> str:
     return f"{cfg.preset or 'default'}-{what}-s{cfg.train.seed}-{stamp}"
 
 
+def _check_threads(threads: int | None) -> None:
+    if threads is not None and threads < 0:
+        raise GrokscopeError(f"--threads must be >= 0, got {threads}")
+
+
 def _say(text: str) -> None:
     """One line of plain output: no markup, no highlighting, and no hard wrap (a terminal wraps
     a long line itself; a log keeps it whole)."""
@@ -165,8 +170,7 @@ def train(
     from grokscope.store import rundir
     from grokscope.train.core import check_device
 
-    if threads is not None and threads < 0:
-        raise GrokscopeError(f"--threads must be >= 0, got {threads}")
+    _check_threads(threads)
     if resume is not None:
         if name:
             raise GrokscopeError("--resume continues a run under its own name; drop --name")
@@ -278,9 +282,7 @@ def _fmt(v) -> str:
 
 def _one_line_config(cfg: config_mod.Config) -> str:
     t, m, o = cfg.task, cfg.model, cfg.optim
-    task = {"modular": f"({t.op}) mod {t.p}", "permutation": f"{t.op} in S{t.group_n}"}.get(
-        t.name, f"sparse parity n={t.n_bits} k={t.k_bits}"
-    )
+    task = config_mod.describe_task(t)
     model = (
         f"{m.n_layers}-layer transformer d_model {m.d_model}"
         if m.kind == "transformer"
@@ -431,8 +433,7 @@ def map_(
         raise GrokscopeError(f"--scaling must be per-run or pooled, got {scaling!r}")
     if min_dwell < 1:
         raise GrokscopeError(f"--min-dwell must be >= 1, got {min_dwell}")
-    if threads < 0:
-        raise GrokscopeError(f"--threads must be >= 0, got {threads}")
+    _check_threads(threads)
     from grokscope.orchestrate.threads import use_threads
 
     with use_threads(threads):
@@ -511,8 +512,7 @@ def analyze(
     from grokscope.orchestrate.analyze import analyze_run
     from grokscope.orchestrate.threads import use_threads
 
-    if threads < 0:
-        raise GrokscopeError(f"--threads must be >= 0, got {threads}")
+    _check_threads(threads)
     from grokscope.dynamics.phases import CLEANUP_RULES, PhaseParams
 
     if cleanup_rule not in CLEANUP_RULES:

@@ -150,6 +150,13 @@ TASKS = ("modular", "permutation", "sparse_parity")
 DEFAULT_OPS = {"modular": "x+y", "permutation": "x*y", "sparse_parity": "parity"}
 
 
+def describe_task(t: TaskConfig) -> str:
+    """The task in a few words, e.g. ``(x+y) mod 59`` or ``S5: x*y`` (reports and the CLI)."""
+    return {"modular": f"({t.op}) mod {t.p}", "permutation": f"S{t.group_n}: {t.op}"}.get(
+        t.name, f"sparse parity n={t.n_bits} k={t.k_bits}"
+    )
+
+
 def is_prime(n: int) -> bool:
     """Trial division; p is at most a few thousand here."""
     if n < 2:

@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from grokscope.config import describe_task  # noqa: E402
 from grokscope.store import rundir  # noqa: E402
 
 # figures we know, in reading order, with a caption each; others follow alphabetically
@@ -190,10 +191,7 @@ def write_report(run: Path) -> Path:
     pngs.sort(key=lambda p: (order.index(p.stem) if p.stem in order else len(order), p.stem))
 
     t = cfg.task
-    task = {
-        "modular": f"({t.op}) mod {t.p}",
-        "permutation": f"S{t.group_n}: {t.op}",
-    }.get(t.name, f"sparse parity n={t.n_bits} k={t.k_bits}")
+    task = describe_task(t)
     last = metrics.iloc[-1].to_dict() if len(metrics) else {}
     rows = headline_rows(cfg, status, last, summary)
     extra = []
