@@ -161,20 +161,19 @@ def load_sweep(path: str | Path) -> Sweep:
     if not manifest_path.is_file():
         raise RunDirError(f"{path} is not a sweep directory (no sweep.json)")
     manifest = rundir.read_json(manifest_path)
+    values = {c["cell"]: c.get("values", {}) for c in manifest.get("cells", [])}
     rows = []
-    for cell in manifest.get("cells", []):
-        for seed in manifest["spec"]["seeds"]:
-            name = f"{cell['cell']}-s{seed}"
-            status = _json(path / "runs" / name / "status.json") or {}
-            rows.append(
-                {
-                    "run": name,
-                    "cell": cell["cell"],
-                    "seed": seed,
-                    "state": status.get("state", "new"),
-                    **cell.get("values", {}),
-                }
-            )
+    for entry in manifest.get("runs", []):  # the run ids the sweep wrote, cell by cell
+        status = _json(path / "runs" / entry["run"] / "status.json") or {}
+        rows.append(
+            {
+                "run": entry["run"],
+                "cell": entry["cell"],
+                "seed": entry["seed"],
+                "state": status.get("state", "new"),
+                **values.get(entry["cell"], {}),
+            }
+        )
     return Sweep(
         path=path,
         manifest=manifest,

@@ -31,7 +31,7 @@ from grokscope import config as config_mod
 from grokscope.errors import GrokscopeError, RunDirError
 from grokscope.orchestrate.cell import FINISHED, run_cell, run_state
 from grokscope.store import rundir
-from grokscope.sweep.spec import SweepSpec
+from grokscope.sweep.spec import SweepSpec, run_id
 
 EXECUTORS = ("local", "ray")
 
@@ -69,7 +69,7 @@ def prepare(spec: SweepSpec, root: Path) -> list[dict[str, Any]]:
                 "root": str(root.resolve()),
                 "cell": cell.name,
                 "runs": [
-                    {"run": f"{cell.name}-s{s}", "config": config_mod.to_dict(spec.config(cell, s))}
+                    {"run": run_id(cell, s), "config": config_mod.to_dict(spec.config(cell, s))}
                     for s in spec.seeds
                 ],
             }
