@@ -233,8 +233,9 @@ def phase_diagram(
     ax_p.legend(
         handles=legend, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False
     )
+    rule = f" (grokking: {cells['phase_rule'].iloc[0]})" if "phase_rule" in cells else ""
     ax_p.set_title(
-        "phase (Liu et al. 2022) of the majority of seeds;\n"
+        f"phase (Liu et al. 2022) of the majority of seeds{rule};\n"
         "counts: seeds per phase (comp., grok., mem., conf.)",
         fontsize=9,
     )
