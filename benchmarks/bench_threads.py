@@ -79,18 +79,29 @@ def main() -> None:
 
             rows.append(("train alone", threads, timed([fresh()])))
             rows.append(("analyze alone", threads, timed([analyze_cmd(bases[0], threads)])))
-            rows.append(("map (3 runs) alone", threads,
-                         timed([map_cmd(bases, out / f"map{next(n)}", threads)])))
+            rows.append(
+                (
+                    "map (3 runs) alone",
+                    threads,
+                    timed([map_cmd(bases, out / f"map{next(n)}", threads)]),
+                )
+            )
             busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
             try:
                 rows.append(("train beside a busy loop", threads, timed([fresh()])))
-                rows.append(("analyze beside a busy loop", threads,
-                             timed([analyze_cmd(bases[1], threads)])))
+                rows.append(
+                    ("analyze beside a busy loop", threads, timed([analyze_cmd(bases[1], threads)]))
+                )
             finally:
                 busy.kill()
             rows.append(("two trains together", threads, timed([fresh(), fresh()])))
-            rows.append(("train + analyze together", threads,
-                         timed([fresh(), analyze_cmd(bases[2], threads)])))
+            rows.append(
+                (
+                    "train + analyze together",
+                    threads,
+                    timed([fresh(), analyze_cmd(bases[2], threads)]),
+                )
+            )
     print(f"quick preset, {args.epochs} epochs; wall seconds per process")
     print(f"{'scenario':30s} {'1 thread':>16s} {'2 threads':>16s}")
     names = list(dict.fromkeys(r[0] for r in rows))

@@ -149,13 +149,16 @@ def main() -> None:
     peak = matmul_peak_gflops()
     n_train = len(ds.train_idx)
     gflops = fast_pass_flops(cfg, n_train, ds.d_vocab) / (ms["grokscope"] / 1e3) / 1e9
-    print(f"threads: {torch.get_num_threads()}  epochs: {args.epochs} (full batch, {n_train} "
-          "pairs)")
+    print(
+        f"threads: {torch.get_num_threads()}  epochs: {args.epochs} (full batch, {n_train} pairs)"
+    )
     print(f"straightforward: {ms['straightforward']:8.1f} ms/epoch")
     print(f"grokscope:       {ms['grokscope']:8.1f} ms/epoch")
     print(f"speed-up:        {ms['straightforward'] / ms['grokscope']:8.2f} x")
-    print(f"throughput:      {gflops:.1f} GFLOP/s achieved, matmul peak {peak:.1f} GFLOP/s "
-          f"({100 * gflops / peak:.0f} %)")
+    print(
+        f"throughput:      {gflops:.1f} GFLOP/s achieved, matmul peak {peak:.1f} GFLOP/s "
+        f"({100 * gflops / peak:.0f} %)"
+    )
     print(f"25k epochs at this rate: {25000 * ms['grokscope'] / 60e3:.1f} min of training steps")
 
     f32 = max_rel(losses["grokscope"], losses["straightforward"])
@@ -163,12 +166,18 @@ def main() -> None:
     noise, _, _, _ = train_pair(args.epochs, args.epochs, torch.float32, permute_reference=True)
     floor = max_rel(noise["straightforward"], losses["straightforward"])
     f64, _, _, _ = train_pair(args.epochs, args.epochs, torch.float64)
-    print(f"loss curves, float32: max relative difference {f32:.2e} over {args.epochs} epochs "
-          f"({first50:.2e} over the first 50)")
-    print(f"  noise floor: the straightforward pass against itself on a permuted batch (same "
-          f"maths, another summation order): {floor:.2e}")
-    print(f"loss curves, float64: max relative difference "
-          f"{max_rel(f64['grokscope'], f64['straightforward']):.2e} over {args.epochs} epochs")
+    print(
+        f"loss curves, float32: max relative difference {f32:.2e} over {args.epochs} epochs "
+        f"({first50:.2e} over the first 50)"
+    )
+    print(
+        f"  noise floor: the straightforward pass against itself on a permuted batch (same "
+        f"maths, another summation order): {floor:.2e}"
+    )
+    print(
+        f"loss curves, float64: max relative difference "
+        f"{max_rel(f64['grokscope'], f64['straightforward']):.2e} over {args.epochs} epochs"
+    )
 
 
 if __name__ == "__main__":

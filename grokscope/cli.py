@@ -54,9 +54,13 @@ PLAIN_EVERY_S = 5.0  # seconds between plain progress lines when output is not a
 
 def _run_id(cfg: config_mod.Config) -> str:
     t = cfg.task
-    what = {"modular": f"{t.op}-p{t.p}", "permutation": f"S{t.group_n}-{t.op}"}.get(
-        t.name, f"parity-n{t.n_bits}-k{t.k_bits}"
-    )
+    what = {
+        "modular": f"{t.op}-p{t.p}",
+        "permutation": f"S{t.group_n}-{t.op}",
+        "question_formation": f"qf-L{cfg.model.n_layers}",
+        "tense_inflection": f"tense-L{cfg.model.n_layers}",
+        "dyck": f"dyck{t.dyck_k}-{t.dyck_depth}-L{cfg.model.n_layers}",
+    }.get(t.name, f"parity-n{t.n_bits}-k{t.k_bits}")
     what = what.replace("/", "div").replace("*", "mul").replace("^", "").replace(" ", "_")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return f"{cfg.preset or 'default'}-{what}-s{cfg.train.seed}-{stamp}"
@@ -143,7 +147,10 @@ THREADS_HELP = (
 @app.command()
 def train(
     preset: str = typer.Option(
-        "quick", "--preset", "-p", help="quick, nanda2023, mlp_quad or default"
+        "quick",
+        "--preset",
+        "-p",
+        help="quick, nanda2023, mlp_quad, structural_cpu, murty_qf, murty_tense or default",
     ),
     out: Path = typer.Option(Path("runs"), "--out", "-o", help="parent directory of the run"),
     name: str = typer.Option("", "--name", help="run id (default: preset-task-seed-time)"),
@@ -527,17 +534,36 @@ def analyze(
             figures=not no_figures,
             phase_params=PhaseParams(cleanup_rule=cleanup_rule),
         )
-    _say(f"{s['checkpoints_analysed']} checkpoints analysed in {s['analysis_wall_s']:.1f} s")
-    _say(f"t_mem {s['t_mem_epoch']}, t_grok {s['t_grok_epoch']} (epochs)")
-    for line in _analysis_lines(s):
-        _say(line)
-    for note in s["notes"]:
-        _say(f"note: {note}")
+    if s.get("kind") == "sequence":
+        for line in _sequence_lines(s):
+            _say(line)
+    else:
+        _say(f"{s['checkpoints_analysed']} checkpoints analysed in {s['analysis_wall_s']:.1f} s")
+        _say(f"t_mem {s['t_mem_epoch']}, t_grok {s['t_grok_epoch']} (epochs)")
+        for line in _analysis_lines(s):
+            _say(line)
+        for note in s["notes"]:
+            _say(f"note: {note}")
     _say(f"wrote {run / 'analysis.parquet'} and {run / 'summary.json'}")
     if not no_figures:
         from grokscope.report.html import write_report
 
         _say(f"wrote {write_report(run)}")
+
+
+def _sequence_lines(s: dict) -> list[str]:
+    """What ``analyze`` prints for a sequence run."""
+    f = {k: (float("nan") if v is None else v) for k, v in s["final"].items()}
+    flag = {True: "yes", False: "no", None: "undecided (censored)"}[s["structural_grokking"]]
+    lag = s["lag_steps"] if s["lag_steps"] is not None else f"> {s['lag_lower_steps']}"
+    return [
+        f"{len(s['analysed_epochs'])} checkpoints analysed in {s['analysis_wall_s']:.1f} s",
+        f"t_id {s['t_id_step']}, t_gen {s['t_gen_step']} (steps); lag {lag}; "
+        f"structural grokking: {flag}",
+        f"final: id acc {f['id_acc']:.3f}, gen acc {f['gen_acc']:.3f}, tree score "
+        f"{f['tree_score']:.3f}, bracketing F1 {f['bracket_f1']:.3f} "
+        f"({s['tree_sentences']} sentences)",
+    ]
 
 
 def _fmt_share(x) -> str:
@@ -585,7 +611,8 @@ def sweep(
     total = sum(len(t["runs"]) for t in tasks)
     done0 = count_finished(tasks)
     console.print(
-        f"sweep [bold]{spec.name}[/bold]: {len(tasks)} cells x {len(spec.seeds)} seeds = {total}"
+        f"sweep [bold]{spec.name}[/bold]: {len({t['cell'] for t in tasks})} cells x "
+        f"{len(spec.seeds)} seeds = {total}"
         f" runs ({done0} already finished) in {root}"
     )
     records: list[dict] = []

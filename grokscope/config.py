@@ -28,8 +28,13 @@ class TaskConfig:
 
     ``name``: ``modular`` (binary ops mod p, Power et al. 2022), ``permutation`` (composition in
     S_n) or ``sparse_parity`` (n bits, parity of k hidden ones; Barak et al. 2022, Merrill et
-    al. 2023).
+    al. 2023); the sequence (language-model) tasks ``question_formation`` and
+    ``tense_inflection`` (McCoy, Frank & Linzen 2020 grammars, Murty et al. 2023 splits) and
+    ``dyck`` (Dyck-k of maximum depth d, Hewitt et al. 2020).
     ``op``: empty means the task's default (``x+y`` for modular, ``x*y`` for permutation).
+    Sequence tasks: ``n_train`` / ``n_dev`` / ``n_test`` / ``n_gen`` sentences per split
+    (published: 100k / 1k / 10k / 10k), ``dyck_k`` bracket types, ``dyck_depth`` maximum depth,
+    ``max_len`` the longest Dyck string kept (0 = no limit).
     """
 
     name: str = "modular"
@@ -41,16 +46,27 @@ class TaskConfig:
     n_samples: int = 2000
     train_fraction: float = 0.3
     data_seed: int = 0
+    n_train: int = 100000
+    n_dev: int = 1000
+    n_test: int = 10000
+    n_gen: int = 10000
+    dyck_k: int = 20
+    dyck_depth: int = 10
+    max_len: int = 0
 
 
 @dataclass
 class ModelConfig:
-    """Network shape. ``kind`` is ``transformer`` or ``mlp``.
+    """Network shape. ``kind`` is ``transformer``, ``mlp`` or ``lm`` (the causal language model
+    of the sequence tasks, :mod:`grokscope.models.lm`).
 
     Transformer defaults are the Nanda et al. (2023) main-run model. For ``mlp``: ``d_embed`` is the
     operand embedding width (0 = one-hot inputs), ``n_layers`` hidden layers of width ``d_mlp``,
     ``act`` relu / gelu / quad (x^2, Gromov 2023), ``bias`` toggles every bias.
     ``init_scale`` multiplies every initial weight (Liu et al. 2023, Omnigrok).
+    For ``lm``: ``ln_position`` pre / post (Murty et al. 2023 use post), ``positions`` sinusoidal
+    or learned, ``dropout`` (0.1 in Murty et al.), ``n_ctx`` the context length (0 = the task's
+    longest sequence); ``d_mlp`` is the feed-forward width d_ff.
     """
 
     kind: str = "transformer"
@@ -64,6 +80,10 @@ class ModelConfig:
     d_embed: int = 128
     bias: bool = True
     init_scale: float = 1.0
+    ln_position: str = "pre"
+    positions: str = "learned"
+    dropout: float = 0.0
+    n_ctx: int = 0
 
 
 @dataclass
@@ -74,7 +94,9 @@ class OptimConfig:
     ``loss``: softmax (cross-entropy) or stablemax (Prieto et al. 2025). ``orthograd`` projects out
     the gradient component parallel to the weights (Prieto et al. 2025). ``weight_norm`` > 0 fixes
     the total parameter norm after every step (Liu et al. 2023, Omnigrok). ``decay_to``: decay
-    toward zero or toward the initial weights.
+    toward zero or toward the initial weights. ``lr_decay``: ``none`` (constant after warmup) or
+    ``linear`` (to zero at the end of the budget). ``loss_on`` (sequence tasks): ``all`` tokens,
+    as Murty et al. (2023) train, or the ``answer`` span only.
     """
 
     lr: float = 1e-3
@@ -92,6 +114,8 @@ class OptimConfig:
     orthograd: bool = False
     weight_norm: float = 0.0
     decay_to: str = "zero"
+    lr_decay: str = "none"
+    loss_on: str = "all"
 
 
 @dataclass
@@ -146,15 +170,52 @@ MODULAR_OPS = (
 )
 PRIME_OPS = ("x/y", "x/y if y odd else x-y")
 PERMUTATION_OPS = ("x*y", "x*y*x^-1")
-TASKS = ("modular", "permutation", "sparse_parity")
+SEQUENCE_TASKS = ("question_formation", "tense_inflection", "dyck")
+TASKS = ("modular", "permutation", "sparse_parity", *SEQUENCE_TASKS)
 DEFAULT_OPS = {"modular": "x+y", "permutation": "x*y", "sparse_parity": "parity"}
+# fields that only the algorithmic tasks / models read: setting one on a sequence run is a mistake
+ALGORITHMIC_ONLY = (
+    "task.op",
+    "task.p",
+    "task.group_n",
+    "task.n_bits",
+    "task.k_bits",
+    "task.n_samples",
+    "task.train_fraction",
+    "model.layernorm",
+    "model.d_embed",
+    "model.bias",
+)
+DYCK_ONLY = ("task.dyck_k", "task.dyck_depth", "task.max_len")
+SEQUENCE_ONLY = (
+    "task.n_train",
+    "task.n_dev",
+    "task.n_test",
+    "task.n_gen",
+    *DYCK_ONLY,
+    "model.ln_position",
+    "model.positions",
+    "model.dropout",
+    "model.n_ctx",
+    "optim.loss_on",
+)
+
+
+def is_sequence(t: TaskConfig) -> bool:
+    """Whether ``t`` is a sequence (language-model) task."""
+    return t.name in SEQUENCE_TASKS
 
 
 def describe_task(t: TaskConfig) -> str:
     """The task in a few words, e.g. ``(x+y) mod 59`` or ``S5: x*y`` (reports and the CLI)."""
-    return {"modular": f"({t.op}) mod {t.p}", "permutation": f"S{t.group_n}: {t.op}"}.get(
-        t.name, f"sparse parity n={t.n_bits} k={t.k_bits}"
-    )
+    names = {
+        "modular": f"({t.op}) mod {t.p}",
+        "permutation": f"S{t.group_n}: {t.op}",
+        "question_formation": f"question formation, {t.n_train} training sentences",
+        "tense_inflection": f"tense inflection, {t.n_train} training sentences",
+        "dyck": f"Dyck-{t.dyck_k}, depth {t.dyck_depth}, {t.n_train} training strings",
+    }
+    return names.get(t.name, f"sparse parity n={t.n_bits} k={t.k_bits}")
 
 
 def is_prime(n: int) -> bool:
@@ -186,6 +247,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"task.p must be >= 2, got {t.p}")
         if t.op in PRIME_OPS and not is_prime(t.p):
             raise ConfigError(f"op {t.op!r} needs a prime modulus, but task.p = {t.p} is not prime")
+    elif is_sequence(t):
+        _validate_sequence(cfg)
     elif t.name == "permutation":
         if t.op not in PERMUTATION_OPS:
             raise ConfigError(
@@ -210,12 +273,15 @@ def validate(cfg: Config) -> None:
     if not 0.0 < t.train_fraction < 1.0:
         raise ConfigError(f"task.train_fraction must lie in (0, 1), got {t.train_fraction}")
 
-    if m.kind not in ("transformer", "mlp"):
-        raise ConfigError(f"unknown model kind {m.kind!r}; choose transformer or mlp")
+    if m.kind not in ("transformer", "mlp", "lm"):
+        raise ConfigError(f"unknown model kind {m.kind!r}; choose transformer, mlp or lm")
+    if (m.kind == "lm") != is_sequence(t):
+        want = "model.kind=lm" if is_sequence(t) else "model.kind=transformer or mlp"
+        raise ConfigError(f"task {t.name!r} needs {want}, got model.kind={m.kind!r}")
     for name in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp"):
         if getattr(m, name) < 1:
             raise ConfigError(f"model.{name} must be >= 1, got {getattr(m, name)}")
-    if m.kind == "transformer":
+    if m.kind in ("transformer", "lm"):
         if m.act not in ("relu", "gelu"):
             raise ConfigError(f"unknown transformer activation {m.act!r}; choose relu or gelu")
         if m.d_model % m.n_heads:
@@ -251,6 +317,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"optim.weight_norm must be >= 0 (0 = off), got {o.weight_norm}")
     if o.decay_to not in ("zero", "init"):
         raise ConfigError(f"unknown optim.decay_to {o.decay_to!r}; choose zero or init")
+    if o.lr_decay not in ("none", "linear"):
+        raise ConfigError(f"unknown optim.lr_decay {o.lr_decay!r}; choose none or linear")
 
     if r.epochs < 1:
         raise ConfigError(f"train.epochs must be >= 1, got {r.epochs}")
@@ -263,6 +331,63 @@ def validate(cfg: Config) -> None:
     for name in ("mem_threshold", "grok_threshold"):
         if not 0.0 < getattr(r, name) <= 1.0:
             raise ConfigError(f"train.{name} must lie in (0, 1], got {getattr(r, name)}")
+
+
+def _validate_sequence(cfg: Config) -> None:
+    """The settings only sequence tasks and the ``lm`` model read."""
+    t, m, o = cfg.task, cfg.model, cfg.optim
+    for name in ("n_train", "n_test", "n_gen"):
+        if getattr(t, name) < 1:
+            raise ConfigError(f"task.{name} must be >= 1 (an empty split), got {getattr(t, name)}")
+    if t.n_dev < 0:
+        raise ConfigError(f"task.n_dev must be >= 0, got {t.n_dev}")
+    if t.name == "dyck":
+        if t.dyck_k < 1:
+            raise ConfigError(f"task.dyck_k (bracket types) must be >= 1, got {t.dyck_k}")
+        if t.dyck_depth < 1:
+            raise ConfigError(f"task.dyck_depth must be >= 1, got {t.dyck_depth}")
+        if t.max_len < 0 or 0 < t.max_len < 4:
+            raise ConfigError(
+                f"task.max_len must be 0 (no limit) or >= 4 (the shortest Dyck string the "
+                f"automaton makes), got {t.max_len}"
+            )
+    if m.ln_position not in ("pre", "post"):
+        raise ConfigError(f"unknown model.ln_position {m.ln_position!r}; choose pre or post")
+    if m.positions not in ("learned", "sinusoidal"):
+        raise ConfigError(f"unknown model.positions {m.positions!r}; choose learned or sinusoidal")
+    if not 0.0 <= m.dropout < 1.0:
+        raise ConfigError(f"model.dropout must lie in [0, 1), got {m.dropout}")
+    if m.n_ctx < 0:
+        raise ConfigError(f"model.n_ctx must be >= 0 (0 = the task's longest), got {m.n_ctx}")
+    if o.loss_on not in ("all", "answer"):
+        raise ConfigError(f"unknown optim.loss_on {o.loss_on!r}; choose all or answer")
+    if o.batch_size < 1:
+        raise ConfigError("sequence tasks train on mini-batches: set optim.batch_size >= 1")
+    for name, value, why in (
+        ("optim.loss", o.loss, "softmax"),
+        ("optim.grokfast", o.grokfast, "none"),
+    ):
+        if value != why:
+            raise ConfigError(f"{name}={value!r} is not available for sequence tasks yet")
+    if o.orthograd or o.weight_norm > 0 or o.decay_to != "zero":
+        raise ConfigError(
+            "optim.orthograd, optim.weight_norm and optim.decay_to=init are not available for "
+            "sequence tasks yet"
+        )
+
+
+def check_applicable(cfg: Config, keys: list[str]) -> None:
+    """Raise ConfigError when a field set explicitly (``keys``) is one the run's task never
+    reads: a modular-only field on a sequence run, or a sequence-only field on an algorithmic
+    run (silently ignoring it would hide the mistake)."""
+    seq = is_sequence(cfg.task)
+    for key in keys:
+        if seq and key in ALGORITHMIC_ONLY:
+            raise ConfigError(f"{key} does not apply to the sequence task {cfg.task.name!r}")
+        if not seq and key in SEQUENCE_ONLY:
+            raise ConfigError(f"{key} applies only to sequence tasks, not to {cfg.task.name!r}")
+        if seq and cfg.task.name != "dyck" and key in DYCK_ONLY:
+            raise ConfigError(f"{key} applies only to the dyck task, not to {cfg.task.name!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,7 +436,57 @@ def _mlp_quad() -> Config:
     return cfg
 
 
-PRESETS = {"nanda2023": _nanda2023, "quick": _quick, "mlp_quad": _mlp_quad}
+def _murty(name: str, task: str, n_layers: int) -> Config:
+    cfg = Config(preset=name)
+    cfg.task.name = task
+    m = cfg.model
+    m.kind, m.n_layers, m.d_model, m.n_heads, m.d_head, m.d_mlp = "lm", n_layers, 512, 4, 128, 512
+    m.ln_position, m.positions, m.dropout = "post", "sinusoidal", 0.1
+    o = cfg.optim
+    o.lr, o.weight_decay, o.batch_size, o.warmup_steps = 1e-4, 0.0, 8, 0
+    r = cfg.train
+    r.epochs, r.eval_every, r.checkpoint_every = 300_000, 3000, 3000
+    r.mem_threshold, r.grok_threshold = 0.99, 0.8
+    return cfg
+
+
+def _murty_qf() -> Config:
+    """Murty et al. (2023) question formation: 6-layer post-LN transformer LM, d_model 512,
+    4 heads, d_ff 512, dropout 0.1, sinusoidal positions, AdamW lr 1e-4 without weight decay,
+    batch 8, 300k steps, evaluated every 3k steps (a GPU setting). One epoch of the loop is one
+    optimizer step for sequence tasks."""
+    return _murty("murty_qf", "question_formation", 6)
+
+
+def _murty_tense() -> Config:
+    """Murty et al. (2023) tense inflection: as :func:`_murty_qf` with 4 layers."""
+    return _murty("murty_tense", "tense_inflection", 4)
+
+
+def _structural_cpu() -> Config:
+    """Structural grokking of question formation on a 2-core CPU (measured in
+    docs/structural.md): :func:`_murty_qf` scaled down to 4 layers, d_model 128 (4 heads of 32),
+    d_ff 512, batch 32, AdamW lr 2e-4 decayed linearly to 0 over 20k steps, 1k test and 1k
+    generalization sentences, evaluated every 500 steps."""
+    cfg = _murty("structural_cpu", "question_formation", 4)
+    m = cfg.model
+    m.d_model, m.n_heads, m.d_head, m.d_mlp = 128, 4, 32, 512
+    o = cfg.optim
+    o.lr, o.batch_size, o.lr_decay = 2e-4, 32, "linear"
+    cfg.task.n_test, cfg.task.n_gen = 1000, 1000
+    r = cfg.train
+    r.epochs, r.eval_every, r.checkpoint_every = 20_000, 500, 2000
+    return cfg
+
+
+PRESETS = {
+    "nanda2023": _nanda2023,
+    "quick": _quick,
+    "mlp_quad": _mlp_quad,
+    "murty_qf": _murty_qf,
+    "murty_tense": _murty_tense,
+    "structural_cpu": _structural_cpu,
+}
 
 
 def preset(name: str) -> Config:
@@ -379,12 +554,16 @@ def set_field(cfg: Config, key: str, value: Any) -> None:
 
 
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
-    """Apply ``key=value`` strings from the command line."""
+    """Apply ``key=value`` strings from the command line; a field the resulting task never reads
+    is an error (:func:`check_applicable`)."""
+    keys = []
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set expects field=value, got {item!r}")
         key, value = item.split("=", 1)
         set_field(cfg, key.strip(), value.strip())
+        keys.append(key.strip())
+    check_applicable(cfg, keys)
     return cfg
 
 

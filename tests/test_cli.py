@@ -37,7 +37,10 @@ BAD = [
     (["train", *sets("task.train_fraction=1.5")], "train_fraction"),
     (["train", *sets("model.d_model=100", "model.n_heads=3")], "divisible"),
     (["train", *sets("model.colour=red")], "unknown config field"),
-    (["train", "--preset", "huge"], "choose one of default, mlp_quad, nanda2023, quick"),
+    (
+        ["train", "--preset", "huge"],
+        "choose one of default, mlp_quad, murty_qf, murty_tense, nanda2023, quick, structural_cpu",
+    ),
     (["train", *sets("model.colr=red")], "model has act, bias"),
     (["show", "/nonexistent/run"], "does not exist"),
     (["train", "--resume", "/nonexistent/run"], "does not exist"),

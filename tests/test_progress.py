@@ -352,8 +352,11 @@ def test_planted_log_circuit_gives_the_published_loss_pattern(op, sign):
     assert pr.fourier_row(z, ds, [5])["restricted_loss"] > full + 1.0  # wrong keys fail
     # neurons tuned to the key frequencies over logs
     acts = np.stack(
-        [np.cos(2 * np.pi * k * (log_of[a] + sign * log_of[b]) / n + ph)
-         for k in keys for ph in (0.0, 1.0)],
+        [
+            np.cos(2 * np.pi * k * (log_of[a] + sign * log_of[b]) / n + ph)
+            for k in keys
+            for ph in (0.0, 1.0)
+        ],
         axis=1,
     )
     from grokscope.measures import neurons as nu

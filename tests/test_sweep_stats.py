@@ -338,8 +338,6 @@ def test_summary_tables_say_how_each_run_entered(tmp_path):
     )
 
 
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [

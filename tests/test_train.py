@@ -188,8 +188,10 @@ def test_resume_from_the_initial_checkpoint_has_no_duplicate_rows(tmp_path, tiny
 def test_determinism_switch_sets_torch_flags():
     from grokscope.train.core import set_determinism
 
-    before = (torch.are_deterministic_algorithms_enabled(),
-              torch.is_deterministic_algorithms_warn_only_enabled())
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     try:
         set_determinism(True, torch.device("cpu"))
         assert torch.are_deterministic_algorithms_enabled()

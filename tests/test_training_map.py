@@ -126,8 +126,6 @@ def test_fewer_than_three_runs_are_refused(runs, tmp_path):
     assert not (tmp_path / "two").exists()
 
 
-
-
 @pytest.mark.parametrize(
     "args, needle",
     [(["s1"], "at least 3 runs"), (["s1", "s2", "s3", "--min-dwell", "0"], "--min-dwell")],

@@ -295,9 +295,7 @@ def neuron_logit_matrix(params: Mapping[str, np.ndarray]) -> np.ndarray:
     return np.asarray(params[outs[-1][1]], dtype=np.float64) @ W_U
 
 
-def gini_embed(
-    params: Mapping[str, np.ndarray], p: int, order: np.ndarray | None = None
-) -> float:
+def gini_embed(params: Mapping[str, np.ndarray], p: int, order: np.ndarray | None = None) -> float:
     """Gini of the Fourier-component norms of the embedding over the input residue
     (Nanda et al. 2023): near 1 when few frequencies are embedded. With ``order`` (residues in
     grid order, e.g. by discrete log) the rows are taken in that order, over Z_len(order)."""

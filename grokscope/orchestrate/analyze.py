@@ -24,13 +24,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from grokscope.config import Config
+from grokscope.config import Config, is_sequence
 from grokscope.dynamics.phases import PhaseParams, find_phases
 from grokscope.errors import GrokscopeError, RunDirError
 from grokscope.events import event_epoch
 from grokscope.measures import ablations, neurons, progress
 from grokscope.measures.weights import WEIGHT_STATS_DEFINITION, weight_stats
 from grokscope.models import HookedModule, build_model
+from grokscope.orchestrate.analyze_sequence import analyze_sequence_run
 from grokscope.report.analysis_figures import write_analysis_figures
 from grokscope.store import rundir
 from grokscope.tasks import Dataset, build_dataset
@@ -302,9 +303,17 @@ def analyze_run(
     Key frequencies come from the final checkpoint's neurons (:func:`neurons.key_frequencies`)
     and are held fixed for every row, unless ``per_checkpoint_keys``, which recomputes them at
     each checkpoint (the restricted / excluded losses then use each row's own keys).
-    Raises RunDirError (one line) for a missing run, a bad config or no checkpoints.
+    Raises RunDirError (one line) for a missing run, a bad config or no checkpoints. A sequence
+    run is analysed by :func:`analyze_sequence_run` (tree projections, not Fourier measures).
     """
     run = Path(run)
+    cfg = rundir.read_config(run)
+    if is_sequence(cfg.task):
+        epochs = scheduled_epochs(rundir.list_epochs(run), cfg)
+        if not epochs:
+            raise RunDirError(f"{run} has no checkpoints (expected {run / 'checkpoints'}/epoch_*)")
+        chosen = select_epochs(epochs, every)
+        return analyze_sequence_run(run, chosen, figures, progress_cb=progress_cb)
     phase_params = phase_params or PhaseParams()
     ctx = _context(run, rule or neurons.KeyFreqRule())
     all_epochs = scheduled_epochs(rundir.list_epochs(run), ctx.cfg)

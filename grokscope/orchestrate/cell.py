@@ -64,7 +64,10 @@ def run_cell(task: dict[str, Any], threads: int = 1) -> list[dict[str, Any]]:
     """
     root = Path(task["root"])
     records: dict[str, dict[str, Any]] = {}
-    with _cell_lock(root / "runs" / f".{task['cell']}.lock"):
+    # the lock guards the runs of this task: a whole cell, or one run where a cell's seeds are
+    # tasks of their own (sequence runs), so that those run side by side
+    key = task["cell"] if len(task["runs"]) > 1 else task["runs"][0]["run"]
+    with _cell_lock(root / "runs" / f".{key}.lock"):
         fresh: list[tuple[Path, config_mod.Config]] = []
         resume: dict[int, list[Path]] = {}
         for item in task["runs"]:
@@ -81,10 +84,17 @@ def run_cell(task: dict[str, Any], threads: int = 1) -> list[dict[str, Any]]:
                     shutil.rmtree(run)
                 fresh.append((run, config_mod.from_dict(item["config"])))
         batches: list[tuple[str, list[Path], list | None]] = []
-        if fresh:
+        if fresh and config_mod.is_sequence(fresh[0][1].task):
+            # sequence runs train one seed at a time (their bucketed batches do not stack)
+            batches += [("trained", [r], [c]) for r, c in fresh]
+        elif fresh:
             batches.append(("trained", [r for r, _ in fresh], [c for _, c in fresh]))
         for epoch in sorted(resume):
-            batches.append(("resumed", resume[epoch], None))
+            group = resume[epoch]
+            if config_mod.is_sequence(rundir.read_config(group[0]).task):
+                batches += [("resumed", [r], None) for r in group]
+            else:
+                batches.append(("resumed", group, None))
         for action, runs, cfgs in batches:
             try:
                 statuses = train_runs(cfgs, runs, resume=cfgs is None, threads=threads)

@@ -24,15 +24,16 @@ from pathlib import Path
 
 from grokscope import config as config_mod
 from grokscope.errors import RunDirError
+from grokscope.models import check_context
 from grokscope.orchestrate.threads import use_threads
 from grokscope.store import rundir
 from grokscope.tasks import build_dataset
 from grokscope.train.core import (
-    TaskData,
     TrainState,
     check_batch,
     check_device,
     is_finished,
+    make_data,
     new_state,
     resolve_device,
     restore_state,
@@ -189,6 +190,13 @@ def train_runs(
         for run in runs:
             if (run / "config.json").exists():
                 raise RunDirError(f"{run} already holds a run; use --resume to continue it")
+        # a task that cannot be built (too few distinct sentences, an empty split) is refused
+        # before any directory is made
+        if config_mod.is_sequence(cfgs[0].task) and len(cfgs) > 1:
+            raise config_mod.ConfigError("sequence tasks train one seed at a time")
+        datasets = [build_dataset(c.task) for c in cfgs]
+        for cfg, ds in zip(cfgs, datasets, strict=True):
+            check_context(cfg.model, ds.n_ctx)
         for cfg, run in zip(cfgs, runs, strict=True):
             run.mkdir(parents=True, exist_ok=True)
             rundir.write_config(run, cfg)
@@ -197,12 +205,12 @@ def train_runs(
     with use_threads(cfgs[0].train.threads if threads is None else threads):
         device = resolve_device(cfgs[0].train.device)
         set_determinism(cfgs[0].train.deterministic, device)
-        datasets = [build_dataset(c.task) for c in cfgs]
         if resume:
+            datasets = [build_dataset(c.task) for c in cfgs]
             state = restore_state(cfgs, datasets, device, snapshots)
         else:
             state = new_state(cfgs, datasets, device)
-        data = TaskData.from_datasets(datasets, device)
+        data = make_data(cfgs, datasets, device)
         for slot, run in enumerate(runs):
             rundir.write_status(
                 run,
@@ -218,7 +226,7 @@ def train_runs(
         return _drive(cfgs, runs, rows, state, data, progress)
 
 
-def _drive(cfgs, runs, rows, state: TrainState, data: TaskData, progress) -> list[dict]:
+def _drive(cfgs, runs, rows, state: TrainState, data, progress) -> list[dict]:
     final: dict[int, dict] = {}
     latest: dict[str, TrainState] = {"state": state}
 

@@ -347,8 +347,6 @@ def write_analysis_figures(
         )
     if logits is not None and p is not None:
         names.append(
-            logit_spectrum_figure(
-                logits, p, keys, folder / "logit_fourier_spectrum.png", generator
-            )
+            logit_spectrum_figure(logits, p, keys, folder / "logit_fourier_spectrum.png", generator)
         )
     return names

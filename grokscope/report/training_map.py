@@ -101,11 +101,20 @@ def plot_training_map(tm: TrainingMap, path: str | Path) -> Path:
     colours = [cmap(norm(c)) if c is not None else (0.7, 0.7, 0.7, 1.0) for c in conv]
     edge = ["crimson" if s.detour else "black" for s in tm.states_]
     width = [3.0 if s.detour else 1.0 for s in tm.states_]
-    ax.scatter(pos[:, 0], pos[:, 1], s=sizes, c=colours, edgecolors=edge, linewidths=width,
-               zorder=2)
+    ax.scatter(
+        pos[:, 0], pos[:, 1], s=sizes, c=colours, edgecolors=edge, linewidths=width, zorder=2
+    )
     for s in tm.states_:
-        ax.annotate(f"S{s.id}", pos[s.id], ha="center", va="center", fontsize=9,
-                    fontweight="bold", color="white", zorder=4)
+        ax.annotate(
+            f"S{s.id}",
+            pos[s.id],
+            ha="center",
+            va="center",
+            fontsize=9,
+            fontweight="bold",
+            color="white",
+            zorder=4,
+        )
         above = pos[s.id, 1] > 0  # keep the caption away from the arrows below/above
         offset = radius_pts[s.id] + 4
         ax.annotate(
@@ -120,17 +129,40 @@ def plot_training_map(tm: TrainingMap, path: str | Path) -> Path:
         )
 
     if known:
-        fig.colorbar(ScalarMappable(norm, cmap), ax=ax,
-                     label="mean convergence epoch of visiting runs")
+        fig.colorbar(
+            ScalarMappable(norm, cmap), ax=ax, label="mean convergence epoch of visiting runs"
+        )
     ax.legend(
         handles=[
-            Line2D([], [], marker="o", ls="", mfc="white", mec="crimson", mew=2.5, ms=11,
-                   label="detour state"),
-            Line2D([], [], marker="o", ls="", mfc="white", mec="black", ms=11,
-                   label="other state (size = occupancy)"),
-            Line2D([], [], color="0.35", lw=2,
-                   label="decoded transition: p = model probability per\n"
-                   "checkpoint, n = times seen (width ~ n)"),
+            Line2D(
+                [],
+                [],
+                marker="o",
+                ls="",
+                mfc="white",
+                mec="crimson",
+                mew=2.5,
+                ms=11,
+                label="detour state",
+            ),
+            Line2D(
+                [],
+                [],
+                marker="o",
+                ls="",
+                mfc="white",
+                mec="black",
+                ms=11,
+                label="other state (size = occupancy)",
+            ),
+            Line2D(
+                [],
+                [],
+                color="0.35",
+                lw=2,
+                label="decoded transition: p = model probability per\n"
+                "checkpoint, n = times seen (width ~ n)",
+            ),
         ],
         loc="upper left",
         fontsize=7,
@@ -169,15 +201,13 @@ def plot_state_sequences(
     for row, run in enumerate(order):
         ep = epochs[run]
         mids = (ep[1:] + ep[:-1]) / 2
-        edges = np.concatenate([[ep[0] - (mids[0] - ep[0])], mids,
-                                [ep[-1] + (ep[-1] - mids[-1])]])
+        edges = np.concatenate([[ep[0] - (mids[0] - ep[0])], mids, [ep[-1] + (ep[-1] - mids[-1])]])
         ax.pcolormesh(edges, [row, row + 1], tm.paths_[run][None, :], cmap=cmap, norm=norm)
         if np.isfinite(conv[run]):
             ax.plot([conv[run]] * 2, [row + 0.1, row + 0.9], color="black", lw=1.5)
     ax.set_ylim(tm.n_runs_, 0)
     step = max(1, tm.n_runs_ // 25)
-    ax.set_yticks(np.arange(0, tm.n_runs_, step) + 0.5, [str(r) for r in order[::step]],
-                  fontsize=7)
+    ax.set_yticks(np.arange(0, tm.n_runs_, step) + 0.5, [str(r) for r in order[::step]], fontsize=7)
     ax.set_xlabel("epoch")
     ax.set_ylabel("run (sorted by convergence epoch)")
     n_cens = int(np.isnan(conv).sum())
@@ -186,8 +216,11 @@ def plot_state_sequences(
     bar = fig.colorbar(ScalarMappable(norm, cmap), ax=ax, ticks=range(n))
     bar.set_ticklabels([f"S{s}" + (" (detour)" if s in tm.detours_ else "") for s in range(n)])
     bar.set_label("state")
-    ax.legend(handles=[Line2D([], [], color="black", lw=1.5, label="convergence epoch")],
-              loc="lower right", fontsize=7)
+    ax.legend(
+        handles=[Line2D([], [], color="black", lw=1.5, label="convergence epoch")],
+        loc="lower right",
+        fontsize=7,
+    )
     return _save(fig, path)
 
 

@@ -42,7 +42,8 @@ def sweep_dir(out: Path, spec: SweepSpec) -> Path:
 
 
 def prepare(spec: SweepSpec, root: Path) -> list[dict[str, Any]]:
-    """Write (or check) sweep.json; returns one task per cell for :func:`run_cell`.
+    """Write (or check) sweep.json; returns one task per cell for :func:`run_cell` (one per run
+    for sequence tasks).
 
     A directory that already holds a different sweep is an error: re-running means the same spec.
     """
@@ -64,16 +65,17 @@ def prepare(spec: SweepSpec, root: Path) -> list[dict[str, Any]]:
     (root / "runs").mkdir(parents=True, exist_ok=True)
     tasks = []
     for cell in spec.cells():
-        tasks.append(
-            {
-                "root": str(root.resolve()),
-                "cell": cell.name,
-                "runs": [
-                    {"run": run_id(cell, s), "config": config_mod.to_dict(spec.config(cell, s))}
-                    for s in spec.seeds
-                ],
-            }
+        runs = [
+            {"run": run_id(cell, s), "config": config_mod.to_dict(spec.config(cell, s))}
+            for s in spec.seeds
+        ]
+        # a cell's seeds train as one batch; sequence runs train one seed at a time, so each of
+        # their seeds is a task of its own and the workers run them in parallel
+        groups = (
+            [[r] for r in runs] if config_mod.is_sequence(spec.config(cell, 0).task) else [runs]
         )
+        for group in groups:
+            tasks.append({"root": str(root.resolve()), "cell": cell.name, "runs": group})
     return tasks
 
 

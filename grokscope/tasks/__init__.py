@@ -2,13 +2,24 @@
 
 from grokscope.config import TaskConfig
 from grokscope.tasks.dataset import Dataset, split_indices
+from grokscope.tasks.dyck import dyck_task
 from grokscope.tasks.modular import modular_labels, modular_task
 from grokscope.tasks.parity import sparse_parity_task
 from grokscope.tasks.permutation import permutation_task
+from grokscope.tasks.question_formation import question_formation_task
+from grokscope.tasks.sequence import SequenceDataset
+from grokscope.tasks.tense_inflection import tense_inflection_task
 
 
-def build_dataset(cfg: TaskConfig) -> Dataset:
+def build_dataset(cfg: TaskConfig) -> Dataset | SequenceDataset:
     """The dataset a (resolved, validated) task config describes."""
+    sizes = (cfg.n_train, cfg.n_dev, cfg.n_test, cfg.n_gen, cfg.data_seed)
+    if cfg.name == "question_formation":
+        return question_formation_task(*sizes)
+    if cfg.name == "tense_inflection":
+        return tense_inflection_task(*sizes)
+    if cfg.name == "dyck":
+        return dyck_task(cfg.dyck_k, cfg.dyck_depth, *sizes, max_len=cfg.max_len)
     if cfg.name == "modular":
         return modular_task(cfg.op, cfg.p, cfg.train_fraction, cfg.data_seed)
     if cfg.name == "permutation":
@@ -22,7 +33,11 @@ def build_dataset(cfg: TaskConfig) -> Dataset:
 
 __all__ = [
     "Dataset",
+    "SequenceDataset",
     "build_dataset",
+    "dyck_task",
+    "question_formation_task",
+    "tense_inflection_task",
     "modular_labels",
     "modular_task",
     "permutation_task",

@@ -53,6 +53,7 @@ from grokscope.config import Config, ConfigError, OptimConfig
 from grokscope.events import reached
 from grokscope.models import HookedModule, build_model
 from grokscope.tasks import Dataset
+from grokscope.train import sequence
 from grokscope.train.interventions import (
     GradFilter,
     decay_toward,
@@ -65,6 +66,7 @@ from grokscope.train.losses import (
     softmax_collapsed,
     stablemax_collapsed,
 )
+from grokscope.train.sequence import SeqData
 
 # Examples per evaluation chunk (all seeds together when batched): the float64 logits of ~4k
 # examples stay in the 4 MB L2 cache; larger chunks ran up to 2.5x slower per example (p = 97).
@@ -122,11 +124,18 @@ def set_determinism(on: bool, device: torch.device) -> None:
         setter(on, warn_only=True)
 
 
-def lr_at(step: int, lr: float, warmup_steps: int) -> float:
-    """Linear warmup: lr * min(step / warmup_steps, 1)."""
-    if warmup_steps <= 0:
-        return lr
-    return lr * min(step / warmup_steps, 1.0)
+def lr_at(step: int, lr: float, warmup_steps: int, decay: str = "none", total: int = 0) -> float:
+    """Linear warmup, lr * min(step / warmup_steps, 1), then (``decay = linear``) a linear fall
+    to zero at step ``total``."""
+    rate = lr if warmup_steps <= 0 else lr * min(step / warmup_steps, 1.0)
+    if decay == "linear" and total > 0:
+        rate *= max(0.0, 1.0 - step / total)
+    return rate
+
+
+def step_lr(o: OptimConfig, state: TrainState) -> float:
+    """The learning rate of the state's next step under the config's schedule."""
+    return lr_at(state.step, o.lr, o.warmup_steps, o.lr_decay, state.total_steps)
 
 
 def checkpoint_epochs(epochs: int, every: int) -> list[int]:
@@ -252,6 +261,8 @@ class TaskData:
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+    # the metrics columns whose threshold crossings are t_mem and t_grok
+    event_columns = ("train_acc", "test_acc")
 
     @classmethod
     def from_datasets(cls, datasets: list[Dataset], device: torch.device) -> TaskData:
@@ -275,6 +286,16 @@ class TaskData:
         return TaskData(*(t.index_select(0, idx) for t in vars(self).values()))
 
 
+def make_data(cfgs: list[Config], datasets: list, device: torch.device) -> TaskData | SeqData:
+    """The training core's data for a batch: stacked examples, or for a sequence task (one seed
+    at a time) its bucketed language-model data."""
+    if config_mod.is_sequence(cfgs[0].task):
+        if len(cfgs) != 1:
+            raise ConfigError("sequence tasks train one seed at a time (batches of one)")
+        return SeqData.from_dataset(cfgs[0], datasets[0], device)
+    return TaskData.from_datasets(datasets, device)
+
+
 @dataclass
 class TrainState:
     """Stacked training state of the seeds still training; ``runs[slot]`` is the index (into
@@ -289,6 +310,7 @@ class TrainState:
     init_params: list[torch.Tensor] | None = None
     epoch: int = 0
     step: int = 0
+    total_steps: int = 0  # the step budget (for a decaying learning rate), set by the loop
     wall_s: float = 0.0
     t_mem_epoch: list[int | None] = field(default_factory=list)
     t_grok_epoch: list[int | None] = field(default_factory=list)
@@ -460,6 +482,7 @@ def select_slots(cfg: Config, state: TrainState, keep: list[int]) -> TrainState:
         init_params=init,
         epoch=state.epoch,
         step=state.step,
+        total_steps=state.total_steps,
         wall_s=state.wall_s,
         t_mem_epoch=[state.t_mem_epoch[s] for s in keep],
         t_grok_epoch=[state.t_grok_epoch[s] for s in keep],
@@ -502,7 +525,7 @@ def train_step(cfg: Config, state: TrainState, x: torch.Tensor, y: torch.Tensor)
     garbage); the caller finishes it as diverged, as ``train_step`` + ``run_training`` do.
     """
     o = cfg.optim
-    lr = lr_at(state.step, o.lr, o.warmup_steps)
+    lr = step_lr(o, state)
     for group in state.optimizer.param_groups:
         group["lr"] = lr
     losses = loss_function(o.loss)(stacked_forward(state, x), y)
@@ -543,8 +566,11 @@ def evaluate_stacked(
     return evaluate_split(lambda xb: stacked_forward(state, xb), x, y, loss_name, chunk)
 
 
-def eval_rows(cfg: Config, state: TrainState, data: TaskData) -> list[dict]:
-    """One metrics row per seed, the columns of ``metrics.parquet``."""
+def eval_rows(cfg: Config, state: TrainState, data: TaskData | SeqData) -> list[dict]:
+    """One metrics row per seed, the columns of ``metrics.parquet`` (for sequence tasks those of
+    :func:`grokscope.train.sequence.eval_rows`)."""
+    if isinstance(data, SeqData):
+        return sequence.eval_rows(cfg, state, data, step_lr(cfg.optim, state))
     tr = evaluate_stacked(state, data.train_x, data.train_y, cfg.optim.loss)
     te = evaluate_stacked(state, data.test_x, data.test_y, cfg.optim.loss)
     rows = []
@@ -559,7 +585,7 @@ def eval_rows(cfg: Config, state: TrainState, data: TaskData) -> list[dict]:
                 "test_loss": te[s]["loss"],
                 "test_acc": te[s]["acc"],
                 "weight_norm_sq": wn,
-                "lr": lr_at(state.step, cfg.optim.lr, cfg.optim.warmup_steps),
+                "lr": step_lr(cfg.optim, state),
                 **tr[s]["collapse"],
                 "wall_s": state.wall_s,
             }
@@ -583,6 +609,78 @@ def _orders(cfgs: list[Config], state: TrainState, n: int, epoch: int) -> list |
     return out
 
 
+def _steps_per_epoch(cfg: Config, data: TaskData | SeqData) -> int:
+    if isinstance(data, SeqData):
+        return 1
+    bs, n = cfg.optim.batch_size, data.train_x.shape[1]
+    return 1 if bs == 0 or bs >= n else math.ceil(n / bs)
+
+
+def _example_epoch(
+    cfgs: list[Config], state: TrainState, data: TaskData, loop: _Loop, t0: float
+) -> tuple[TrainState, TaskData] | None:
+    """One epoch over the examples (full batch or the seeds' own mini-batch orders); seeds whose
+    loss turns non-finite are finished as diverged. None when no seed is left."""
+    cfg = cfgs[state.runs[0]]
+    n = data.train_x.shape[1]
+    orders = _orders(cfgs, state, n, state.epoch)
+    starts = [0] if orders is None else list(range(0, n, cfg.optim.batch_size))
+    for start in starts:
+        if orders is None:
+            x, y = data.train_x, data.train_y
+        else:
+            idx = torch.stack([o[start : start + cfg.optim.batch_size] for o in orders])
+            idx = idx.to(data.train_x.device)
+            x = torch.gather(
+                data.train_x, 1, idx.unsqueeze(-1).expand(-1, -1, data.train_x.shape[2])
+            )
+            y = torch.gather(data.train_y, 1, idx)
+        step_before = state.step
+        losses = train_step(cfg, state, x, y)
+        bad = [s for s, v in enumerate(losses) if not math.isfinite(v)]
+        if bad:
+            state.wall_s = time.perf_counter() - t0
+            rest = loop.drop(state, data, bad, "diverged", step_before, state.epoch)
+            if rest is None:
+                return None
+            state, data = rest
+            if orders is not None:
+                orders = [o for s, o in enumerate(orders) if s not in bad]
+    return state, data
+
+
+def sequence_step(cfg: Config, state: TrainState, data: SeqData) -> float:
+    """One optimizer step of a sequence run (K = 1): the bucketed batch of ``state.step``, the
+    language-model loss, and the update every run gets; returns the loss before the step (the
+    step is skipped when it is not finite). Dropout draws from a generator seeded by
+    (model seed, step), so a resumed run repeats the uninterrupted one."""
+    o = cfg.optim
+    lr = step_lr(o, state)
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr
+    torch.manual_seed(cfg.train.seed * 1_000_003 + state.step)
+    params = {n: p.squeeze(0) for n, p in zip(state.names, state.params, strict=True)}
+    loss = sequence.train_loss(state.model, params, data, state.step)
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        return value
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    apply_update(o, state, lr)
+    return value
+
+
+def _sequence_epoch(
+    cfgs: list[Config], state: TrainState, data: SeqData, loop: _Loop, t0: float
+) -> tuple[TrainState, SeqData] | None:
+    """A sequence run's epoch: one :func:`sequence_step`; a non-finite loss finishes the run as
+    diverged."""
+    if not math.isfinite(sequence_step(cfgs[state.runs[0]], state, data)):
+        state.wall_s = time.perf_counter() - t0
+        return loop.drop(state, data, [0], "diverged", state.step, state.epoch)
+    return state, data
+
+
 @dataclass
 class _Loop:
     """Callbacks and bookkeeping of :func:`run_training`."""
@@ -592,11 +690,12 @@ class _Loop:
     on_checkpoint: Callable[[TrainState, list[int]], None]
     on_finish: Callable[[int, dict], None]
 
-    def track(self, state: TrainState, slot: int, row: dict) -> None:
+    def track(self, state: TrainState, slot: int, row: dict, columns: tuple[str, str]) -> None:
         r = self.cfgs[state.runs[slot]].train
-        if state.t_mem_epoch[slot] is None and reached(row["train_acc"], r.mem_threshold):
+        mem, grok = columns
+        if state.t_mem_epoch[slot] is None and reached(row[mem], r.mem_threshold):
             state.t_mem_epoch[slot] = row["epoch"]
-        if state.t_grok_epoch[slot] is None and reached(row["test_acc"], r.grok_threshold):
+        if state.t_grok_epoch[slot] is None and reached(row[grok], r.grok_threshold):
             state.t_grok_epoch[slot] = row["epoch"]
 
     def finish(
@@ -637,7 +736,7 @@ class _Loop:
 def run_training(
     cfgs: list[Config],
     state: TrainState,
-    data: TaskData,
+    data: TaskData | SeqData,
     on_eval: Callable[[int, dict], None],
     on_checkpoint: Callable[[TrainState, list[int]], None],
     on_finish: Callable[[int, dict], None],
@@ -659,9 +758,10 @@ def run_training(
     ckpts = set(checkpoint_epochs(r.epochs, r.checkpoint_every))
     loop = _Loop(cfgs, on_eval, on_checkpoint, on_finish)
     state.model.train()
+    state.total_steps = r.epochs * _steps_per_epoch(cfg, data)
     if state.epoch == 0:
         for slot, row in enumerate(eval_rows(cfg, state, data)):
-            loop.track(state, slot, row)
+            loop.track(state, slot, row, data.event_columns)
             on_eval(state.runs[slot], row)
         on_checkpoint(state, list(range(state.k)))
     # seeds resumed at their final checkpoint: finished as they are, not trained one epoch more
@@ -671,32 +771,13 @@ def run_training(
         if rest is None:
             return "done"
         state, data = rest
-    n = data.train_x.shape[1]
     t0 = time.perf_counter() - state.wall_s
+    train_epoch = _sequence_epoch if isinstance(data, SeqData) else _example_epoch
     while state.k and state.epoch < r.epochs:
-        orders = _orders(cfgs, state, n, state.epoch)
-        starts = [0] if orders is None else list(range(0, n, cfg.optim.batch_size))
-        for start in starts:
-            if orders is None:
-                x, y = data.train_x, data.train_y
-            else:
-                idx = torch.stack([o[start : start + cfg.optim.batch_size] for o in orders])
-                idx = idx.to(data.train_x.device)
-                x = torch.gather(
-                    data.train_x, 1, idx.unsqueeze(-1).expand(-1, -1, data.train_x.shape[2])
-                )
-                y = torch.gather(data.train_y, 1, idx)
-            step_before = state.step
-            losses = train_step(cfg, state, x, y)
-            bad = [s for s, v in enumerate(losses) if not math.isfinite(v)]
-            if bad:
-                state.wall_s = time.perf_counter() - t0
-                rest = loop.drop(state, data, bad, "diverged", step_before, state.epoch)
-                if rest is None:
-                    return "done"
-                state, data = rest
-                if orders is not None:
-                    orders = [o for s, o in enumerate(orders) if s not in bad]
+        rest = train_epoch(cfgs, state, data, loop, t0)
+        if rest is None:
+            return "done"
+        state, data = rest
         state.epoch += 1
         state.wall_s = time.perf_counter() - t0
         last = [is_finished(r, seed_meta(state, s)) for s in range(state.k)]
@@ -704,7 +785,7 @@ def run_training(
         if regular or any(last):
             for s, row in enumerate(eval_rows(cfg, state, data)):
                 if regular or last[s]:
-                    loop.track(state, s, row)
+                    loop.track(state, s, row, data.event_columns)
                     on_eval(state.runs[s], row)
             # an event found by this evaluation may end a seed now (early_stop_after = 0)
             last = [is_finished(r, seed_meta(state, s)) for s in range(state.k)]

@@ -1,0 +1,140 @@
+"""Figures of a sequence run: accuracy in and out of distribution, tree-structuredness over
+training, induced trees beside gold trees, and the depth experiment across runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from grokscope.tasks.sequence import Tree  # noqa: E402
+
+ID_COLOR, GEN_COLOR = "#1f77b4", "#d62728"
+
+
+def _save(fig, out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
+def accuracy_figure(metrics: pd.DataFrame, events: dict, title: str, out: Path) -> Path:
+    """In-distribution and generalization accuracy (and LM loss) over steps, t_id / t_gen marked."""
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.6))
+    m = metrics.sort_values("epoch")
+    ax.plot(m["epoch"], m["id_acc"], color=ID_COLOR, label="in distribution (test)")
+    ax.plot(m["epoch"], m["gen_acc"], color=GEN_COLOR, label="generalization")
+    for key, color, name in (("t_id_step", ID_COLOR, "t_id"), ("t_gen_step", GEN_COLOR, "t_gen")):
+        if events.get(key) is not None:
+            ax.axvline(events[key], color=color, ls=":", lw=1)
+            ax.text(events[key], 0.02, f" {name}", color=color, fontsize=8)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("step")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="center right")
+    bx.plot(m["epoch"], m["train_loss"], color="0.3", label="train")
+    bx.plot(m["epoch"], m["test_loss"], color=ID_COLOR, label="in distribution")
+    bx.plot(m["epoch"], m["gen_loss"], color=GEN_COLOR, label="generalization")
+    bx.set_yscale("log")
+    bx.set_xlabel("step")
+    bx.set_ylabel("LM loss per token")
+    bx.legend(fontsize=8)
+    return _save(fig, out)
+
+
+def tree_measures_figure(table: pd.DataFrame, out: Path) -> Path:
+    """Tree score and bracketing F1 over training, with the two rival predictors (weight norm,
+    attention entropy) in their own panels."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    t = table.sort_values("epoch")
+    axes[0].plot(t["epoch"], t["tree_score"], color="k", marker=".", label="tree score")
+    axes[0].set_ylabel("tree score")
+    f1 = axes[0].twinx()
+    f1.plot(t["epoch"], t["bracket_f1"], color="#2ca02c", marker=".", label="bracketing F1")
+    f1.set_ylabel("bracketing F1 vs gold", color="#2ca02c")
+    f1.set_ylim(0, 1)
+    axes[1].plot(t["epoch"], t["weight_norm"], color="#9467bd", marker=".")
+    axes[1].set_ylabel("weight norm")
+    axes[2].plot(t["epoch"], t["attn_entropy"], color="#ff7f0e", marker=".")
+    axes[2].set_ylabel("attention entropy (nats)")
+    for ax in axes:
+        ax.set_xlabel("step")
+    axes[0].set_title("tree-structuredness (Murty et al. 2023)", fontsize=10)
+    return _save(fig, out)
+
+
+def _layout(tree: Tree) -> tuple[list[tuple[float, float, float, float]], float]:
+    """Line segments (x0, y0, x1, y1) of a tree drawn over leaf positions, and its height."""
+    segments: list[tuple[float, float, float, float]] = []
+
+    def walk(t: Tree) -> tuple[float, float, int, int]:
+        """(x, y, first leaf, last leaf) of ``t``; x is the middle of its leaves, so branches
+        never cross."""
+        if isinstance(t, int | np.integer):
+            return float(t), 0.0, int(t), int(t)
+        kids = [walk(c) for c in t]
+        first, last = kids[0][2], kids[-1][3]
+        x, y = (first + last) / 2.0, max(k[1] for k in kids) + 1.0
+        for kx, ky, _, _ in kids:
+            segments.append((x, y, kx, ky))
+        return x, y, first, last
+
+    _, height, _, _ = walk(tree)
+    return segments, height
+
+
+def _draw_tree(ax, tree: Tree, words: Sequence[str], title: str, color: str) -> None:
+    segments, height = _layout(tree)
+    for x0, y0, x1, y1 in segments:
+        ax.plot([x0, x1], [y0, y1], color=color, lw=1.2)
+    for i, w in enumerate(words):
+        ax.text(i, -0.3, w, rotation=60, ha="right", va="top", fontsize=7)
+    ax.set_xlim(-0.8, len(words) - 0.2)
+    ax.set_ylim(-0.2, height + 0.4)
+    ax.axis("off")
+    ax.set_title(title, fontsize=8)
+
+
+def trees_figure(examples: list[dict], out: Path) -> Path:
+    """For each example ({words, induced, gold, f1}): the induced tree beside the gold tree."""
+    fig, axes = plt.subplots(len(examples), 2, figsize=(11, 2.6 * len(examples)), squeeze=False)
+    for row, ex in zip(axes, examples, strict=True):
+        _draw_tree(row[0], ex["induced"], ex["words"], f"induced (F1 {ex['f1']:.2f})", "k")
+        _draw_tree(row[1], ex["gold"], ex["words"], "gold parse", "#2ca02c")
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def depth_figure(curves: dict[int, list[pd.DataFrame]], title: str, out: Path) -> Path:
+    """Generalization accuracy over steps per depth, one thin line per seed and the mean."""
+    depths = sorted(curves)
+    fig, axes = plt.subplots(1, len(depths), figsize=(3.4 * len(depths), 3.2), sharey=True)
+    axes = np.atleast_1d(axes)
+    for ax, depth in zip(axes, depths, strict=True):
+        tables = curves[depth]
+        for t in tables:
+            t = t.sort_values("epoch")
+            ax.plot(t["epoch"], t["gen_acc"], color=GEN_COLOR, alpha=0.35, lw=1)
+            ax.plot(t["epoch"], t["id_acc"], color=ID_COLOR, alpha=0.25, lw=0.8)
+        common = sorted(set.intersection(*(set(t["epoch"]) for t in tables)))
+        if common:
+            mean = np.mean(
+                [t.set_index("epoch").loc[common, "gen_acc"].to_numpy() for t in tables], axis=0
+            )
+            ax.plot(common, mean, color=GEN_COLOR, lw=2.2, label="generalization (mean)")
+        ax.set_title(f"{depth} layers ({len(tables)} seeds)", fontsize=10)
+        ax.set_xlabel("step")
+        ax.set_ylim(-0.02, 1.02)
+    axes[0].set_ylabel("accuracy (blue: in distribution)")
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out)

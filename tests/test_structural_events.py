@@ -1,0 +1,60 @@
+"""Structural-grokking events on simulated curves with a known answer, including no effect."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from grokscope.dynamics.structural import structural_events
+
+
+def curves(t_id: int, t_gen: int | None, steps: int = 20000, every: int = 500) -> pd.DataFrame:
+    """Sigmoid-like accuracies: id rises to 1 at t_id, gen from 0.5 to 0.95 at t_gen."""
+    epochs = np.arange(0, steps + 1, every)
+    id_acc = np.where(epochs >= t_id, 1.0, 0.5 * epochs / max(t_id, 1))
+    if t_gen is None:
+        gen = np.full(len(epochs), 0.4)
+    else:
+        gen = np.where(epochs >= t_gen, 0.95, 0.5)
+    return pd.DataFrame({"epoch": epochs, "id_acc": id_acc, "gen_acc": gen})
+
+
+def test_delayed_generalization_is_flagged_with_its_lag():
+    ev = structural_events(curves(2000, 12000))
+    assert ev["t_id_step"] == 2000 and ev["t_gen_step"] == 12000
+    assert ev["lag_steps"] == 10000 and ev["structural_grokking"] is True
+    assert not ev["censored"]
+
+
+def test_no_effect_generalization_with_id_is_not_flagged():
+    # generalization rises as in-distribution accuracy saturates: no delay, no flag
+    ev = structural_events(curves(3000, 3000))
+    assert ev["lag_steps"] == 0 and ev["structural_grokking"] is False
+    ev = structural_events(curves(3000, 5500))  # ratio 1.83 < 2
+    assert ev["structural_grokking"] is False
+
+
+def test_budget_ending_first_is_censored_not_grokked():
+    ev = structural_events(curves(2000, None, steps=10000))
+    assert ev["censored"] and ev["t_gen_step"] is None and ev["lag_steps"] is None
+    assert ev["lag_lower_steps"] == 8000
+    assert ev["structural_grokking"] is None
+    assert ev["gen_dip"] == pytest.approx(0.4)
+
+
+def test_no_in_distribution_plateau_gives_no_lag():
+    t = curves(2000, 12000)
+    t["id_acc"] = 0.5
+    ev = structural_events(t)
+    assert ev["t_id_step"] is None and ev["lag_steps"] is None
+    assert ev["structural_grokking"] is None
+
+
+def test_dip_below_chance_is_reported():
+    t = curves(2000, 12000)
+    t.loc[(t["epoch"] > 2000) & (t["epoch"] < 6000), "gen_acc"] = 0.05
+    assert structural_events(t)["gen_dip"] == pytest.approx(0.05)
+
+
+def test_ratio_below_one_is_refused():
+    with pytest.raises(ValueError, match="ratio"):
+        structural_events(curves(1, 2), ratio=0.5)
