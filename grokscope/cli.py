@@ -78,6 +78,11 @@ def _say(text: str) -> None:
 
 
 def _row_stats(row: dict) -> str:
+    if "gen_acc" in row:  # a sequence run: in-distribution and generalization accuracy
+        return (
+            f"id/gen acc {row['id_acc']:.3f}/{row['gen_acc']:.3f} "
+            f"loss {row['train_loss']:.2f}/{row['gen_loss']:.2f}"
+        )
     return (
         f"acc {row['train_acc']:.3f}/{row['test_acc']:.3f} "
         f"loss {row['train_loss']:.1e}/{row['test_loss']:.1e}"
@@ -228,6 +233,14 @@ def train(
 
 
 def _print_status(run: Path, status: dict) -> None:
+    from grokscope.store import rundir
+
+    if config_mod.is_sequence(rundir.read_config(run).task):
+        console.print(
+            f"{status['state']}: {status['epochs_done']} steps in {status.get('wall_s', 0):.1f} "
+            f"s; t_id={status.get('t_mem_epoch')} t_gen={status.get('t_grok_epoch')} (steps)"
+        )
+        return
     console.print(
         f"{status['state']}: {status['epochs_done']} epochs in {status.get('wall_s', 0):.1f} s; "
         f"t_mem_epoch={status.get('t_mem_epoch')} t_grok_epoch={status.get('t_grok_epoch')}"
@@ -290,14 +303,20 @@ def _fmt(v) -> str:
 def _one_line_config(cfg: config_mod.Config) -> str:
     t, m, o = cfg.task, cfg.model, cfg.optim
     task = config_mod.describe_task(t)
-    model = (
-        f"{m.n_layers}-layer transformer d_model {m.d_model}"
-        if m.kind == "transformer"
-        else f"{m.n_layers}-layer MLP width {m.d_mlp} ({m.act})"
+    model = {
+        "transformer": f"{m.n_layers}-layer transformer d_model {m.d_model}",
+        "lm": f"{m.n_layers}-layer {m.ln_position}-LN transformer LM d_model {m.d_model}, "
+        f"{m.n_heads} heads, d_ff {m.d_mlp}, dropout {m.dropout:g}",
+    }.get(m.kind, f"{m.n_layers}-layer MLP width {m.d_mlp} ({m.act})")
+    split = (
+        f"{t.n_test} test / {t.n_gen} generalization lines"
+        if config_mod.is_sequence(t)
+        else f"{t.train_fraction:.0%} train"
     )
     return (
-        f"task: {task}, {t.train_fraction:.0%} train, data seed {t.data_seed}\n"
+        f"task: {task}, {split}, data seed {t.data_seed}\n"
         f"model: {model}, seed {cfg.train.seed}; AdamW lr {o.lr:g}, wd {o.weight_decay:g}"
+        + (f", batch {o.batch_size}" if o.batch_size else "")
     )
 
 
@@ -333,13 +352,14 @@ def show(
     cfg = rundir.read_config(run)
     status = rundir.read_status(run) if (Path(run) / "status.json").is_file() else {}
     metrics = rundir.read_metrics(run) if (Path(run) / "metrics.parquet").is_file() else None
+    mem_col, grok_col = config_mod.event_columns(cfg.task)
     events = {
         "t_mem_epoch": None
         if metrics is None
-        else event_epoch(metrics, "train_acc", cfg.train.mem_threshold),
+        else event_epoch(metrics, mem_col, cfg.train.mem_threshold),
         "t_grok_epoch": None
         if metrics is None
-        else event_epoch(metrics, "test_acc", cfg.train.grok_threshold),
+        else event_epoch(metrics, grok_col, cfg.train.grok_threshold),
     }
     last = metrics.iloc[-1].to_dict() if metrics is not None and len(metrics) else {}
     summary_path = Path(run) / "summary.json"
@@ -360,20 +380,35 @@ def show(
     _say(_one_line_config(cfg))
     _say(
         f"{status.get('state', 'unknown')}: {status.get('epochs_done', 0)} of "
-        f"{cfg.train.epochs} epochs, {len(rundir.list_epochs(run))} checkpoints"
+        f"{cfg.train.epochs} {'steps' if config_mod.is_sequence(cfg.task) else 'epochs'}, "
+        f"{len(rundir.list_epochs(run))} checkpoints"
         + (f"; error: {status['error']}" if status.get("error") else "")
     )
-    if last:
+    seq = config_mod.is_sequence(cfg.task)
+    if last and seq:
+        _say(
+            f"at step {int(last['epoch'])}: in-distribution acc {last['id_acc']:.3f}, "
+            f"generalization acc {last['gen_acc']:.3f}; LM loss train {last['train_loss']:.3f} "
+            f"gen {last['gen_loss']:.3f}"
+        )
+    elif last:
         _say(
             f"at epoch {int(last['epoch'])}: train acc {last['train_acc']:.3f} loss "
             f"{last['train_loss']:.2e}; test acc {last['test_acc']:.3f} loss "
             f"{last['test_loss']:.2e}"
         )
-    _say(f"t_mem {events['t_mem_epoch']}, t_grok {events['t_grok_epoch']} (epochs; None: not yet)")
+    if seq:
+        _say(f"t_id {events['t_mem_epoch']}, t_gen {events['t_grok_epoch']} (steps; None: not yet)")
+    else:
+        _say(
+            f"t_mem {events['t_mem_epoch']}, t_grok {events['t_grok_epoch']} "
+            "(epochs; None: not yet)"
+        )
     if summary is None:
         _say(f"not analysed yet: grokscope analyze {run}")
     else:
-        for line in _analysis_lines(summary):
+        lines = _sequence_lines(summary) if summary.get("kind") == "sequence" else None
+        for line in lines or _analysis_lines(summary):
             _say(line)
         if (Path(run) / "report.html").is_file():
             _say(f"report: {Path(run) / 'report.html'}")
@@ -555,7 +590,9 @@ def _sequence_lines(s: dict) -> list[str]:
     """What ``analyze`` prints for a sequence run."""
     f = {k: (float("nan") if v is None else v) for k, v in s["final"].items()}
     flag = {True: "yes", False: "no", None: "undecided (censored)"}[s["structural_grokking"]]
-    lag = s["lag_steps"] if s["lag_steps"] is not None else f"> {s['lag_lower_steps']}"
+    lag = s["lag_steps"]
+    if lag is None:
+        lag = "-" if s["lag_lower_steps"] is None else f"> {s['lag_lower_steps']}"
     return [
         f"{len(s['analysed_epochs'])} checkpoints analysed in {s['analysis_wall_s']:.1f} s",
         f"t_id {s['t_id_step']}, t_gen {s['t_gen_step']} (steps); lag {lag}; "

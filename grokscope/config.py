@@ -206,6 +206,12 @@ def is_sequence(t: TaskConfig) -> bool:
     return t.name in SEQUENCE_TASKS
 
 
+def event_columns(t: TaskConfig) -> tuple[str, str]:
+    """The metrics columns whose threshold crossings are t_mem and t_grok: train and test accuracy,
+    or for a sequence task in-distribution and generalization accuracy (t_id and t_gen)."""
+    return ("id_acc", "gen_acc") if is_sequence(t) else ("train_acc", "test_acc")
+
+
 def describe_task(t: TaskConfig) -> str:
     """The task in a few words, e.g. ``(x+y) mod 59`` or ``S5: x*y`` (reports and the CLI)."""
     names = {

@@ -77,3 +77,8 @@ def test_train_then_analyze_draws_curves_and_trees(monkeypatch, capsys, tmp_path
     assert summary["kind"] == "sequence" and len(summary["example_trees"]) == 3
     for name in ("accuracy.png", "tree_measures.png", "trees.png"):
         assert (run / "figures" / name).stat().st_size > 10_000
+    assert not (run / "figures" / "training_curves.png").exists()  # no algorithmic figures
+    page = (run / "report.html").read_text()
+    assert "t_gen" in page and "structural grokking" in page and "tree score" in page
+    code, out, _ = run_cli(monkeypatch, capsys, "show", str(run))
+    assert "t_id" in out and "generalization acc" in out and "MLP" not in out

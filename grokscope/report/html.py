@@ -17,7 +17,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from grokscope.config import describe_task  # noqa: E402
+from grokscope.config import describe_task, is_sequence  # noqa: E402
+from grokscope.dynamics.structural import structural_events  # noqa: E402
+from grokscope.report.structural_figures import accuracy_figure  # noqa: E402
 from grokscope.store import rundir  # noqa: E402
 
 # figures we know, in reading order, with a caption each; others follow alphabetically
@@ -31,6 +33,11 @@ CAPTIONS = {
     "directions: the inputs lie on circles.",
     "neuron_frequency_histogram": "How many MLP neurons are dominated by each frequency.",
     "logit_fourier_spectrum": "2-D Fourier spectrum of the logits over the (a, b) grid.",
+    "accuracy": "In-distribution and generalization accuracy over steps (left; dotted: t_id and "
+    "t_gen), language-model loss per token (right).",
+    "tree_measures": "Tree-structuredness over training (tree score, bracketing F1 of the induced "
+    "trees against the gold parses) and the two rival predictors: weight norm, attention entropy.",
+    "trees": "Trees induced from the final model (left) beside the grammar's parses (right).",
 }
 
 
@@ -175,6 +182,35 @@ figcaption{color:#555;font-size:.9em} pre{background:#f6f6f6;padding:1em;overflo
 """
 
 
+def sequence_rows(cfg, status: dict, last: dict, summary: dict) -> dict[str, str]:
+    """The headline of a sequence run: where it stands, t_id / t_gen, the final tree measures."""
+    rows = {
+        "state": f"{status.get('state')}, {status.get('epochs_done')} of {cfg.train.epochs} steps",
+    }
+    if last:
+        rows["accuracy at the last evaluation"] = (
+            f"in distribution {last['id_acc']:.3f}, generalization {last['gen_acc']:.3f}"
+        )
+    rows["t_id (in-distribution accuracy >= threshold)"] = _step(status.get("t_mem_epoch"))
+    rows["t_gen (generalization accuracy >= threshold)"] = _step(status.get("t_grok_epoch"))
+    if summary.get("kind") == "sequence":
+        flag = {True: "yes", False: "no", None: "undecided (censored or no t_id)"}
+        rows["structural grokking (t_gen > 2 t_id)"] = flag[summary["structural_grokking"]]
+        f = summary["final"]
+        rows["final tree score / bracketing F1"] = (
+            f"{_text(f['tree_score'])} / {_text(f['bracket_f1'])} "
+            f"({summary['tree_sentences']} test sentences)"
+        )
+        rows["final weight norm / attention entropy"] = (
+            f"{_text(f['weight_norm'])} / {_text(f['attn_entropy'])} nats"
+        )
+    return rows
+
+
+def _step(value) -> str:
+    return "not reached" if value is None else f"step {value}"
+
+
 def write_report(run: Path) -> Path:
     """Write ``run/report.html`` from the run's status, metrics, summary and figures."""
     run = Path(run)
@@ -183,8 +219,13 @@ def write_report(run: Path) -> Path:
     metrics = rundir.read_metrics(run)
     summary = rundir.read_json(run / "summary.json") if (run / "summary.json").is_file() else {}
     figures = run / "figures"
-    curves = figures / "training_curves.png"
-    if not curves.is_file():
+    seq = is_sequence(cfg.task)
+    curves = figures / ("accuracy.png" if seq else "training_curves.png")
+    if not curves.is_file() and seq:
+        r = cfg.train
+        events = structural_events(metrics, r.mem_threshold, r.grok_threshold)
+        accuracy_figure(metrics, events, run.name, curves)
+    elif not curves.is_file():
         plot_training_curves(metrics, curves, status.get("t_mem_epoch"), status.get("t_grok_epoch"))
     pngs = sorted(figures.glob("*.png"))
     order = list(CAPTIONS)
@@ -193,7 +234,8 @@ def write_report(run: Path) -> Path:
     t = cfg.task
     task = describe_task(t)
     last = metrics.iloc[-1].to_dict() if len(metrics) else {}
-    rows = headline_rows(cfg, status, last, summary)
+    headline = sequence_rows if seq else headline_rows
+    rows = headline(cfg, status, last, summary)
     extra = []
     if summary.get("phases"):
         extra += ["<h2>Phases</h2>", phases_table(summary["phases"])]
@@ -207,8 +249,9 @@ def write_report(run: Path) -> Path:
         extra += [f"<h2>Notes</h2><ul>{items}</ul>"]
     body = [
         f"<h1>{html.escape(run.name)}</h1>",
-        f'<p class="sub">{html.escape(task)}, train fraction {t.train_fraction}, '
-        f"{cfg.model.kind} (d_model {cfg.model.d_model}, {cfg.model.n_layers} layer), "
+        f'<p class="sub">{html.escape(task)}, '
+        + ("" if seq else f"train fraction {t.train_fraction}, ")
+        + f"{cfg.model.kind} (d_model {cfg.model.d_model}, {cfg.model.n_layers} layer), "
         f"AdamW lr {cfg.optim.lr} weight decay {cfg.optim.weight_decay}, seed {cfg.train.seed}</p>",
         "<table>" + "".join(_row(k, v) for k, v in rows.items()) + "</table>",
         *extra,

@@ -261,8 +261,6 @@ class TaskData:
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
-    # the metrics columns whose threshold crossings are t_mem and t_grok
-    event_columns = ("train_acc", "test_acc")
 
     @classmethod
     def from_datasets(cls, datasets: list[Dataset], device: torch.device) -> TaskData:
@@ -759,9 +757,10 @@ def run_training(
     loop = _Loop(cfgs, on_eval, on_checkpoint, on_finish)
     state.model.train()
     state.total_steps = r.epochs * _steps_per_epoch(cfg, data)
+    columns = config_mod.event_columns(cfg.task)  # t_mem / t_grok (t_id / t_gen) columns
     if state.epoch == 0:
         for slot, row in enumerate(eval_rows(cfg, state, data)):
-            loop.track(state, slot, row, data.event_columns)
+            loop.track(state, slot, row, columns)
             on_eval(state.runs[slot], row)
         on_checkpoint(state, list(range(state.k)))
     # seeds resumed at their final checkpoint: finished as they are, not trained one epoch more
@@ -785,7 +784,7 @@ def run_training(
         if regular or any(last):
             for s, row in enumerate(eval_rows(cfg, state, data)):
                 if regular or last[s]:
-                    loop.track(state, s, row, data.event_columns)
+                    loop.track(state, s, row, columns)
                     on_eval(state.runs[s], row)
             # an event found by this evaluation may end a seed now (early_stop_after = 0)
             last = [is_finished(r, seed_meta(state, s)) for s in range(state.k)]

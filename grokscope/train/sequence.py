@@ -125,7 +125,6 @@ class SeqData:
     loss_on: str
     train: SplitTensors
     evals: dict[str, SplitTensors]
-    event_columns: tuple[str, str] = ("id_acc", "gen_acc")
     _plan: tuple[int, list[np.ndarray]] | None = field(default=None, repr=False)
 
     @classmethod
