@@ -713,6 +713,61 @@ def sweep(
         raise typer.Exit(1)
 
 
+def _is_sequence_sweep(directory: Path, manifest: dict) -> bool:
+    from grokscope.store import rundir
+
+    for item in manifest["runs"]:
+        path = Path(directory) / "runs" / item["run"]
+        if (path / "config.json").is_file():
+            return config_mod.is_sequence(rundir.read_config(path).task)
+    return False
+
+
+def _structural_sweep_summary(directory: Path, manifest: dict, figures: bool) -> None:
+    """What ``sweep-summary`` prints for a sweep of sequence runs."""
+    from grokscope.sweep.structural_summary import summarize_structural
+
+    _, cells, corr, paths = summarize_structural(directory, manifest, figures)
+    fields = list(manifest["spec"]["grid"])
+
+    def f3(v) -> str:
+        return "-" if _isnull(v) else f"{v:.3f}"
+
+    table = Table(
+        *[f.split(".")[-1] for f in fields],
+        "done",
+        "gen acc",
+        "max gen",
+        "structural",
+        "tree score",
+        "F1",
+        "weight norm",
+        "attn entropy",
+    )
+    for _, row in cells.iterrows():
+        table.add_row(
+            *[_fmt(row[f]) for f in fields],
+            f"{row['n_done']}/{row['n_runs']}",
+            f3(row["gen_acc_mean"]),
+            f3(row["gen_acc_max_mean"]),
+            f"{row['n_structural']}/{row['n_done']}",
+            f3(row["tree_score_mean"]),
+            f3(row["bracket_f1_mean"]),
+            f"{row['weight_norm_mean']:.1f}" if not _isnull(row["weight_norm_mean"]) else "-",
+            f3(row["attn_entropy_mean"]),
+        )
+    console.print(table)
+    for _, c in corr.iterrows():
+        _say(
+            f"spearman({c['measure']}, final gen acc) = {f3(c['rho'])} "
+            f"(p {f3(c['p'])}, {c['n_runs']} finished and analysed runs)"
+        )
+    _say(
+        f"means over finished runs; wrote {Path(directory) / 'summary.parquet'}, runs.parquet"
+        + (f" and {len(paths)} figure" if paths else "")
+    )
+
+
 @app.command("sweep-summary")
 def sweep_summary(
     directory: Path = typer.Argument(..., help="a sweep folder (holding sweep.json)"),
@@ -743,6 +798,10 @@ def sweep_summary(
     if lag_fraction is not None and not lag_fraction >= 0:
         raise GrokscopeError(f"--lag-fraction must be >= 0, got {lag_fraction:g}")
     ratio = TIME_RATIO if time_ratio is None else time_ratio
+    manifest = read_manifest(directory)
+    if _is_sequence_sweep(directory, manifest):
+        _structural_sweep_summary(directory, manifest, figures=not no_figures)
+        return
     _, cells, figures = summarize(directory, ratio, lag_fraction, figures=not no_figures)
     fields = grid_fields(read_manifest(directory))
     table = Table(

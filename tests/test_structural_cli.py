@@ -3,6 +3,7 @@ written, and `analyze` drawing the curves and trees of a trained run."""
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -82,3 +83,53 @@ def test_train_then_analyze_draws_curves_and_trees(monkeypatch, capsys, tmp_path
     assert "t_gen" in page and "structural grokking" in page and "tree score" in page
     code, out, _ = run_cli(monkeypatch, capsys, "show", str(run))
     assert "t_id" in out and "generalization acc" in out and "MLP" not in out
+
+
+def test_sequence_sweep_runs_each_seed_as_a_task_and_summarizes_per_cell(
+    monkeypatch, capsys, tmp_path
+):
+    """A sweep over depth: every seed its own task, `analyze` per run, then `sweep-summary`
+    gives per-cell means of the final measures and the Spearman correlations of the runs."""
+    from scipy import stats
+
+    from grokscope.sweep.executor import prepare
+    from grokscope.sweep.spec import load_sweep
+
+    spec_file = tmp_path / "depth.toml"
+    sets = "\n".join(
+        f'"{k}" = {v}'
+        for k, v in (
+            ("task.n_train", 600), ("task.n_test", 40), ("task.n_gen", 40),
+            ("model.d_model", 32), ("model.d_head", 8), ("model.d_mlp", 64),
+            ("train.epochs", 20), ("train.eval_every", 10), ("train.checkpoint_every", 10),
+        )
+    )  # fmt: skip
+    spec_file.write_text(
+        f'name = "depth"\npreset = "structural_cpu"\nseeds = [0, 1]\n[set]\n{sets}\n'
+        '[grid]\n"model.n_layers" = [1, 2]\n'
+    )
+    tasks = prepare(load_sweep(spec_file), tmp_path / "prep")
+    assert [len(t["runs"]) for t in tasks] == [1, 1, 1, 1]  # sequence seeds are tasks of their own
+    code, _, err = run_cli(
+        monkeypatch, capsys, "sweep", str(spec_file), "--out", str(tmp_path), "-w", "1", "-q"
+    )
+    assert code in (0, None), err
+    root = tmp_path / "depth"
+    for run in sorted((root / "runs").iterdir()):
+        if run.is_dir():
+            assert run_cli(monkeypatch, capsys, "analyze", str(run), "--no-figures")[0] in (0, None)
+    code, out, err = run_cli(monkeypatch, capsys, "sweep-summary", str(root))
+    assert code in (0, None), err
+    assert "spearman(tree_score, final gen acc)" in out
+    runs = pd.read_parquet(root / "runs.parquet")
+    cells = pd.read_parquet(root / "summary.parquet")
+    assert len(runs) == 4 and (runs["state"] == "done").all()
+    for _, cell in cells.iterrows():
+        mine = runs[runs["cell"] == cell["cell"]]
+        assert cell["tree_score_mean"] == pytest.approx(mine["tree_score"].mean())
+        last = pd.read_parquet(root / "runs" / mine["run"].iloc[0] / "metrics.parquet")
+        assert mine["gen_acc"].iloc[0] == pytest.approx(last["gen_acc"].iloc[-1])
+    rho = stats.spearmanr(runs["weight_norm"], runs["gen_acc"])[0]
+    if not np.isnan(rho):
+        assert f"spearman(weight_norm, final gen acc) = {rho:.3f}" in out
+    assert (root / "figures" / "generalization_by_cell.png").is_file()

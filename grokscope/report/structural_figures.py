@@ -113,8 +113,9 @@ def trees_figure(examples: list[dict], out: Path) -> Path:
     return _save(fig, out)
 
 
-def depth_figure(curves: dict[int, list[pd.DataFrame]], title: str, out: Path) -> Path:
-    """Generalization accuracy over steps per depth, one thin line per seed and the mean."""
+def depth_figure(curves: dict, title: str, out: Path, label: str = "") -> Path:
+    """Generalization accuracy over steps per cell (e.g. per depth), one thin line per seed and
+    their mean over the steps all of them reached; in-distribution accuracy faint."""
     depths = sorted(curves)
     fig, axes = plt.subplots(1, len(depths), figsize=(3.4 * len(depths), 3.2), sharey=True)
     axes = np.atleast_1d(axes)
@@ -130,7 +131,7 @@ def depth_figure(curves: dict[int, list[pd.DataFrame]], title: str, out: Path) -
                 [t.set_index("epoch").loc[common, "gen_acc"].to_numpy() for t in tables], axis=0
             )
             ax.plot(common, mean, color=GEN_COLOR, lw=2.2, label="generalization (mean)")
-        ax.set_title(f"{depth} layers ({len(tables)} seeds)", fontsize=10)
+        ax.set_title(f"{label}{depth} ({len(tables)} seeds)", fontsize=10)
         ax.set_xlabel("step")
         ax.set_ylim(-0.02, 1.02)
     axes[0].set_ylabel("accuracy (blue: in distribution)")
