@@ -68,8 +68,20 @@ def random_batches(n: int, bs: int, seed: int) -> list[np.ndarray]:
     return [order[i : i + bs] for i in range(0, n, bs)]
 
 
+def data_times() -> None:
+    """Build time of each sequence task at the published sizes (100k / 1k / 10k / 10k)."""
+    for name, extra in (("question_formation", {}), ("tense_inflection", {}), ("dyck", {})):
+        t = config_mod.TaskConfig(name=name, **extra)
+        t0 = time.perf_counter()
+        ds = build_dataset(t)
+        lines = sum(len(s) for s in ds.splits.values())
+        print(f"  {name:20s} {lines} lines in {time.perf_counter() - t0:.1f} s")
+
+
 def main() -> None:
     torch.set_num_threads(1)
+    print("data, published sizes:")
+    data_times()
     cfg = config_mod.preset("structural_cpu")
     cfg.task.n_train, cfg.task.n_test, cfg.task.n_gen = 20000, 200, 200
     config_mod.resolve(cfg)

@@ -599,7 +599,8 @@ def _sequence_lines(s: dict) -> list[str]:
         f"structural grokking: {flag}",
         f"final: id acc {f['id_acc']:.3f}, gen acc {f['gen_acc']:.3f}, tree score "
         f"{f['tree_score']:.3f}, bracketing F1 {f['bracket_f1']:.3f} "
-        f"({s['tree_sentences']} sentences)",
+        f"({s['tree_sentences']} sentences; right-branching trees: "
+        f"{s.get('f1_baselines', {}).get('right_branching', float('nan')):.3f})",
     ]
 
 

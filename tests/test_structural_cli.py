@@ -133,3 +133,12 @@ def test_sequence_sweep_runs_each_seed_as_a_task_and_summarizes_per_cell(
     if not np.isnan(rho):
         assert f"spearman(weight_norm, final gen acc) = {rho:.3f}" in out
     assert (root / "figures" / "generalization_by_cell.png").is_file()
+
+
+def test_branching_baselines_score_their_own_shape_perfectly():
+    from grokscope.orchestrate.analyze_sequence import _branching, f1_baselines
+
+    right = [_branching(0, n - 1, True) for n in (3, 5, 8)]
+    left = [_branching(0, n - 1, False) for n in (3, 5, 8)]
+    assert f1_baselines(right) == {"right_branching": 1.0, "left_branching": 0.0}
+    assert f1_baselines(left) == {"right_branching": 0.0, "left_branching": 1.0}

@@ -5,7 +5,6 @@ and the automaton's probabilities re-estimated from raw samples."""
 
 import collections
 import itertools
-import time
 
 import numpy as np
 import pytest
@@ -481,10 +480,10 @@ def test_same_seed_same_data_other_seed_other_data(make):
     assert not np.array_equal(a.splits["train"].tokens[:500], c.splits["train"].tokens[:500])
 
 
-def test_published_sizes_are_quick():
-    start = time.perf_counter()
+def test_published_sizes_are_built_distinct():
+    """The published sizes (100k / 1k / 10k / 10k), every line distinct across the splits (their
+    generation time is measured in benchmarks/bench_structural.py, not here)."""
     ds = question_formation_task(100_000, 1_000, 10_000, 10_000, data_seed=0)
-    elapsed = time.perf_counter() - start
     assert {k: len(s) for k, s in ds.splits.items()} == {
         "train": 100_000, "dev": 1_000, "test": 10_000, "gen": 10_000,
     }  # fmt: skip
@@ -492,4 +491,3 @@ def test_published_sizes_are_quick():
         s.sequence(i).tobytes() for s in ds.splits.values() for i in range(len(s))
     }  # fmt: skip
     assert len(all_lines) == 121_000
-    assert elapsed < 15.0, elapsed

@@ -33,7 +33,7 @@ from grokscope.models import build_model
 from grokscope.report import structural_figures as figs
 from grokscope.store import rundir
 from grokscope.tasks import build_dataset
-from grokscope.tasks.sequence import SequenceDataset
+from grokscope.tasks.sequence import SequenceDataset, tree_spans
 
 
 def _sentences(ds: SequenceDataset, n: int) -> tuple[list[np.ndarray], list, list[np.ndarray]]:
@@ -105,6 +105,7 @@ def analyze_sequence_run(
         **events,
         "final": {k: _nan_to_none(v) for k, v in final["row"].items()},
         "tree_sentences": len(sentences),
+        "f1_baselines": f1_baselines(gold),
         "analysed_epochs": epochs,
         "example_trees": [
             {"words": e["words"], "induced": e["induced"], "gold": e["gold"], "f1": e["f1"]}
@@ -122,6 +123,28 @@ def analyze_sequence_run(
     summary["analysis_wall_s"] = round(time.perf_counter() - t0, 3)
     rundir.write_json(run / "summary.json", summary)
     return summary
+
+
+def _branching(first: int, last: int, right: bool):
+    """The right- (or left-) branching binary tree over word positions first..last."""
+    if first == last:
+        return first
+    if right:
+        return (first, _branching(first + 1, last, True))
+    return (_branching(first, last - 1, False), last)
+
+
+def f1_baselines(gold: list) -> dict[str, float]:
+    """Bracketing F1 of trees that ignore the model, against the same gold parses: the purely
+    right-branching and left-branching trees. English-like grammars are mostly right-branching,
+    so an induced tree's F1 means something only above the right-branching one."""
+    spans = [sorted(tree_spans(g)) for g in gold]
+    n = [s[-1][1] + 1 if s else 1 for s in spans]
+    out = {}
+    for name, right in (("right_branching", True), ("left_branching", False)):
+        trees = [_branching(0, k - 1, right) for k in n]
+        out[name] = bracketing_f1(trees, gold)["f1"]
+    return out
 
 
 def _examples(ds: SequenceDataset, sentences, gold, induced, k: int = 3) -> list[dict]:

@@ -68,6 +68,7 @@ def tree_measures_figure(table: pd.DataFrame, out: Path) -> Path:
     for ax in axes:
         ax.set_xlabel("step")
     axes[0].set_title("tree-structuredness (Murty et al. 2023)", fontsize=10)
+    fig.tight_layout(w_pad=3.0)
     return _save(fig, out)
 
 
@@ -131,7 +132,8 @@ def depth_figure(curves: dict, title: str, out: Path, label: str = "") -> Path:
                 [t.set_index("epoch").loc[common, "gen_acc"].to_numpy() for t in tables], axis=0
             )
             ax.plot(common, mean, color=GEN_COLOR, lw=2.2, label="generalization (mean)")
-        ax.set_title(f"{label}{depth} ({len(tables)} seeds)", fontsize=10)
+        seeds = f"{len(tables)} seed" + ("s" if len(tables) != 1 else "")
+        ax.set_title(f"{label}{depth} ({seeds})", fontsize=10)
         ax.set_xlabel("step")
         ax.set_ylim(-0.02, 1.02)
     axes[0].set_ylabel("accuracy (blue: in distribution)")
