@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from grokscope.measures.tree_projection import (
     bracketing_f1,
     induce_tree,
+    random_tree_score,
+    random_tree_scores,
     random_tree_table,
     sci_charts,
     span_score,
@@ -111,9 +113,10 @@ def test_planted_trees_recovered():
     # the gold spans are far more context-free than a random tree's; a sentence can lose only
     # the tiny depth penalty (right-branching gold: every span (i, j) is a prefix of the
     # constituent (i, n - 1), so nothing is crossing and the penalty, < 1/8, decides)
-    assert res["tree_score"] > 1.0
-    assert res["tree_scores"].min() > -1 / 8
-    assert np.mean(res["tree_scores"] > 0) > 0.9
+    assert res["random_tree_score"] > 1.0
+    assert res["random_tree_scores"].min() > -1 / 8
+    assert np.mean(res["random_tree_scores"] > 0) > 0.9
+    assert res["tree_score"] > 0.5 and res["tree_scores"].min() >= 0
     # caveat of causal models: every span starting at word 0 has SCI = 1 exactly (its masked
     # run is the unmasked run), so the left-branching tree has the largest score(T) of all
     # binary trees, the planted one included
@@ -123,7 +126,7 @@ def test_planted_trees_recovered():
         left = 0
         for k in range(1, n):
             left = (left, k)
-        assert tree_score(chart, left) >= tree_score(chart, tree) - 1e-12
+        assert random_tree_score(chart, left) >= random_tree_score(chart, tree) - 1e-12
 
 
 def test_bag_of_words_scores_zero():
@@ -141,6 +144,7 @@ def test_bag_of_words_scores_zero():
         assert np.isnan(c[np.tril_indices(c.shape[0], -1)]).all()
     assert np.abs(res["tree_scores"]).max() < 1e-12
     assert abs(res["tree_score"]) < 1e-12
+    assert np.abs(res["random_tree_scores"]).max() < 1e-12
 
 
 def test_fully_contextual_random_encoder_scores_near_zero():
@@ -160,7 +164,9 @@ def test_fully_contextual_random_encoder_scores_near_zero():
 
     rng = np.random.default_rng(2)
     sentences = [sentence_ids(s, int(n)) for s, n in enumerate(rng.integers(3, 13, size=300))]
-    scores = tree_projection(encode, sentences)["tree_scores"]
+    res = tree_projection(encode, sentences)
+    scores = res["random_tree_scores"]
+    assert (res["tree_scores"] >= 0).all()  # the paper's score: best split >= mean split
     # per sentence the score is dominated by how many left-spine spans (SCI = 1 exactly) the
     # random-looking induced tree happens to have, so it varies by ~1; the mean is near 0
     se = scores.std(ddof=1) / np.sqrt(len(scores))
@@ -218,7 +224,15 @@ def test_tree_score_definition():
     tree = induce_tree(chart)
     spans = tree_spans(tree) - {(0, 6)}
     expected = sum(chart[a, b] for a, b in spans) - random_tree_table(chart)[0, 6]
-    assert abs(tree_score(chart) - expected) < 1e-12
+    assert abs(random_tree_score(chart) - expected) < 1e-12
+    assert random_tree_scores([chart, chart[:1, :1]]).tolist() == [random_tree_score(chart), 0.0]
+    # the paper's score, by a plain loop: at each internal node, chosen split minus mean split
+    want = 0.0
+    for a, b in spans | {(0, 6)}:
+        if b - a >= 2:
+            vals = [chart[a, k] + chart[k + 1, b] for k in range(a, b)]
+            want += max(vals) - sum(vals) / len(vals)
+    assert abs(tree_score(chart) - want) < 1e-12
     assert tree_scores([chart, chart[:1, :1]]).tolist() == [tree_score(chart), 0.0]
     # the greedy split at the root is the argmax of SCI(0, k) + SCI(k + 1, 6)
     k = int(np.argmax([chart[0, k] + chart[k + 1, 6] for k in range(6)]))
@@ -227,7 +241,7 @@ def test_tree_score_definition():
 
 def test_edge_cases():
     one = np.array([[1.0]])
-    assert induce_tree(one) == 0 and tree_score(one) == 0.0
+    assert induce_tree(one) == 0 and tree_score(one) == 0.0 and random_tree_score(one) == 0.0
     # ties: the smallest k, so a flat chart gives the right-branching tree
     flat = np.triu(np.ones((4, 4)))
     assert induce_tree(flat) == (0, (1, (2, 3)))

@@ -28,12 +28,19 @@ Conventions (documented choices):
 * Cumulative sums and cosines are float64 (states may come in float32).
 * A cosine with a zero vector is undefined: SCI = 1 when both vectors are exactly zero (the
   context changed nothing), 0 when exactly one is. Cosines are clipped to [-1, 1].
-* Tree score (exact, no sampling): score(T) = sum over the non-root nodes of T of SCI(node);
-  R(i, j) = expected score of a random binary tree over (i, j) drawn by splitting top-down at a
-  uniformly random point, by dynamic programming: R(i, i) = 0 and
-  R(i, j) = mean_{k=i..j-1} [SCI(i, k) + SCI(k+1, j) + R(i, k) + R(k+1, j)].
-  tree score = score(T_induced) - R(0, n - 1); leaves are in every binary tree, so they cancel.
-  A one-word sentence scores 0. The score of a set of sentences is the mean.
+* Tree score (Murty et al.'s definition, as in their released code): at every internal node
+  (i, j) of the induced tree, the best split value max_k [SCI(i, k) + SCI(k+1, j)] minus the
+  value of a random split, whose expectation mean_k [...] we take exactly instead of sampling;
+  summed over the nodes, averaged over sentences. It is never negative (a maximum is at least
+  the mean), so even a model with no structure scores above 0: compare it across models and
+  checkpoints, not with 0.
+* The stricter variant (:func:`random_tree_score`, exact, no sampling): score(T) = sum over the
+  non-root nodes of T of SCI(node); R(i, j) = expected score of a random binary tree over (i, j)
+  drawn by splitting top-down at a uniformly random point, by dynamic programming:
+  R(i, i) = 0 and R(i, j) = mean_{k=i..j-1} [SCI(i, k) + SCI(k+1, j) + R(i, k) + R(k+1, j)];
+  variant = score(T_induced) - R(0, n - 1); leaves are in every binary tree, so they cancel.
+  It is near 0 for a model whose spans are no more context-free than chance, and can be
+  negative. A one-word sentence scores 0 in both.
 * Bracketing F1: unlabelled, over spans of length >= 2 other than the whole sentence (single
   words and the root are in every tree). Sentence F1 = 2 |P & G| / (|P| + |G|); sentences with
   no such span in either tree (every sentence of <= 2 words) are skipped. Corpus precision,
@@ -202,9 +209,39 @@ def span_score(chart: np.ndarray, tree: Tree) -> float:
 
 
 def tree_score(chart: np.ndarray, tree: Tree | None = None) -> float:
-    """Tree score of one sentence: score(T) - R(0, n - 1), T the induced tree unless given
-    (Murty et al. 2023; exact random-tree baseline, see the module docstring). Positive when
-    the tree's spans are more context-free than a random tree's; 0 for one word."""
+    """Tree score of one sentence as Murty et al. (2023) define it: the sum over the internal
+    nodes (i, j) of the induced tree (or ``tree``) of the best split value there minus the value
+    of a random split of the same span, with the split value SCI(i, k) + SCI(k + 1, j) and the
+    random split's expectation (the mean over k) computed exactly. Never negative for the induced
+    tree (the best split is at least the mean), 0 when every split is worth the same (a bag of
+    words) and for sentences of one or two words."""
+    chart = np.asarray(chart, dtype=np.float64)
+    n = chart.shape[0]
+    if n <= 2:
+        return 0.0
+    spans = tree_spans(induce_tree(chart) if tree is None else tree)
+    total = 0.0
+    for a, b in spans:
+        if b - a < 2:
+            continue  # a span of two words has one split: best = random
+        ks = np.arange(a, b)
+        values = chart[a, ks] + chart[ks + 1, b]
+        k = max(e for s, e in spans if s == a and e < b)  # where the tree splits (a, b)
+        total += float(chart[a, k] + chart[k + 1, b] - values.mean())
+    return total
+
+
+def tree_scores(charts: Sequence[np.ndarray]) -> np.ndarray:
+    """Per-sentence tree scores (:func:`tree_score`) of the induced trees (float64, one per
+    chart); their mean is the tree score of the set."""
+    return np.array([tree_score(c) for c in charts], dtype=np.float64)
+
+
+def random_tree_score(chart: np.ndarray, tree: Tree | None = None) -> float:
+    """A stricter variant of the tree score: score(T) - R(0, n - 1), the induced tree's summed
+    SCI over its non-root nodes minus the exact expected sum of a whole random tree (see the
+    module docstring). Unlike :func:`tree_score` it can be negative, and a model whose spans
+    are no more context-free than chance scores near 0; 0 for one word."""
     chart = np.asarray(chart, dtype=np.float64)
     n = chart.shape[0]
     if n == 1:
@@ -213,10 +250,9 @@ def tree_score(chart: np.ndarray, tree: Tree | None = None) -> float:
     return span_score(chart, t) - float(random_tree_table(chart)[0, n - 1])
 
 
-def tree_scores(charts: Sequence[np.ndarray]) -> np.ndarray:
-    """Per-sentence tree scores of the induced trees (float64, one per chart); their mean is
-    the tree score of the set."""
-    return np.array([tree_score(c) for c in charts], dtype=np.float64)
+def random_tree_scores(charts: Sequence[np.ndarray]) -> np.ndarray:
+    """Per-sentence :func:`random_tree_score` of the induced trees."""
+    return np.array([random_tree_score(c) for c in charts], dtype=np.float64)
 
 
 def _brackets(tree: Tree) -> tuple[set[tuple[int, int]], tuple[int, int]]:
@@ -264,15 +300,19 @@ def tree_projection(
 ) -> dict:
     """Tree projection of a causal model on a set of sentences (Murty et al. 2023).
 
-    Returns ``tree_score`` (mean over sentences), ``tree_scores`` (per sentence, float64),
+    Returns ``tree_score`` (the paper's, mean over sentences), ``tree_scores`` (per sentence,
+    float64), ``random_tree_score`` / ``random_tree_scores`` (the whole-random-tree variant),
     ``trees`` (induced), ``charts`` (SCI charts, see :func:`sci_charts`) and, with gold trees,
     the keys of :func:`bracketing_f1`."""
     charts = sci_charts(encode, sentences, batch_tokens)
     trees = [induce_tree(c) for c in charts]
     scores = np.array([tree_score(c, t) for c, t in zip(charts, trees, strict=True)])
+    strict = np.array([random_tree_score(c, t) for c, t in zip(charts, trees, strict=True)])
     out: dict = {
         "tree_score": float(scores.mean()) if len(scores) else float("nan"),
         "tree_scores": scores,
+        "random_tree_score": float(strict.mean()) if len(strict) else float("nan"),
+        "random_tree_scores": strict,
         "trees": trees,
         "charts": charts,
     }

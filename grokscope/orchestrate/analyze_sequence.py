@@ -2,14 +2,19 @@
 rival predictors per checkpoint, figures.
 
 Writes ``analysis.parquet`` (one row per analysed checkpoint: ``epoch`` (= step), ``id_acc``,
-``gen_acc``, ``tree_score``, ``bracket_f1``, ``bracket_sentence_f1``, ``weight_norm``,
-``attn_entropy`` and ``attn_entropy_l<i>`` per layer), ``summary.json`` (the events of
-:func:`grokscope.dynamics.structural.structural_events`, the final checkpoint's measures, three
-example trees) and ``figures/``: ``accuracy.png``, ``tree_measures.png``, ``trees.png``.
+``gen_acc``, ``tree_score``, ``tree_score_random``, ``bracket_f1``, ``bracket_sentence_f1``,
+``weight_norm``, ``attn_entropy`` and ``attn_entropy_l<i>`` per layer), ``summary.json``
+(the events of :func:`grokscope.dynamics.structural.structural_events`, the final checkpoint's
+measures, three example trees) and ``figures/``: ``accuracy.png``, ``tree_measures.png``,
+``trees.png``.
 
 Tree projections (Murty et al., ICLR 2023) are computed on the input sentences of the first
-``n_sentences`` (200) in-distribution test lines, against their gold parses; attention entropy
-on the same whole lines. Murty et al. (ACL 2023) report the tree score of the final model per
+``n_sentences`` (200) in-distribution test lines (question lines for question formation, as
+Murty et al. take them), against their gold parses; attention entropy on the same sentences, as
+the mean entropy per attention row (Murty et al. sum the rows of a sentence; the mean does not
+grow with sentence length). ``tree_score`` is the paper's score, ``tree_score_random`` the
+stricter whole-random-tree variant (:mod:`grokscope.measures.tree_projection`).
+Murty et al. (ACL 2023) report the tree score of the final model per
 depth; here it is tracked over training, so one sees whether tree-structuredness rises before,
 with or after generalization.
 """
@@ -36,13 +41,19 @@ from grokscope.tasks import build_dataset
 from grokscope.tasks.sequence import SequenceDataset, tree_spans
 
 
-def _sentences(ds: SequenceDataset, n: int) -> tuple[list[np.ndarray], list, list[np.ndarray]]:
-    """(input sentences, gold trees, whole lines) of the first ``n`` test lines."""
+def _sentences(ds: SequenceDataset, n: int) -> tuple[list[np.ndarray], list]:
+    """(input sentences, gold trees) of the first ``n`` in-distribution test lines; for question
+    formation the question lines only, as Murty et al. (2023) take them."""
     split = ds.splits["test"]
-    rows = range(min(n, len(split)))
-    lines = [split.sequence(i) for i in rows]
-    sentences = [line[: int(split.sentence_len[i])] for i, line in zip(rows, lines, strict=True)]
-    return sentences, [split.trees[i] for i in rows], lines
+    quest = ds.info.get("marker_ids", {}).get("quest")
+    rows = []
+    for i in range(len(split)):
+        if quest is None or split.sequence(i)[int(split.answer_start[i]) - 1] == quest:
+            rows.append(i)
+        if len(rows) == n:
+            break
+    sentences = [split.sequence(i)[: int(split.sentence_len[i])] for i in rows]
+    return sentences, [split.trees[i] for i in rows]
 
 
 def _nan_to_none(x):
@@ -62,7 +73,7 @@ def analyze_sequence_run(
     ds = build_dataset(cfg.task)
     model = build_model(cfg.model, ds.d_vocab, ds.n_ctx, cfg.train.seed)
     model.eval()
-    sentences, gold, lines = _sentences(ds, n_sentences)
+    sentences, gold = _sentences(ds, n_sentences)
     metrics = rundir.read_metrics(run)
     by_epoch = metrics.set_index("epoch")
     t0 = time.perf_counter()
@@ -78,12 +89,13 @@ def analyze_sequence_run(
             ) from None
         with torch.no_grad():
             tp = tree_projection(model.final_states, sentences, gold)
-        att = attention_entropy(model, lines)
+        att = attention_entropy(model, sentences)
         row = {
             "epoch": epoch,
             "id_acc": float(by_epoch["id_acc"].get(epoch, math.nan)),
             "gen_acc": float(by_epoch["gen_acc"].get(epoch, math.nan)),
             "tree_score": tp["tree_score"],
+            "tree_score_random": tp["random_tree_score"],
             "bracket_f1": tp["f1"],
             "bracket_sentence_f1": tp["sentence_f1"],
             "weight_norm": math.sqrt(sum(float((w.double() ** 2).sum()) for w in weights.values())),
