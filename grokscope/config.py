@@ -339,6 +339,13 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"train.{name} must lie in (0, 1], got {getattr(r, name)}")
 
 
+# practical limits of the sequence tasks: far above the published settings (100k lines, Dyck-20
+# of depth 10), below what would exhaust memory or run for days before saying anything
+MAX_LINES = 10_000_000
+MAX_DYCK_K = 1000
+MAX_DYCK_DEPTH = 1000
+
+
 def _validate_sequence(cfg: Config) -> None:
     """The settings only sequence tasks and the ``lm`` model read."""
     t, m, o = cfg.task, cfg.model, cfg.optim
@@ -347,11 +354,18 @@ def _validate_sequence(cfg: Config) -> None:
             raise ConfigError(f"task.{name} must be >= 1 (an empty split), got {getattr(t, name)}")
     if t.n_dev < 0:
         raise ConfigError(f"task.n_dev must be >= 0, got {t.n_dev}")
+    for name in ("n_train", "n_dev", "n_test", "n_gen"):
+        if getattr(t, name) > MAX_LINES:
+            raise ConfigError(
+                f"task.{name}={getattr(t, name)} is above the limit of {MAX_LINES} lines"
+            )
     if t.name == "dyck":
-        if t.dyck_k < 1:
-            raise ConfigError(f"task.dyck_k (bracket types) must be >= 1, got {t.dyck_k}")
-        if t.dyck_depth < 1:
-            raise ConfigError(f"task.dyck_depth must be >= 1, got {t.dyck_depth}")
+        if not 1 <= t.dyck_k <= MAX_DYCK_K:
+            raise ConfigError(
+                f"task.dyck_k (bracket types) must be in 1..{MAX_DYCK_K}, got {t.dyck_k}"
+            )
+        if not 1 <= t.dyck_depth <= MAX_DYCK_DEPTH:
+            raise ConfigError(f"task.dyck_depth must be in 1..{MAX_DYCK_DEPTH}, got {t.dyck_depth}")
         if t.max_len < 0 or 0 < t.max_len < 4:
             raise ConfigError(
                 f"task.max_len must be 0 (no limit) or >= 4 (the shortest Dyck string the "

@@ -251,7 +251,7 @@ def test_linear_decay_reaches_zero_at_the_budget(tmp_path):
 
 @pytest.mark.equality
 def test_interrupted_sequence_run_resumes_to_the_same_numbers(tmp_path):
-    """Dropout on, bucketed batches: Ctrl-C at step 25 and --resume equal the uninterrupted run."""
+    """Dropout on, bucketed batches: Ctrl-C at step 30 and --resume equal the uninterrupted run."""
     cfg = seq_config("question_formation", "model.dropout=0.1")
     train_run(cfg, tmp_path / "full")
 

@@ -32,13 +32,22 @@ TINY_QF = [
         (["--preset", "murty_qf", "--set", "task.n_gen=0"], "task.n_gen must be >= 1"),
         (
             ["--preset", "murty_qf", "--set", "task.name=dyck", "--set", "task.dyck_depth=0"],
-            "task.dyck_depth must be >= 1",
+            "task.dyck_depth must be in 1..1000, got 0",
         ),
         (["--preset", "murty_qf", "--set", "model.kind=transformer"], "needs model.kind=lm"),
         (["--preset", "quick", "--set", "model.kind=lm"], "needs model.kind=transformer"),
         (["--preset", "murty_qf", "--set", "model.ln_position=middle"], "ln_position"),
         (["--preset", "murty_qf", "--set", "optim.batch_size=0"], "mini-batches"),
         (["--preset", "murty_qf", "--set", "model.n_ctx=5"], "shorter than the task's longest"),
+        (["--preset", "murty_qf", "--set", "task.n_gen=100000000"], "above the limit"),
+        (
+            ["--preset", "murty_qf", "--set", "task.name=dyck", "--set", "task.dyck_depth=5000"],
+            "task.dyck_depth must be in 1..1000",
+        ),
+        (
+            ["--preset", "murty_qf", "--set", "task.name=dyck", "--set", "task.dyck_k=40000"],
+            "task.dyck_k (bracket types) must be in 1..1000",
+        ),
         (
             [
                 "--preset", "murty_qf", "--set", "task.name=dyck", "--set", "task.dyck_k=1",
@@ -130,8 +139,8 @@ def test_sequence_sweep_runs_each_seed_as_a_task_and_summarizes_per_cell(
         last = pd.read_parquet(root / "runs" / mine["run"].iloc[0] / "metrics.parquet")
         assert mine["gen_acc"].iloc[0] == pytest.approx(last["gen_acc"].iloc[-1])
     rho = stats.spearmanr(runs["weight_norm"], runs["gen_acc"])[0]
-    if not np.isnan(rho):
-        assert f"spearman(weight_norm, final gen acc) = {rho:.3f}" in out
+    want = "-" if np.isnan(rho) else f"{rho:.3f}"
+    assert f"spearman(weight_norm, final gen acc) = {want}" in out
     assert (root / "figures" / "generalization_by_cell.png").is_file()
 
 
@@ -142,3 +151,28 @@ def test_branching_baselines_score_their_own_shape_perfectly():
     left = [_branching(0, n - 1, False) for n in (3, 5, 8)]
     assert f1_baselines(right) == {"right_branching": 1.0, "left_branching": 0.0}
     assert f1_baselines(left) == {"right_branching": 0.0, "left_branching": 1.0}
+
+
+def test_sweep_files_refuse_fields_the_task_never_reads(tmp_path):
+    from grokscope.config import ConfigError
+    from grokscope.sweep.spec import parse_sweep
+
+    bad = {"preset": "structural_cpu", "set": {"task.p": 97}, "grid": {"optim.lr": [1e-4]}}
+    with pytest.raises(ConfigError, match="task.p does not apply to the sequence task"):
+        parse_sweep({**bad, "seeds": [0]})
+    with pytest.raises(ConfigError, match="applies only to sequence tasks"):
+        parse_sweep({"preset": "quick", "grid": {"task.n_train": [5, 6]}, "seeds": [0]})
+
+
+def test_a_decaying_schedule_refuses_a_new_budget(monkeypatch, capsys, tmp_path):
+    """The learning rate falls to 0 at the budget: a longer budget on resume would bend the
+    schedule mid-run (a saw-tooth no uninterrupted run has), so it is refused in one line."""
+    code, _, err = run_cli(
+        monkeypatch, capsys, "train", "--preset", "structural_cpu", *TINY_QF,
+        "--set", "train.epochs=10", "--out", str(tmp_path), "--name", "r", "--quiet",
+    )  # fmt: skip
+    assert code in (0, None), err
+    code, _, err = run_cli(
+        monkeypatch, capsys, "train", "--resume", str(tmp_path / "r"), "--set", "train.epochs=20"
+    )
+    assert code == 2 and "decays its learning rate" in err and len(err.strip().splitlines()) == 1

@@ -58,3 +58,16 @@ def test_dip_below_chance_is_reported():
 def test_ratio_below_one_is_refused():
     with pytest.raises(ValueError, match="ratio"):
         structural_events(curves(1, 2), ratio=0.5)
+
+
+def test_a_single_spike_is_not_a_switch_to_the_hierarchical_rule():
+    t = curves(2000, 12000)
+    t.loc[t["epoch"] == 5000, "gen_acc"] = 0.92  # one evaluation above the threshold
+    ev = structural_events(t)
+    assert ev["t_gen_first_step"] == 5000 and ev["t_gen_step"] == 12000
+    assert structural_events(t, sustain=1)["t_gen_step"] == 5000
+    # at the end of the table fewer evaluations suffice
+    t2 = curves(2000, 20000)
+    assert structural_events(t2)["t_gen_step"] == 20000
+    with pytest.raises(ValueError, match="sustain"):
+        structural_events(t, sustain=0)

@@ -111,8 +111,14 @@ def extend_budget(run: Path, overrides: list[str]) -> config_mod.Config:
         raise config_mod.ConfigError(
             f"a resumed run may only change {', '.join(RESUME_FIELDS)}; not {bad}"
         )
+    budget = cfg.train.epochs
     new = config_mod.resolve(config_mod.apply_overrides(cfg, overrides))
     check_device(new.train.device)
+    if new.optim.lr_decay != "none" and new.train.epochs != budget:
+        raise config_mod.ConfigError(
+            f"{run} decays its learning rate to 0 at train.epochs={budget}; a new "
+            "budget would bend that schedule mid-run (equal to no uninterrupted run)"
+        )
     status = rundir.read_status(run) if (run / "status.json").is_file() else {}
     done = status.get("epochs_done", 0)
     if new.train.epochs < done:

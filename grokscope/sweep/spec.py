@@ -68,8 +68,10 @@ class SweepSpec:
     def config(self, cell: Cell, seed: int) -> Config:
         """The resolved config of one run."""
         cfg = config_mod.preset(self.preset)
-        for key, value in {**self.set, **cell.values, "train.seed": seed}.items():
+        fields = {**self.set, **cell.values, "train.seed": seed}
+        for key, value in fields.items():
             config_mod.set_field(cfg, key, value)
+        config_mod.check_applicable(cfg, list(fields))
         return config_mod.resolve(cfg)
 
     def runs(self) -> list[tuple[Cell, int, str]]:

@@ -42,8 +42,8 @@ from grokscope.tasks.sequence import SequenceDataset, SequenceSplit
 # batches per length-sorted pool: large enough that lengths within a batch nearly agree, small
 # enough that consecutive batches still mix lengths
 POOL_BATCHES = 50
-# tokens per evaluation forward pass
-EVAL_TOKENS = 16384
+# logits per evaluation forward pass (tokens x vocabulary): 2^24 float64 values, 128 MB
+EVAL_LOGITS = 1 << 24
 
 
 def pass_batches(
@@ -188,13 +188,14 @@ def train_loss(model, params: dict, data: SeqData, step: int) -> torch.Tensor:
     return each.sum() / mask.sum()
 
 
-def _chunks(split: SplitTensors) -> list[np.ndarray]:
-    """Sentence indices in length order, cut so that each padded chunk holds at most
-    EVAL_TOKENS tokens (or one sentence)."""
+def _chunks(split: SplitTensors, d_vocab: int) -> list[np.ndarray]:
+    """Sentence indices in length order, cut so that each padded chunk's logits hold at most
+    EVAL_LOGITS values (or one sentence), whatever the vocabulary."""
+    budget = max(1, EVAL_LOGITS // max(d_vocab, 1))
     order = np.argsort(split.lengths, kind="stable")
     out, current = [], []
     for i in order:
-        if current and (len(current) + 1) * int(split.lengths[i]) > EVAL_TOKENS:
+        if current and (len(current) + 1) * int(split.lengths[i]) > budget:
             out.append(np.array(current))
             current = []
         current.append(i)
@@ -230,7 +231,7 @@ def evaluate_sequences(model, data: SeqData, name: str) -> dict:
     split = data.evals[name]
     info, task = data.dataset.info, data.task
     total, count, correct, graded = 0.0, 0, 0, 0
-    for rows in _chunks(split):
+    for rows in _chunks(split, data.dataset.d_vocab):
         tokens, lengths = split.padded(rows, data.device)
         logits = model(tokens)
         mask = target_mask(lengths, None, tokens.shape[1])
