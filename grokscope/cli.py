@@ -250,6 +250,7 @@ def _print_status(run: Path, status: dict) -> None:
 RUN_HEADERS = {
     "train_acc": "train acc",
     "test_acc": "test acc",
+    "gen_acc": "gen acc",
     "t_mem_epoch": "t_mem",
     "t_grok_epoch": "t_grok",
 }

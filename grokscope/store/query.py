@@ -8,6 +8,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from grokscope.config import SEQUENCE_TASKS
 from grokscope.errors import RunDirError
 
 EVENTS = ["t_mem_epoch", "t_grok_epoch"]
@@ -21,6 +22,7 @@ RUN_COLUMNS = [
     "epochs",
     "train_acc",
     "test_acc",
+    "gen_acc",
     "t_mem_epoch",
     "t_grok_epoch",
 ]
@@ -66,9 +68,12 @@ def runs_table(root: Path) -> pd.DataFrame:
     meta_df = pd.DataFrame(meta, columns=["run", "task", "op", "p", "seed", "state"] + EVENTS)
     files = [str(r / "metrics.parquet") for r in runs if (r / "metrics.parquet").is_file()]
     if not files:
-        for col in ("epochs", "train_acc", "test_acc"):
+        for col in ("epochs", "train_acc", "test_acc", "gen_acc"):
             meta_df[col] = None
         return meta_df[RUN_COLUMNS]
+    # sequence runs also have a generalization set (and their t_mem / t_grok are t_id / t_gen)
+    has_gen = any(name in SEQUENCE_TASKS for name in meta_df["task"])
+    gen = "arg_max(gen_acc, epoch)" if has_gen else "CAST(NULL AS DOUBLE)"
     con = duckdb.connect()
     con.register("meta_df", meta_df)
     query = f"""
@@ -79,10 +84,11 @@ def runs_table(root: Path) -> pd.DataFrame:
             SELECT run,
                 max(epoch) AS epochs,
                 arg_max(train_acc, epoch) AS train_acc,
-                arg_max(test_acc, epoch) AS test_acc
+                arg_max(test_acc, epoch) AS test_acc,
+                {gen} AS gen_acc
             FROM m GROUP BY run
         )
-        SELECT meta_df.run, task, op, p, seed, state, epochs, train_acc, test_acc,
+        SELECT meta_df.run, task, op, p, seed, state, epochs, train_acc, test_acc, gen_acc,
                t_mem_epoch, t_grok_epoch
         FROM meta_df LEFT JOIN agg USING (run) ORDER BY meta_df.run
     """
