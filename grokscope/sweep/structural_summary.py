@@ -32,7 +32,10 @@ PREDICTORS = ("tree_score", "bracket_f1", "weight_norm", "attn_entropy")
 
 
 def _final_analysis(run: Path, steps: int | None) -> dict:
-    """The measures of the last analysed checkpoint, if it is the run's last step."""
+    """The measures of the last analysed checkpoint, if it is the run's last step. An analysis
+    written before the tree score followed Murty et al.'s definition (it has no
+    ``tree_score_random`` column) contributes its weight norm only: its tree score, F1 and
+    attention entropy were taken otherwise and are not comparable."""
     path = run / "analysis.parquet"
     if not path.is_file():
         return {}
@@ -42,7 +45,8 @@ def _final_analysis(run: Path, steps: int | None) -> dict:
     last = table.sort_values("epoch").iloc[-1]
     if steps is not None and int(last["epoch"]) != steps:
         return {}
-    return {k: float(last[k]) for k in PREDICTORS if k in last}
+    names = PREDICTORS if "tree_score_random" in last else ("weight_norm",)
+    return {k: float(last[k]) for k in names if k in last}
 
 
 def structural_runs(root: Path, manifest: dict) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
