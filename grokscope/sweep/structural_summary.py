@@ -7,8 +7,9 @@ attention sparsity do not. Here each run contributes its final generalization ac
 the last analysed checkpoint (``grokscope analyze``), its tree score, bracketing F1, weight norm
 and attention entropy. Per cell: means over the finished runs. Across runs: Spearman's rank
 correlation of each measure with final generalization accuracy (``scipy.stats.spearmanr``), with
-its two-sided p-value; with a handful of runs these are descriptive (a p below 0.05 needs
-|rho| > 0.8 with six runs), and the cell means answer the paper's question directly: does the
+its two-sided p-value, from 5 finished and analysed runs on (fewer give NaN); with a handful of
+runs these are descriptive (a p below 0.05 needs |rho| > 0.8 with six runs), and the cell
+means answer the paper's question directly: does the
 cell with the highest tree score also generalize best?
 
 Writes ``runs.parquet``, ``summary.parquet`` and ``figures/generalization_by_cell.png``.
@@ -29,6 +30,9 @@ from grokscope.report.structural_figures import depth_figure
 from grokscope.store import rundir
 
 PREDICTORS = ("tree_score", "bracket_f1", "weight_norm", "attn_entropy")
+# fewer runs than this give no correlation (NaN): with 3 or 4 runs every rank order is one of a
+# handful, and scipy's p-value for a perfect order of 3 (exactly 0) would read as proof
+MIN_RUNS_FOR_RHO = 5
 
 
 def _final_analysis(run: Path, steps: int | None) -> dict:
@@ -93,7 +97,8 @@ def predictor_correlations(runs: pd.DataFrame) -> pd.DataFrame:
         if name not in done or "gen_acc" not in done:
             continue
         both = done[[name, "gen_acc"]].dropna()
-        if len(both) >= 3 and both[name].nunique() > 1 and both["gen_acc"].nunique() > 1:
+        enough = len(both) >= MIN_RUNS_FOR_RHO
+        if enough and both[name].nunique() > 1 and both["gen_acc"].nunique() > 1:
             rho, p = stats.spearmanr(both[name], both["gen_acc"])
             out.append({"measure": name, "n_runs": len(both), "rho": rho, "p": p})
         else:
