@@ -216,13 +216,27 @@ def train(
             )
             raise GrokscopeError(f"{run} already holds a run; {hint}")
     check_device(cfg.train.device)  # before anything is written or printed
-    _say(f"run directory: {run}")
     args = (None if resume else cfg, run, resume is not None)
+    announced = []
+
+    def announce(row: dict) -> None:
+        # the directory is named once training has started, after every check that could
+        # still refuse the run (and leave no directory)
+        if not announced:
+            announced.append(True)
+            _say(f"run directory: {run}")
+
     if quiet:
-        status = train_run(*args, threads=threads)
+        status = train_run(*args, progress=announce, threads=threads)
     else:
         with _progress(cfg.train.epochs, start) as update:
-            status = train_run(*args, progress=update, threads=threads)
+
+            def each(row: dict) -> None:
+                announce(row)
+                update(row)
+
+            status = train_run(*args, progress=each, threads=threads)
+    announce({})
     _print_status(run, status)
     if status["state"] == "interrupted":
         err.print(f"interrupted; continue with: grokscope train --resume {run}")

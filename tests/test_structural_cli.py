@@ -61,8 +61,9 @@ TINY_QF = [
 def test_bad_sequence_input_one_line_exit_2_nothing_written(
     monkeypatch, capsys, tmp_path, args, needle
 ):
-    code, _, err = run_cli(monkeypatch, capsys, "train", *args, "--out", str(tmp_path / "runs"))
+    code, out, err = run_cli(monkeypatch, capsys, "train", *args, "--out", str(tmp_path / "runs"))
     assert code == 2, err
+    assert "run directory" not in out  # no directory is announced that was never made
     assert needle in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
