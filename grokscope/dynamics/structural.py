@@ -11,10 +11,10 @@ From a run's metrics table (one row per evaluation, ``epoch`` = optimizer step f
   table) (the trainer's ``train.grok_threshold``; 0.8 in the ``murty_*`` presets, since Murty et
   al.'s best question-formation runs end at 0.95 and 0.5 is the chance level of choosing between
   the two auxiliaries of a generalization sentence). Generalization accuracy of these runs swings
-  by tens of points between evaluations (Murty et al. report bimodal seeds; a prototype here
-  went .92, .35, .81 on consecutive evaluations), so a single evaluation above the threshold is
-  not yet a switch to the hierarchical rule. ``t_gen_first_step`` is the first single crossing
-  (what the trainer records as ``t_grok_epoch``);
+  by tens of points between evaluations (Murty et al. report bimodal seeds; a batch-8 run in
+  docs/structural.md went .57, .09, .22 on consecutive evaluations), so a single evaluation
+  above the threshold is not yet a switch to the hierarchical rule. ``t_gen_first_step`` is
+  the first single crossing (what the trainer records as ``t_grok_epoch``);
 - ``lag`` = t_gen - t_id.
 
 The flag (``structural_grokking``) is the phase rule of the algorithmic tasks
