@@ -364,6 +364,77 @@ def check_sizes(n_train: int, n_dev: int, n_test: int, n_gen: int) -> None:
             raise ConfigError(f"{name} must be >= 0, got {n}")
 
 
+Line = tuple["Sentence", bool]  # a sampled sentence and its task flag (quest / PRESENT)
+
+
+def sample_lines(
+    variant: str,
+    rng: np.random.Generator,
+    sizes: tuple[int, int, int, int],
+    forbidden: Callable[[Sentence, bool], bool],
+    gen_allowed: dict,
+    is_gen: Callable[[Sentence], bool],
+) -> tuple[list[Line], list[Line]]:
+    """The distinct in-distribution lines (train + dev + test) and generalization lines of a
+    grammar task, seeded by ``rng``. ``sizes`` = (n_train, n_dev, n_test, n_gen).
+
+    In distribution: a sentence from the whole grammar and a fair coin for the task flag, refused
+    when ``forbidden(sentence, flag)`` (the split rule) or when the line was drawn before.
+    Generalization: sentences with the subject rule restricted to ``gen_allowed``, flag True,
+    kept when ``is_gen`` holds and the line is new. Check the sizes first
+    (:func:`check_line_counts`): asking for more lines than the grammar has would never end."""
+    n_train, n_dev, n_test, n_gen = sizes
+    n_in = n_train + n_dev + n_test
+    seen: set[tuple[tuple[str, ...], bool]] = set()
+    sampler = GrammarSampler(variant, rng)
+    lines: list[Line] = []
+    while len(lines) < n_in:
+        s = sampler.sample()
+        flag = sampler.uniform() < 0.5
+        if forbidden(s, flag):
+            continue
+        key = (s.words, flag)
+        if key not in seen:
+            seen.add(key)
+            lines.append((s, flag))
+    gen_lines: list[Line] = []
+    gen_sampler = GrammarSampler(variant, rng, allowed=gen_allowed)
+    while len(gen_lines) < n_gen:
+        s = gen_sampler.sample()
+        key = (s.words, True)
+        if is_gen(s) and key not in seen:
+            seen.add(key)
+            gen_lines.append((s, True))
+    return lines, gen_lines
+
+
+def check_line_counts(task: str, sizes: tuple[int, int, int, int], n_in: int, n_out: int) -> None:
+    """Refuse (one line) more in-distribution or generalization lines than the grammar has."""
+    n_train, n_dev, n_test, n_gen = sizes
+    check_sizes(n_train, n_dev, n_test, n_gen)
+    if n_train + n_dev + n_test > n_in:
+        raise ConfigError(
+            f"{task} has only {n_in} distinct in-distribution lines; asked for "
+            f"{n_train + n_dev + n_test} (train + dev + test)"
+        )
+    if n_gen > n_out:
+        raise ConfigError(
+            f"{task} has only {n_out} distinct generalization lines; asked for {n_gen}"
+        )
+
+
+def split_lines(lines: list, gen_lines: list, n_train: int, n_dev: int, build: Callable) -> dict:
+    """``train`` / ``dev`` / ``test`` (the in-distribution lines in order) and ``gen``, each
+    built by ``build``."""
+    a, b = n_train, n_train + n_dev
+    return {
+        "train": build(lines[:a]),
+        "dev": build(lines[a:b]),
+        "test": build(lines[b:]),
+        "gen": build(gen_lines),
+    }
+
+
 @contextlib.contextmanager
 def gc_paused() -> Iterator[None]:
     """Build a large acyclic dataset without the cyclic garbage collector (usable as a

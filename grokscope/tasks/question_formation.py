@@ -29,15 +29,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from grokscope.config import ConfigError
 from grokscope.tasks.grammar import (
     AUX_PL,
     AUX_SG,
-    GrammarSampler,
     Sentence,
-    check_sizes,
+    check_line_counts,
     count_sentences,
     gc_paused,
+    sample_lines,
+    split_lines,
     vocabulary,
 )
 from grokscope.tasks.sequence import PAD, SequenceDataset, SequenceSplit, pack
@@ -95,45 +95,23 @@ def question_formation_task(
     ``marker_ids`` ({"quest", "decl"}), ``n_distinct`` (lines the grammar can produce).
     Raises :class:`ConfigError` for negative sizes or more lines than the grammar has.
     """
-    check_sizes(n_train, n_dev, n_test, n_gen)
+    sizes = (n_train, n_dev, n_test, n_gen)
     n_in, n_out = distinct_lines()
-    if n_train + n_dev + n_test > n_in:
-        raise ConfigError(
-            f"question formation has only {n_in} distinct in-distribution lines; asked for "
-            f"{n_train + n_dev + n_test} (train + dev + test)"
-        )
-    if n_gen > n_out:
-        raise ConfigError(
-            f"question formation has only {n_out} distinct generalization lines; asked for {n_gen}"
-        )
+    check_line_counts("question formation", sizes, n_in, n_out)
 
     vocab = (PAD, ".", "?", "quest", "decl", *vocabulary("qf"))
     index = {w: i for i, w in enumerate(vocab)}
     markers = {"quest": index["quest"], "decl": index["decl"]}
     rng = np.random.default_rng(data_seed)
 
-    seen: set[tuple[tuple[str, ...], bool]] = set()
-    sampler = GrammarSampler("qf", rng)
-    n_in_needed = n_train + n_dev + n_test
-    lines: list[tuple[Sentence, bool]] = []
-    while len(lines) < n_in_needed:
-        s = sampler.sample()
-        quest = sampler.uniform() < 0.5
-        if quest and s.subject_rc:
-            continue
-        key = (s.words, quest)
-        if key not in seen:
-            seen.add(key)
-            lines.append((s, quest))
-
-    gen_lines: list[tuple[Sentence, bool]] = []
-    gen_sampler = GrammarSampler("qf", rng, allowed=_SUBJECT_RC)
-    while len(gen_lines) < n_gen:
-        s = gen_sampler.sample()
-        key = (s.words, True)
-        if is_gen_sentence(s) and key not in seen:
-            seen.add(key)
-            gen_lines.append((s, True))
+    lines, gen_lines = sample_lines(
+        "qf",
+        rng,
+        sizes,
+        forbidden=lambda s, quest: quest and s.subject_rc,
+        gen_allowed=_SUBJECT_RC,
+        is_gen=is_gen_sentence,
+    )
 
     def build(chunk: list[tuple[Sentence, bool]]) -> SequenceSplit:
         seqs, starts, sent_lens, trees = [], [], [], []
@@ -150,17 +128,10 @@ def question_formation_task(
             trees.append(s.tree)
         return pack(seqs, starts, starts, sent_lens, trees)
 
-    a, b = n_train, n_train + n_dev
-    splits = {
-        "train": build(lines[:a]),
-        "dev": build(lines[a:b]),
-        "test": build(lines[b:]),
-        "gen": build(gen_lines),
-    }
     return SequenceDataset(
         name="question formation",
         vocab=vocab,
-        splits=splits,
+        splits=split_lines(lines, gen_lines, n_train, n_dev, build),
         info={
             "aux_ids": [index[w] for w in (AUX_PL[0], AUX_SG[0], AUX_PL[1], AUX_SG[1])],
             "marker_ids": markers,

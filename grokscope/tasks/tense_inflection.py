@@ -29,15 +29,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from grokscope.config import ConfigError
 from grokscope.tasks.grammar import (
     VERBS_INTRANS,
     VERBS_TRANS,
-    GrammarSampler,
     Sentence,
-    check_sizes,
+    check_line_counts,
     count_sentences,
     gc_paused,
+    sample_lines,
+    split_lines,
     vocabulary,
 )
 from grokscope.tasks.sequence import PAD, SequenceDataset, SequenceSplit, pack
@@ -127,17 +127,9 @@ def tense_inflection_task(
     ``marker_ids`` ({"PAST", "PRESENT"}), ``n_distinct`` (lines the grammar can produce).
     Raises :class:`ConfigError` for negative sizes or more lines than the grammar has.
     """
-    check_sizes(n_train, n_dev, n_test, n_gen)
+    sizes = (n_train, n_dev, n_test, n_gen)
     n_in, n_out = distinct_lines()
-    if n_train + n_dev + n_test > n_in:
-        raise ConfigError(
-            f"tense inflection has only {n_in} distinct in-distribution lines; asked for "
-            f"{n_train + n_dev + n_test} (train + dev + test)"
-        )
-    if n_gen > n_out:
-        raise ConfigError(
-            f"tense inflection has only {n_out} distinct generalization lines; asked for {n_gen}"
-        )
+    check_line_counts("tense inflection", sizes, n_in, n_out)
 
     lemmas = set(PAST)
     words = [w for w in vocabulary("tense") if w not in lemmas]
@@ -148,27 +140,14 @@ def tense_inflection_task(
     markers = {"PAST": index["PAST"], "PRESENT": index["PRESENT"]}
     rng = np.random.default_rng(data_seed)
 
-    seen: set[tuple[tuple[str, ...], bool]] = set()
-    sampler = GrammarSampler("tense", rng)
-    lines: list[tuple[Sentence, bool]] = []
-    while len(lines) < n_train + n_dev + n_test:
-        s = sampler.sample()
-        present = sampler.uniform() < 0.5
-        if present and not last_noun_agrees(s):
-            continue
-        key = (s.words, present)
-        if key not in seen:
-            seen.add(key)
-            lines.append((s, present))
-
-    gen_lines: list[tuple[Sentence, bool]] = []
-    gen_sampler = GrammarSampler("tense", rng, allowed=_SUBJECT_MODIFIED)
-    while len(gen_lines) < n_gen:
-        s = gen_sampler.sample()
-        key = (s.words, True)
-        if not last_noun_agrees(s) and key not in seen:
-            seen.add(key)
-            gen_lines.append((s, True))
+    lines, gen_lines = sample_lines(
+        "tense",
+        rng,
+        sizes,
+        forbidden=lambda s, present: present and not last_noun_agrees(s),
+        gen_allowed=_SUBJECT_MODIFIED,
+        is_gen=lambda s: not last_noun_agrees(s),
+    )
 
     def build(chunk: list[tuple[Sentence, bool]]) -> SequenceSplit:
         seqs, starts, targets, sent_lens, trees = [], [], [], [], []
@@ -184,16 +163,9 @@ def tense_inflection_task(
             trees.append(s.tree)
         return pack(seqs, starts, targets, sent_lens, trees)
 
-    a, b = n_train, n_train + n_dev
-    splits = {
-        "train": build(lines[:a]),
-        "dev": build(lines[a:b]),
-        "test": build(lines[b:]),
-        "gen": build(gen_lines),
-    }
     return SequenceDataset(
         name="tense inflection",
         vocab=vocab,
-        splits=splits,
+        splits=split_lines(lines, gen_lines, n_train, n_dev, build),
         info={"marker_ids": markers, "n_distinct": {"in_distribution": n_in, "gen": n_out}},
     )
