@@ -33,7 +33,7 @@ from torch import nn
 
 from grokscope.config import ModelConfig
 from grokscope.models.hooks import HookedModule
-from grokscope.models.transformer import LayerNorm, activation
+from grokscope.models.transformer import Embed, LayerNorm, MLPBlock, PosEmbed, activation
 
 
 def sinusoidal_table(n_ctx: int, d_model: int) -> torch.Tensor:
@@ -54,18 +54,6 @@ def _affine(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return flat.view(*x.shape[:-1], w.shape[1])
 
 
-class _Embed(nn.Module):
-    def __init__(self, d_vocab: int, d_model: int) -> None:
-        super().__init__()
-        self.W_E = nn.Parameter(torch.empty(d_vocab, d_model))
-
-
-class _PosEmbed(nn.Module):
-    def __init__(self, n_ctx: int, d_model: int) -> None:
-        super().__init__()
-        self.W_pos = nn.Parameter(torch.empty(n_ctx, d_model))
-
-
 class _Attention(nn.Module):
     def __init__(self, d_model: int, n_heads: int, d_head: int) -> None:
         super().__init__()
@@ -77,22 +65,13 @@ class _Attention(nn.Module):
         self.b_O = nn.Parameter(torch.zeros(d_model))
 
 
-class _MLP(nn.Module):
-    def __init__(self, d_model: int, d_mlp: int) -> None:
-        super().__init__()
-        self.W_in = nn.Parameter(torch.empty(d_model, d_mlp))
-        self.b_in = nn.Parameter(torch.zeros(d_mlp))
-        self.W_out = nn.Parameter(torch.empty(d_mlp, d_model))
-        self.b_out = nn.Parameter(torch.zeros(d_model))
-
-
 class _Block(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.ln1 = LayerNorm(cfg.d_model)
         self.attn = _Attention(cfg.d_model, cfg.n_heads, cfg.d_head)
         self.ln2 = LayerNorm(cfg.d_model)
-        self.mlp = _MLP(cfg.d_model, cfg.d_mlp)
+        self.mlp = MLPBlock(cfg.d_model, cfg.d_mlp)
 
 
 class _Unembed(nn.Module):
@@ -110,9 +89,9 @@ class LMTransformer(HookedModule):
         self.cfg = cfg
         self.d_vocab, self.n_ctx = d_vocab, n_ctx
         self.pre_ln = cfg.ln_position == "pre"
-        self.embed = _Embed(d_vocab, cfg.d_model)
+        self.embed = Embed(d_vocab, cfg.d_model)
         if cfg.positions == "learned":
-            self.pos_embed = _PosEmbed(n_ctx, cfg.d_model)
+            self.pos_embed = PosEmbed(n_ctx, cfg.d_model)
         else:
             self.register_buffer(
                 "pos_table", sinusoidal_table(n_ctx, cfg.d_model), persistent=False
