@@ -74,7 +74,10 @@ class SplitTensors:
 
     @classmethod
     def of(cls, split: SequenceSplit, rows: np.ndarray | None = None) -> SplitTensors:
-        idx = np.arange(len(split)) if rows is None else rows
+        """The split's lines ``rows`` (all of them by default: its own arrays, not copied)."""
+        if rows is None:
+            return cls(split.tokens, split.offsets, split.lengths, split.answer_start, split.target)
+        idx = rows
         seqs = [split.sequence(int(i)) for i in idx]
         lengths = np.array([len(s) for s in seqs], dtype=np.int64)
         offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
