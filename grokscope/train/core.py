@@ -138,6 +138,14 @@ def step_lr(o: OptimConfig, state: TrainState) -> float:
     return lr_at(state.step, o.lr, o.warmup_steps, o.lr_decay, state.total_steps)
 
 
+def _set_lr(o: OptimConfig, state: TrainState) -> float:
+    """Give the optimizer the learning rate of the next step; return it."""
+    lr = step_lr(o, state)
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
 def checkpoint_epochs(epochs: int, every: int) -> list[int]:
     """Dense early, then regular: 0, the 1-2-5 series below ``every``, multiples of ``every``,
     and the last epoch."""
@@ -523,9 +531,7 @@ def train_step(cfg: Config, state: TrainState, x: torch.Tensor, y: torch.Tensor)
     garbage); the caller finishes it as diverged, as ``train_step`` + ``run_training`` do.
     """
     o = cfg.optim
-    lr = step_lr(o, state)
-    for group in state.optimizer.param_groups:
-        group["lr"] = lr
+    lr = _set_lr(o, state)
     losses = loss_function(o.loss)(stacked_forward(state, x), y)
     values = losses.detach().tolist()
     finite = [s for s, v in enumerate(values) if math.isfinite(v)]
@@ -653,9 +659,7 @@ def sequence_step(cfg: Config, state: TrainState, data: SeqData) -> float:
     step is skipped when it is not finite). Dropout draws from a generator seeded by
     (model seed, step), so a resumed run repeats the uninterrupted one."""
     o = cfg.optim
-    lr = step_lr(o, state)
-    for group in state.optimizer.param_groups:
-        group["lr"] = lr
+    lr = _set_lr(o, state)
     torch.manual_seed(cfg.train.seed * 1_000_003 + state.step)
     params = {n: p.squeeze(0) for n, p in zip(state.names, state.params, strict=True)}
     loss = sequence.train_loss(state.model, params, data, state.step)
