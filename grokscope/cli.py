@@ -60,6 +60,7 @@ def _run_id(cfg: config_mod.Config) -> str:
         "question_formation": f"qf-L{cfg.model.n_layers}",
         "tense_inflection": f"tense-L{cfg.model.n_layers}",
         "dyck": f"dyck{t.dyck_k}-{t.dyck_depth}-L{cfg.model.n_layers}",
+        "tree_language": f"tree{t.tree_levels}-P{t.n_train}-L{cfg.model.n_layers}",
     }.get(t.name, f"parity-n{t.n_bits}-k{t.k_bits}")
     what = what.replace("/", "div").replace("*", "mul").replace("^", "").replace(" ", "_")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -422,8 +423,9 @@ def show(
     if summary is None:
         _say(f"not analysed yet: grokscope analyze {run}")
     else:
-        lines = _sequence_lines(summary) if summary.get("kind") == "sequence" else None
-        for line in lines or _analysis_lines(summary):
+        kind = summary.get("kind")
+        lines = {"sequence": _sequence_lines, "tree_language": _tree_lines}.get(kind)
+        for line in lines(summary) if lines else _analysis_lines(summary):
             _say(line)
         if (Path(run) / "report.html").is_file():
             _say(f"report: {Path(run) / 'report.html'}")
@@ -584,8 +586,8 @@ def analyze(
             figures=not no_figures,
             phase_params=PhaseParams(cleanup_rule=cleanup_rule),
         )
-    if s.get("kind") == "sequence":
-        for line in _sequence_lines(s):
+    if s.get("kind") in ("sequence", "tree_language"):
+        for line in (_sequence_lines if s["kind"] == "sequence" else _tree_lines)(s):
             _say(line)
     else:
         _say(f"{s['checkpoints_analysed']} checkpoints analysed in {s['analysis_wall_s']:.1f} s")
@@ -617,6 +619,43 @@ def _sequence_lines(s: dict) -> list[str]:
         f"({s['tree_sentences']} sentences; right-branching trees: "
         f"{s.get('f1_baselines', {}).get('right_branching', float('nan')):.3f})",
     ]
+
+
+def _tree_lines(s: dict) -> list[str]:
+    """What ``analyze`` and ``show`` print for a tree-language run."""
+    g = s["grammar"]
+    plateaus = ", ".join(f"H{k} {v:.3f}" for k, v in s["plateaus_test"].items() if v is not None)
+    times = []
+    for k, entry in s["levels"].items():
+        te, tr = entry.get("test", {}), entry.get("train", {})
+        if not te.get("measurable"):
+            times.append(f"level {k}: no signal")
+            continue
+        t = te.get("t_star")
+        rise = "" if te.get("rise") is None else f", rise {te['rise']}"
+        gap = "" if entry.get("gap") is None else f", train first by {entry['gap']}"
+        times.append(
+            f"level {k}: t* {'not reached' if t is None else t} "
+            f"(train {tr.get('t_star')}{rise}{gap})"
+        )
+    order = {True: "yes", False: "no", None: "undecided (no level reached)"}[s["in_order"]]
+    return [
+        f"{len(s['analysed_epochs'])} checkpoints analysed in {s['analysis_wall_s']:.1f} s",
+        f"grammar L={g['levels']} v={g['vocab']} m={g['rules']} s={g['branching']}, "
+        f"filter {g['filter_level']}, {s['n_train']} training sequences; test plateaus {plateaus}",
+        *times,
+        f"levels learned in order: {order}; final test {_final_loss(s)}",
+    ]
+
+
+def _final_loss(s: dict) -> str:
+    f = s["final"]
+    kl = ", ".join(
+        f"KL to level {k} {f[f'kl_l{k}_test']:.3f}"
+        for k in s["plateaus_test"]
+        if f.get(f"kl_l{k}_test") is not None
+    )
+    return kl or "-"
 
 
 def _fmt_share(x) -> str:

@@ -30,11 +30,18 @@ class TaskConfig:
     S_n) or ``sparse_parity`` (n bits, parity of k hidden ones; Barak et al. 2022, Merrill et
     al. 2023); the sequence (language-model) tasks ``question_formation`` and
     ``tense_inflection`` (McCoy, Frank & Linzen 2020 grammars, Murty et al. 2023 splits) and
-    ``dyck`` (Dyck-k of maximum depth d, Hewitt et al. 2020).
+    ``dyck`` (Dyck-k of maximum depth d, Hewitt et al. 2020) and ``tree_language`` (the Random
+    Hierarchy Model of Cagnetta et al. 2024, optionally hierarchically filtered as in Garnier-Brun
+    et al. 2025; :mod:`grokscope.tasks.tree_language`).
     ``op``: empty means the task's default (``x+y`` for modular, ``x*y`` for permutation).
     Sequence tasks: ``n_train`` / ``n_dev`` / ``n_test`` / ``n_gen`` sentences per split
     (published: 100k / 1k / 10k / 10k), ``dyck_k`` bracket types, ``dyck_depth`` maximum depth,
     ``max_len`` the longest Dyck string kept (0 = no limit).
+    Tree languages: ``tree_levels`` L, ``tree_vocab`` v symbols per level, ``tree_rules`` m
+    synonymous rules per symbol, ``tree_branching`` s, ``tree_filter`` the filter level k of the
+    training and test data (-1 = the full grammar, k = L likewise), ``tree_units`` independent
+    trees per sequence, ``tree_boundary`` a ``<sep>`` token between them; ``n_train`` is the
+    training-set size P.
     """
 
     name: str = "modular"
@@ -53,6 +60,13 @@ class TaskConfig:
     dyck_k: int = 20
     dyck_depth: int = 10
     max_len: int = 0
+    tree_levels: int = 3
+    tree_vocab: int = 8
+    tree_rules: int = 2
+    tree_branching: int = 2
+    tree_filter: int = -1
+    tree_units: int = 1
+    tree_boundary: bool = False
 
 
 @dataclass
@@ -170,7 +184,7 @@ MODULAR_OPS = (
 )
 PRIME_OPS = ("x/y", "x/y if y odd else x-y")
 PERMUTATION_OPS = ("x*y", "x*y*x^-1")
-SEQUENCE_TASKS = ("question_formation", "tense_inflection", "dyck")
+SEQUENCE_TASKS = ("question_formation", "tense_inflection", "dyck", "tree_language")
 TASKS = ("modular", "permutation", "sparse_parity", *SEQUENCE_TASKS)
 DEFAULT_OPS = {"modular": "x+y", "permutation": "x*y", "sparse_parity": "parity"}
 # fields that only the algorithmic tasks / models read: setting one on a sequence run is a mistake
@@ -187,12 +201,22 @@ ALGORITHMIC_ONLY = (
     "model.bias",
 )
 DYCK_ONLY = ("task.dyck_k", "task.dyck_depth", "task.max_len")
+TREE_ONLY = (
+    "task.tree_levels",
+    "task.tree_vocab",
+    "task.tree_rules",
+    "task.tree_branching",
+    "task.tree_filter",
+    "task.tree_units",
+    "task.tree_boundary",
+)
 SEQUENCE_ONLY = (
     "task.n_train",
     "task.n_dev",
     "task.n_test",
     "task.n_gen",
     *DYCK_ONLY,
+    *TREE_ONLY,
     "model.ln_position",
     "model.positions",
     "model.dropout",
@@ -220,6 +244,11 @@ def describe_task(t: TaskConfig) -> str:
         "question_formation": f"question formation, {t.n_train} training sentences",
         "tense_inflection": f"tense inflection, {t.n_train} training sentences",
         "dyck": f"Dyck-{t.dyck_k}, depth {t.dyck_depth}, {t.n_train} training strings",
+        "tree_language": (
+            f"tree language L={t.tree_levels} v={t.tree_vocab} m={t.tree_rules} "
+            f"s={t.tree_branching}{'' if t.tree_filter < 0 else f' filtered at {t.tree_filter}'}, "
+            f"{t.n_train} training sequences"
+        ),
     }
     return names.get(t.name, f"sparse parity n={t.n_bits} k={t.k_bits}")
 
@@ -371,6 +400,8 @@ def _validate_sequence(cfg: Config) -> None:
                 f"task.max_len must be 0 (no limit) or >= 4 (the shortest Dyck string the "
                 f"automaton makes), got {t.max_len}"
             )
+    if t.name == "tree_language":
+        _validate_tree(cfg)
     if m.ln_position not in ("pre", "post"):
         raise ConfigError(f"unknown model.ln_position {m.ln_position!r}; choose pre or post")
     if m.positions not in ("learned", "sinusoidal"):
@@ -396,6 +427,65 @@ def _validate_sequence(cfg: Config) -> None:
         )
 
 
+# tree languages: levels named token, phrase, sentence, paragraph, section; longer sequences and
+# larger exact references than these are refused before anything is built
+MAX_TREE_LEVELS = 6
+MAX_TREE_LENGTH = 4096
+MAX_REFERENCE_GIB = 2.0
+
+
+def tree_length(t: TaskConfig) -> int:
+    """Tokens of a tree-language sequence: ``<bos>``, the units' leaves, the boundaries."""
+    return (
+        1
+        + t.tree_units * t.tree_branching**t.tree_levels
+        + (t.tree_units - 1) * int(t.tree_boundary)
+    )
+
+
+def _validate_tree(cfg: Config) -> None:
+    """A tree language that can exist, and whose exact references fit in memory."""
+    t = cfg.task
+    if not 1 <= t.tree_levels <= MAX_TREE_LEVELS:
+        raise ConfigError(f"task.tree_levels must be in 1..{MAX_TREE_LEVELS}, got {t.tree_levels}")
+    for name, low in (
+        ("tree_vocab", 2),
+        ("tree_rules", 1),
+        ("tree_branching", 2),
+        ("tree_units", 1),
+    ):
+        if getattr(t, name) < low:
+            raise ConfigError(f"task.{name} must be >= {low}, got {getattr(t, name)}")
+    if t.tree_branching**t.tree_levels * t.tree_units > MAX_TREE_LENGTH:
+        raise ConfigError(
+            f"a sequence of {t.tree_units} x {t.tree_branching}^{t.tree_levels} tokens is above "
+            f"the limit of {MAX_TREE_LENGTH}: lower task.tree_levels, tree_branching or tree_units"
+        )
+    tuples = t.tree_vocab**t.tree_branching
+    if t.tree_vocab * t.tree_rules > tuples:
+        raise ConfigError(
+            f"task.tree_rules={t.tree_rules} is more synonymous rules than distinct tuples: "
+            f"{t.tree_vocab} symbols x {t.tree_rules} rules need {t.tree_vocab * t.tree_rules} "
+            f"distinct {t.tree_branching}-tuples but only {tuples} exist (at most "
+            f"{tuples // t.tree_vocab} rules)"
+        )
+    if not -1 <= t.tree_filter <= t.tree_levels:
+        raise ConfigError(
+            f"task.tree_filter must be -1 (no filtering) or a level in 0..{t.tree_levels}, "
+            f"got {t.tree_filter}"
+        )
+    length = tree_length(t)
+    vocab = 2 + int(t.tree_boundary) + t.tree_vocab
+    sequences = min(t.n_train, t.n_test) + t.n_test + t.n_gen
+    gib = (t.tree_levels + 1) * sequences * length * vocab * 8 / 2**30
+    if gib > MAX_REFERENCE_GIB:
+        raise ConfigError(
+            f"the exact per-level references of the {sequences} evaluation sequences would take "
+            f"{gib:.1f} GiB (limit {MAX_REFERENCE_GIB:g} GiB): lower task.n_test / task.n_gen, "
+            "task.tree_units or task.tree_levels"
+        )
+
+
 def check_applicable(cfg: Config, keys: list[str]) -> None:
     """Raise ConfigError when a field set explicitly (``keys``) is one the run's task never
     reads: a modular-only field on a sequence run, or a sequence-only field on an algorithmic
@@ -408,6 +498,10 @@ def check_applicable(cfg: Config, keys: list[str]) -> None:
             raise ConfigError(f"{key} applies only to sequence tasks, not to {cfg.task.name!r}")
         if seq and cfg.task.name != "dyck" and key in DYCK_ONLY:
             raise ConfigError(f"{key} applies only to the dyck task, not to {cfg.task.name!r}")
+        if seq and cfg.task.name != "tree_language" and key in TREE_ONLY:
+            raise ConfigError(
+                f"{key} applies only to the tree_language task, not to {cfg.task.name!r}"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -499,8 +593,35 @@ def _structural_cpu() -> Config:
     return cfg
 
 
+def _levels_cpu() -> Config:
+    """Level-by-level learning of a 3-level tree language on a 2-core CPU (measured in
+    docs/levels.md): Random Hierarchy Model L = 3, v = 8, m = 4, s = 2 (8 tokens a unit, two
+    units a sequence), 8k training sequences; a 4-layer pre-LN causal transformer, d_model 64,
+    AdamW lr 1e-3 with weight decay 0.1, batch 64, 6k steps, evaluated every 100 steps."""
+    cfg = Config(preset="levels_cpu")
+    t = cfg.task
+    t.name, t.tree_levels, t.tree_vocab, t.tree_rules, t.tree_branching = (
+        "tree_language",
+        3,
+        8,
+        4,
+        2,
+    )
+    t.tree_units, t.n_train, t.n_dev, t.n_test, t.n_gen = 2, 8000, 0, 2000, 2000
+    m = cfg.model
+    m.kind, m.n_layers, m.d_model, m.n_heads, m.d_head, m.d_mlp = "lm", 4, 64, 4, 16, 256
+    m.ln_position, m.positions = "pre", "learned"
+    o = cfg.optim
+    o.lr, o.weight_decay, o.batch_size, o.warmup_steps = 1e-3, 0.1, 64, 100
+    r = cfg.train
+    r.epochs, r.eval_every, r.checkpoint_every = 6000, 100, 500
+    r.mem_threshold, r.grok_threshold = 0.95, 0.95
+    return cfg
+
+
 PRESETS = {
     "nanda2023": _nanda2023,
+    "levels_cpu": _levels_cpu,
     "quick": _quick,
     "mlp_quad": _mlp_quad,
     "murty_qf": _murty_qf,

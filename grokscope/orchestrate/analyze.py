@@ -31,6 +31,7 @@ from grokscope.events import event_epoch
 from grokscope.measures import ablations, neurons, progress
 from grokscope.measures.weights import WEIGHT_STATS_DEFINITION, weight_stats
 from grokscope.models import HookedModule, build_model
+from grokscope.orchestrate.analyze_levels import analyze_tree_run
 from grokscope.orchestrate.analyze_sequence import analyze_sequence_run
 from grokscope.report.analysis_figures import write_analysis_figures
 from grokscope.store import rundir
@@ -313,6 +314,8 @@ def analyze_run(
         if not epochs:
             raise RunDirError(f"{run} has no checkpoints (expected {run / 'checkpoints'}/epoch_*)")
         chosen = select_epochs(epochs, every)
+        if cfg.task.name == "tree_language":
+            return analyze_tree_run(run, chosen, figures, progress_cb=progress_cb)
         return analyze_sequence_run(run, chosen, figures, progress_cb=progress_cb)
     phase_params = phase_params or PhaseParams()
     ctx = _context(run, rule or neurons.KeyFreqRule())

@@ -38,6 +38,15 @@ CAPTIONS = {
     "tree_measures": "Tree-structuredness over training (tree score, bracketing F1 of the induced "
     "trees against the gold parses) and the two rival predictors: weight norm, attention entropy.",
     "trees": "Trees induced from the final model (left) beside the grammar's parses (right).",
+    "levels_loss": "Train and test loss per token with the exact plateaus H_k of the test set "
+    "(dashed: the best loss using correlations up to level k) and each level's transition t*_k.",
+    "levels_kl": "Left: KL divergence from each level's exact predictor to the model on the test "
+    "set. Right: each level's progress on the positions that need it (0: the level below's "
+    "predictor, 1: this level's; thick test, dashed train).",
+    "levels_positions": "Test loss at every position before and after each transition, with the "
+    "exact per-position plateaus; digits: the level each position's prediction needs.",
+    "levels_cascade": "Perturbation cascade: swap one node of level k, regenerate below it; the "
+    "model's response relative to the exact predictor's, per level of the predicted positions.",
 }
 
 
@@ -193,6 +202,19 @@ def sequence_rows(cfg, status: dict, last: dict, summary: dict) -> dict[str, str
         )
     rows["t_id (in-distribution accuracy >= threshold)"] = _step(status.get("t_mem_epoch"))
     rows["t_gen (generalization accuracy >= threshold)"] = _step(status.get("t_grok_epoch"))
+    if summary.get("kind") == "tree_language":
+        plateaus = ", ".join(
+            f"H{k} {v:.3f}" for k, v in summary["plateaus_test"].items() if v is not None
+        )
+        rows["exact plateaus of the test set (nats)"] = plateaus
+        for k, entry in summary["levels"].items():
+            te = entry.get("test", {})
+            rows[f"level {k} transition t*_{k} (test / train)"] = (
+                f"{_step(te.get('t_star'))} / {_step(entry.get('train', {}).get('t_star'))}"
+                + ("" if te.get("rise") is None else f", rise {te['rise']} steps")
+            )
+        flag = {True: "yes", False: "no", None: "undecided (no level reached)"}
+        rows["levels learned in order"] = flag[summary["in_order"]]
     if summary.get("kind") == "sequence":
         flag = {True: "yes", False: "no", None: "undecided (censored or no t_id)"}
         rows["structural grokking (t_gen > 2 t_id)"] = flag[summary["structural_grokking"]]

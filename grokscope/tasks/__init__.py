@@ -9,6 +9,7 @@ from grokscope.tasks.permutation import permutation_task
 from grokscope.tasks.question_formation import question_formation_task
 from grokscope.tasks.sequence import SequenceDataset
 from grokscope.tasks.tense_inflection import tense_inflection_task
+from grokscope.tasks.tree_language import tree_language_task
 
 
 def build_dataset(cfg: TaskConfig) -> Dataset | SequenceDataset:
@@ -20,6 +21,17 @@ def build_dataset(cfg: TaskConfig) -> Dataset | SequenceDataset:
         return tense_inflection_task(*sizes)
     if cfg.name == "dyck":
         return dyck_task(cfg.dyck_k, cfg.dyck_depth, *sizes, max_len=cfg.max_len)
+    if cfg.name == "tree_language":
+        return tree_language_task(
+            cfg.tree_levels,
+            cfg.tree_vocab,
+            cfg.tree_rules,
+            cfg.tree_branching,
+            cfg.tree_levels if cfg.tree_filter < 0 else cfg.tree_filter,
+            cfg.tree_units,
+            cfg.tree_boundary,
+            *sizes,
+        )
     if cfg.name == "modular":
         return modular_task(cfg.op, cfg.p, cfg.train_fraction, cfg.data_seed)
     if cfg.name == "permutation":
@@ -38,6 +50,7 @@ __all__ = [
     "dyck_task",
     "question_formation_task",
     "tense_inflection_task",
+    "tree_language_task",
     "modular_labels",
     "modular_task",
     "permutation_task",

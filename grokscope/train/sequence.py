@@ -19,7 +19,15 @@ Metrics (Murty, Sharma, Andreas & Manning, ACL 2023):
   token by token from the task marker up to the main verb's position, and the token there is
   compared with the gold one);
 - Dyck (Hewitt et al. 2020): at every position whose next token is a closing bracket, the argmax
-  over the k closing brackets.
+  over the k closing brackets;
+- tree languages: ``acc`` is the share of leaf positions where the model's argmax is a most
+  likely token of the data's own Bayes-optimal predictor (the next token itself is random, so
+  top-1 accuracy against it is capped below 1), and every evaluation also scores the test set
+  and the training slice against the exact predictor of each level
+  (:func:`grokscope.tasks.tree_language.score_levels`): columns ``kl_l{k}_{split}``,
+  ``h_l{k}_{split}``, ``loss_l{k}_{split}``, ``floor_l{k}_{split}``, ``ceil_l{k}_{split}`` for
+  split ``train`` and ``test``, and ``train_top1`` (top-1 accuracy on the training slice: near
+  1 only for a model that has memorized its training sequences).
 Each evaluation reports, for a fixed slice of the training set (as many sentences as the
 in-distribution test set), the in-distribution test set and the generalization set: the
 language-model loss (mean per predicted token, float64) and the task accuracy. ``id_acc`` is the
@@ -37,6 +45,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from grokscope.config import Config
+from grokscope.tasks import tree_language
 from grokscope.tasks.sequence import SequenceDataset, SequenceSplit
 
 # batches per length-sorted pool: large enough that lengths within a batch nearly agree, small
@@ -128,6 +137,9 @@ class SeqData:
     loss_on: str
     train: SplitTensors
     evals: dict[str, SplitTensors]
+    # tree languages: the exact per-level references of each evaluation set, and the highest
+    # level defined on it (computed once per run, not per evaluation)
+    refs: dict[str, tuple[np.ndarray, int]] = field(default_factory=dict)
     _plan: tuple[int, list[np.ndarray]] | None = field(default=None, repr=False)
 
     @classmethod
@@ -139,6 +151,13 @@ class SeqData:
             "test": SplitTensors.of(ds.splits["test"]),
             "gen": SplitTensors.of(ds.splits["gen"]),
         }
+        refs = {}
+        if cfg.task.name == "tree_language":
+            levels, k = ds.info["grammar"].levels, ds.info["filter_level"]
+            for name, split in evals.items():
+                top = levels if name == "gen" else k
+                tokens = split.tokens.reshape(len(split), -1)
+                refs[name] = (tree_language.level_references(ds, tokens, top), top)
         return cls(
             dataset=ds,
             task=cfg.task.name,
@@ -148,6 +167,7 @@ class SeqData:
             loss_on=cfg.optim.loss_on,
             train=SplitTensors.of(train),
             evals=evals,
+            refs=refs,
         )
 
     @property
@@ -233,6 +253,8 @@ def evaluate_sequences(model, data: SeqData, name: str) -> dict:
     """Loss (mean over predicted tokens, float64) and task accuracy on one evaluation set."""
     split = data.evals[name]
     info, task = data.dataset.info, data.task
+    if task == "tree_language":
+        return _evaluate_tree(model, data, name)
     total, count, correct, graded = 0.0, 0, 0, 0
     for rows in _chunks(split, data.dataset.d_vocab):
         tokens, lengths = split.padded(rows, data.device)
@@ -266,6 +288,38 @@ def evaluate_sequences(model, data: SeqData, name: str) -> dict:
     return {"loss": total / max(count, 1), "acc": correct / graded if graded else float("nan")}
 
 
+def tree_logprobs(model, tokens: np.ndarray, device: torch.device, d_vocab: int) -> np.ndarray:
+    """(n, T - 1, V) float64 log-probabilities of a tree-language model's next-token predictions
+    for equal-length sequences ``tokens`` (n, T), in chunks of at most EVAL_LOGITS values."""
+    n, width = tokens.shape
+    step = max(1, EVAL_LOGITS // max(width * d_vocab, 1))
+    out = np.empty((n, width - 1, d_vocab))
+    for start in range(0, n, step):
+        chunk = torch.as_tensor(tokens[start : start + step], device=device)
+        logits = model(chunk)[:, :-1].double()
+        out[start : start + step] = torch.log_softmax(logits, -1).cpu().numpy()
+    return out
+
+
+def _evaluate_tree(model, data: SeqData, name: str) -> dict:
+    """A tree-language evaluation set: loss, Bayes agreement (``acc``), top-1 accuracy and the
+    per-level scores."""
+    split = data.evals[name]
+    tokens = split.tokens.reshape(len(split), -1)
+    logp = tree_logprobs(model, tokens, data.device, data.dataset.d_vocab)
+    nxt = tokens[:, 1:]
+    obs = np.take_along_axis(logp, nxt[..., None], -1)[..., 0]
+    refs, top = data.refs[name]
+    need = data.dataset.info["layout"].need
+    scores = tree_language.score_levels(logp, tokens, refs, need, top)
+    return {
+        "loss": float(-obs.mean()),
+        "acc": scores.pop("agree"),
+        "top1": float((logp.argmax(-1) == nxt)[:, need[1:] >= 0].mean()),
+        "levels": scores,
+    }
+
+
 def eval_rows(cfg: Config, state, data: SeqData, lr: float) -> list[dict]:
     """The metrics row of the one seed in ``state`` (see the module docstring for the columns)."""
     params = {n: p.detach().squeeze(0) for n, p in zip(state.names, state.params, strict=True)}
@@ -281,6 +335,11 @@ def eval_rows(cfg: Config, state, data: SeqData, lr: float) -> list[dict]:
     finally:
         model.train(was)
     wn = float(sum(torch.sum(p.double() ** 2) for p in params.values()))
+    extra = {}
+    if data.task == "tree_language":
+        extra["train_top1"] = out["train"]["top1"]
+        for split in ("train", "test"):
+            extra.update({f"{k}_{split}": v for k, v in out[split]["levels"].items()})
     return [
         {
             "epoch": state.epoch,
@@ -295,5 +354,6 @@ def eval_rows(cfg: Config, state, data: SeqData, lr: float) -> list[dict]:
             "weight_norm_sq": wn,
             "lr": lr,
             "wall_s": state.wall_s,
+            **extra,
         }
     ]

@@ -1,0 +1,137 @@
+"""Figures of a tree-language run: the loss with the exact plateaus H_k and the transitions t*_k,
+the distance to each level's predictor over training, the per-position loss before and after
+each transition, the per-level progress on train and test, and the perturbation cascade."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from grokscope.dynamics.levels import level_progress  # noqa: E402
+from grokscope.report.structural_figures import _save  # noqa: E402
+
+LEVEL_COLORS = ("0.5", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
+NAMES = ("token", "phrase", "sentence", "paragraph", "section", "level 5", "level 6")
+
+
+def _mark_transitions(ax, events: dict, split: str = "test") -> None:
+    for k, entry in events["levels"].items():
+        t = entry.get(split, {}).get("t_star")
+        if t is not None:
+            ax.axvline(t, color=LEVEL_COLORS[int(k)], ls=":", lw=1.2)
+            ax.text(t, 0.98, f" t*{k}", color=LEVEL_COLORS[int(k)], fontsize=8,
+                    transform=ax.get_xaxis_transform(), va="top")  # fmt: skip
+
+
+def loss_figure(metrics: pd.DataFrame, levels: int, events: dict, title: str, out: Path) -> Path:
+    """Train and test loss per token over steps (log x), the plateaus H_0 > ... > H_L of the
+    test set drawn as horizontal lines, and each level's transition t*_k marked."""
+    m = metrics[metrics["step"] > 0].sort_values("step")
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    ax.plot(m["step"], m["train_loss"], color="0.35", label="train")
+    ax.plot(m["step"], m["test_loss"], color="k", lw=2, label="test")
+    for k in range(levels + 1):
+        h = float(metrics[f"h_l{k}_test"].iloc[0])
+        if np.isfinite(h):
+            ax.axhline(h, color=LEVEL_COLORS[k], ls="--", lw=1)
+            ax.text(m["step"].iloc[0], h, f"H{k} ({NAMES[k]}) {h:.3f}", color=LEVEL_COLORS[k],
+                    fontsize=8, va="bottom")  # fmt: skip
+    _mark_transitions(ax, events)
+    ax.set_xscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss per token (nats)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="upper right")
+    return _save(fig, out)
+
+
+def kl_figure(metrics: pd.DataFrame, levels: int, events: dict, out: Path) -> Path:
+    """KL(q_k || model) on the test set for every level k over steps: the model sits nearest the
+    predictor of the level it has reached. Beside it, each level's progress f_k on train (thin)
+    and test (thick)."""
+    m = metrics[metrics["step"] > 0].sort_values("step")
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4))
+    for k in range(levels + 1):
+        col = f"kl_l{k}_test"
+        if col in m and np.isfinite(m[col]).any():
+            ax.plot(m["step"], m[col], color=LEVEL_COLORS[k], label=f"level {k} ({NAMES[k]})")
+    _mark_transitions(ax, events)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("KL(level-k predictor || model), nats")
+    ax.legend(fontsize=8)
+    for k in range(1, levels + 1):
+        for split, lw in (("train", 0.8), ("test", 2.0)):
+            if f"loss_l{k}_{split}" in m:
+                ls = "-" if split == "test" else "--"
+                bx.plot(m["step"], level_progress(m, k, split), color=LEVEL_COLORS[k], lw=lw, ls=ls,
+                        label=f"level {k} {split}")  # fmt: skip
+    bx.axhline(0.5, color="0.6", lw=0.8)
+    bx.axhline(1.0, color="0.6", lw=0.8, ls=":")
+    bx.set_xscale("log")
+    bx.set_ylim(-0.3, 1.6)
+    bx.set_xlabel("step")
+    bx.set_ylabel("progress f_k (0: level k-1, 1: level k)")
+    bx.legend(fontsize=7, ncol=2)
+    return _save(fig, out)
+
+
+def positions_figure(
+    profiles: dict[int, np.ndarray], floors: dict[int, np.ndarray], need: np.ndarray, out: Path
+) -> Path:
+    """Test loss at every position of the sequence (the token predicted) for chosen checkpoints,
+    with the exact plateaus per position; the level each position needs is written under it, and
+    unit boundaries are shaded."""
+    fig, ax = plt.subplots(figsize=(max(7.5, 0.3 * len(need)), 4))
+    x = np.arange(1, len(need))
+    cmap = plt.get_cmap("viridis")
+    for i, (step, prof) in enumerate(sorted(profiles.items())):
+        ax.plot(
+            x, prof, marker=".", color=cmap(i / max(len(profiles) - 1, 1)), label=f"step {step}"
+        )
+    for k, prof in sorted(floors.items()):
+        ax.plot(x, prof, color=LEVEL_COLORS[k], ls="--", lw=1, label=f"H{k} per position")
+    for t in x:
+        lev = need[t]
+        ax.text(t, 0.0, "|" if lev == -1 else str(lev), ha="center", va="bottom", fontsize=7,
+                color=LEVEL_COLORS[lev] if lev >= 0 else "k",
+                transform=ax.get_xaxis_transform())  # fmt: skip
+        if lev in (-1, 0):
+            ax.axvline(t - 0.5, color="0.8", lw=0.8)
+    ax.set_xlabel("position of the predicted token (digits: the level its prediction needs)")
+    ax.set_ylabel("test loss (nats)")
+    ax.legend(fontsize=7, ncol=2, loc="upper right")
+    return _save(fig, out)
+
+
+def cascade_figure(table: pd.DataFrame, levels: int, out: Path) -> Path:
+    """The perturbation cascade over checkpoints: one panel per perturbed level k, the model's
+    response relative to the exact predictor's at the positions needing each level j."""
+    fig, axes = plt.subplots(1, levels, figsize=(4 * levels, 3.4), sharey=True, squeeze=False)
+    t = table[table["epoch"] > 0].sort_values("epoch")
+    for i, k in enumerate(range(1, levels + 1)):
+        ax = axes[0][i]
+        for j in range(levels + 1):
+            col = f"cascade_k{k}_j{j}"
+            if col in t:
+                ax.plot(
+                    t["epoch"],
+                    t[col],
+                    marker=".",
+                    color=LEVEL_COLORS[j],
+                    label=f"positions needing level {j}",
+                )
+        ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
+        ax.set_xscale("log")
+        ax.set_title(f"swap a level-{k} node ({NAMES[k]})", fontsize=9)
+        ax.set_xlabel("step")
+    axes[0][0].set_ylabel("model response / exact response")
+    axes[0][-1].legend(fontsize=7)
+    return _save(fig, out)
