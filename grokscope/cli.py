@@ -768,14 +768,54 @@ def sweep(
         raise typer.Exit(1)
 
 
-def _is_sequence_sweep(directory: Path, manifest: dict) -> bool:
+def _is_sequence_sweep(directory: Path, manifest: dict) -> str | bool:
+    """The task name of a sweep of sequence runs (truthy), else False."""
     from grokscope.store import rundir
 
     for item in manifest["runs"]:
         path = Path(directory) / "runs" / item["run"]
         if (path / "config.json").is_file():
-            return config_mod.is_sequence(rundir.read_config(path).task)
+            task = rundir.read_config(path).task
+            return task.name if config_mod.is_sequence(task) else False
     return False
+
+
+def _level_sweep_summary(directory: Path, manifest: dict, figures: bool) -> None:
+    """What ``sweep-summary`` prints for a sweep of tree-language runs."""
+    from grokscope.sweep.level_summary import summarize_levels
+
+    _, cells, sizes, paths = summarize_levels(directory, manifest, figures)
+    fields = list(manifest["spec"]["grid"])
+    levels = sorted(int(c.split("_l")[1]) for c in cells.columns if c.startswith("reached_l"))
+    table = Table(
+        *[f.split(".")[-1] for f in fields],
+        "done",
+        *[f"level {k}: reached, t*" for k in levels],
+        *[f"f{k}" for k in levels],
+        "in order",
+    )
+    for _, row in cells.iterrows():
+        table.add_row(
+            *[_fmt(row[f]) for f in fields],
+            f"{row['n_done']}/{row['n_runs']}",
+            *[f"{row[f'reached_l{k}']}: {row[f't_star_l{k}']}" for k in levels],
+            *[
+                "-" if _isnull(row[f"progress_l{k}_mean"]) else f"{row[f'progress_l{k}_mean']:.2f}"
+                for k in levels
+            ],  # fmt: skip
+            f"{row['n_in_order']} yes, {row['n_out_of_order']} no",
+        )
+    console.print(table)
+    for _, row in sizes.iterrows():
+        where = ", ".join(f"{k.split('.')[-1]}={row[k]}" for k in sizes.columns if "." in k)
+        needs = "; ".join(
+            f"level {c.split('_l')[1]}: "
+            + ("not at any P" if _isnull(row[c]) else f"P >= {int(row[c])}")
+            for c in sizes.columns
+            if c.startswith("p_needed_l")
+        )
+        _say(f"training-set size needed ({where or 'all runs'}): {needs}")
+    _say(f"wrote {Path(directory) / 'summary.parquet'} and {len(paths)} figures")
 
 
 def _structural_sweep_summary(directory: Path, manifest: dict, figures: bool) -> None:
@@ -854,6 +894,9 @@ def sweep_summary(
         raise GrokscopeError(f"--lag-fraction must be >= 0, got {lag_fraction:g}")
     ratio = TIME_RATIO if time_ratio is None else time_ratio
     manifest = read_manifest(directory)
+    if _is_sequence_sweep(directory, manifest) == "tree_language":
+        _level_sweep_summary(directory, manifest, figures=not no_figures)
+        return
     if _is_sequence_sweep(directory, manifest):
         _structural_sweep_summary(directory, manifest, figures=not no_figures)
         return

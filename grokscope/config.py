@@ -595,26 +595,22 @@ def _structural_cpu() -> Config:
 
 def _levels_cpu() -> Config:
     """Level-by-level learning of a 3-level tree language on a 2-core CPU (measured in
-    docs/levels.md): Random Hierarchy Model L = 3, v = 8, m = 4, s = 2 (8 tokens a unit, two
-    units a sequence), 8k training sequences; a 4-layer pre-LN causal transformer, d_model 64,
-    AdamW lr 1e-3 with weight decay 0.1, batch 64, 6k steps, evaluated every 100 steps."""
+    docs/levels.md): Random Hierarchy Model L = 3, v = 32, m = 4, s = 2 (8 tokens a unit, two
+    units a sequence with a boundary token), 64k training sequences; a 4-layer pre-LN causal
+    transformer, d_model 64, AdamW lr 1e-3 with weight decay 0.1, batch 64, 6k steps, evaluated
+    every 200 steps, 2k test and 2k generalization sequences."""
     cfg = Config(preset="levels_cpu")
     t = cfg.task
-    t.name, t.tree_levels, t.tree_vocab, t.tree_rules, t.tree_branching = (
-        "tree_language",
-        3,
-        8,
-        4,
-        2,
-    )
-    t.tree_units, t.n_train, t.n_dev, t.n_test, t.n_gen = 2, 8000, 0, 2000, 2000
+    t.name, t.tree_levels, t.tree_branching = "tree_language", 3, 2
+    t.tree_vocab, t.tree_rules, t.tree_units, t.tree_boundary = 32, 4, 2, True
+    t.n_train, t.n_dev, t.n_test, t.n_gen = 64000, 0, 2000, 2000
     m = cfg.model
     m.kind, m.n_layers, m.d_model, m.n_heads, m.d_head, m.d_mlp = "lm", 4, 64, 4, 16, 256
     m.ln_position, m.positions = "pre", "learned"
     o = cfg.optim
     o.lr, o.weight_decay, o.batch_size, o.warmup_steps = 1e-3, 0.1, 64, 100
     r = cfg.train
-    r.epochs, r.eval_every, r.checkpoint_every = 6000, 100, 500
+    r.epochs, r.eval_every, r.checkpoint_every = 6000, 200, 500
     r.mem_threshold, r.grok_threshold = 0.95, 0.95
     return cfg
 

@@ -135,3 +135,37 @@ def cascade_figure(table: pd.DataFrame, levels: int, out: Path) -> Path:
     axes[0][0].set_ylabel("model response / exact response")
     axes[0][-1].legend(fontsize=7)
     return _save(fig, out)
+
+
+def size_figure(runs: pd.DataFrame, fields: list[str], out: Path) -> Path:
+    """Across a sweep: each level's final test progress f_k against the training-set size P (log
+    x), one panel per level, one line per value of the other grid fields (mean over seeds),
+    each run a dot."""
+    levels = sorted(int(c.rsplit("l", 1)[1]) for c in runs.columns if c.startswith("progress_l"))
+    others = [f for f in fields if f != "task.n_train"]
+    fig, axes = plt.subplots(1, len(levels), figsize=(4 * len(levels), 3.4), sharey=True,
+                             squeeze=False)  # fmt: skip
+    groups = list(runs.groupby(others, sort=True)) if others else [((), runs)]
+    cmap = plt.get_cmap("viridis")
+    for i, k in enumerate(levels):
+        ax = axes[0][i]
+        for g, (key, group) in enumerate(groups):
+            color = cmap(g / max(len(groups) - 1, 1))
+            label = ", ".join(
+                f"{f.split('.')[-1]}={v}"
+                for f, v in zip(others, key if isinstance(key, tuple) else (key,), strict=True)
+            )
+            col = f"progress_l{k}"
+            pts = group[["task.n_train", col]].dropna()
+            ax.scatter(pts["task.n_train"], pts[col], color=color, s=14, alpha=0.7)
+            mean = pts.groupby("task.n_train")[col].mean()
+            ax.plot(mean.index, mean.values, color=color, label=label or None)
+        ax.axhline(0.5, color="0.6", lw=0.8)
+        ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
+        ax.set_xscale("log")
+        ax.set_xlabel("training sequences P")
+        ax.set_title(f"level {k} ({NAMES[k]})", fontsize=9)
+    axes[0][0].set_ylabel("final test progress f_k")
+    if others:
+        axes[0][-1].legend(fontsize=7)
+    return _save(fig, out)
