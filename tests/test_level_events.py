@@ -76,7 +76,10 @@ def test_a_level_without_signal_is_not_measurable():
 def test_sustain_rule_and_order_helper():
     t = np.arange(6)
     assert first_sustained(t, np.array([0, 1, 0, 1, 1, 1], bool), 3) == 3
-    assert first_sustained(t, np.array([0, 0, 0, 0, 1, 1], bool), 3) == 4  # to the end
+    assert first_sustained(t, np.array([0, 0, 0, 0, 1, 1], bool), 3) is None  # too late to tell
+    assert first_sustained(t, np.array([0, 0, 0, 1, 1, 1], bool), 3) == 3
     assert first_sustained(t, np.zeros(6, bool), 3) is None
     assert in_order([100, 200, None]) is True
-    assert in_order([100, 100]) is False
+    assert in_order([100, 100]) is None  # simultaneous within the evaluation interval
+    assert in_order([200, 100, None]) is False
+    assert in_order([None, 100]) is False

@@ -9,14 +9,19 @@ progress is
 
     f_k(t) = (ceil_k - loss_k(t)) / (ceil_k - floor_k),
 
-0 at the ceiling, 1 at the floor, above 1 when the model beats the level-k predictor on these
-sequences (possible only on sequences it has memorized). The transition time t*_k is the first
-evaluation from which f_k >= 1/2 holds for ``sustain`` evaluations in a row: the model is then
-closer to level k's predictor than to level k - 1's. A single evaluation over the line does not
-count (evaluation sets are finite and the curves are noisy); a level never reached by the end of
-the budget is censored (None), never the budget. The rise of a transition is the time between
-f_k first holding 0.1 and 0.9 (sustained likewise); rise / t*_k small means sudden, near 1
-gradual. The train/test gap of level k is t*_k(test) - t*_k(train): positive when the level is
+0 at the ceiling, 1 at the floor. The floor is not the optimum: at the positions that need level
+k, the predictors of higher levels see more of the past than q_k does, so a model that has also
+learned higher levels goes above 1 on fresh sequences (the exact full predictor reaches 1.3-1.5
+at levels 1 and 2 of small grammars); on training sequences a model that memorizes goes above
+1 too. The transition time t*_k is the first evaluation from which f_k >= 1/2 holds for
+``sustain`` evaluations in a row: the model then gets at least half of level k's gain over
+level k - 1 at these positions. A single evaluation over the line does not count (evaluation
+sets are finite and the curves are noisy), nor does a crossing in the last ``sustain - 1``
+evaluations (too few to tell; censored); a level never reached by the end of the budget is
+censored (None), never the budget. The rise of a transition is the time between f_k first
+holding 0.1 and 0.9 (sustained likewise); ``rise_ratio`` = rise / t90 lies in [0, 1]: near 0
+sudden (the whole gain arrives late and at once), near 1 gradual (it builds from the start).
+The train/test gap of level k is t*_k(test) - t*_k(train): positive when the level is
 first fitted on the training sequences and only later generalizes (memorize, then generalize).
 Levels whose ceiling and floor differ by less than ``min_gap`` nats carry no measurable signal
 and are reported as such (``measurable`` False).
@@ -25,8 +30,10 @@ Cagnetta & Wyart (2024) predict that the levels are resolved one after another, 
 more data (steps in the learning curve); Garnier-Brun et al. (ICML 2025) observe transformers
 taking in correlations of increasing level during training. ``in_order`` tests the ordering on
 one run: True when the transition times increase strictly with the level (a censored level
-counts as later than the budget, so a reached level above a censored one breaks the order),
-False otherwise, None when no level was reached.
+counts as later than every reached one, so a reached level above a censored one breaks the
+order; two censored levels are not compared), False when a higher level is reached strictly
+before a lower one, None when undecided: no level reached, or two levels crossing at the same
+evaluation (simultaneous within the evaluation interval, which times cannot order).
 """
 
 from __future__ import annotations
@@ -51,12 +58,10 @@ def level_progress(metrics: pd.DataFrame, level: int, split: str = "test") -> np
 
 
 def first_sustained(times: np.ndarray, ok: np.ndarray, sustain: int = SUSTAIN) -> int | None:
-    """The first time from which ``ok`` holds at ``sustain`` consecutive evaluations (or at every
-    remaining one, when fewer remain at the end of the run); None if never."""
-    n = len(ok)
-    for i in range(n):
-        window = ok[i : i + sustain]
-        if len(window) and window.all() and (len(window) == sustain or i + len(window) == n):
+    """The first time from which ``ok`` holds at ``sustain`` consecutive evaluations; None if
+    never (a run that ends fewer than ``sustain`` evaluations after a crossing is censored)."""
+    for i in range(len(ok) - sustain + 1):
+        if ok[i : i + sustain].all():
             return int(times[i])
     return None
 
@@ -89,7 +94,7 @@ def level_events(
                 "t10": t10,
                 "t90": t90,
                 "rise": rise,
-                "rise_ratio": rise / t_half if rise is not None and t_half else None,
+                "rise_ratio": rise / t90 if rise is not None and t90 else None,
                 "final_progress": _last_finite(f),
                 "max_progress": float(np.nanmax(f)) if measurable else None,
             }
@@ -104,12 +109,18 @@ def level_events(
 
 def in_order(t_stars: list[int | None]) -> bool | None:
     """Whether transition times (level 1 first; None = censored) increase strictly with the
-    level, a censored level being later than every reached one; None when none was reached."""
+    level (module docstring): True, False (a higher level strictly first) or None (no level
+    reached, or a tie)."""
     if all(t is None for t in t_stars):
         return None
     big = [math.inf if t is None else t for t in t_stars]
-    pairs = zip(big[:-1], big[1:], strict=True)
-    return all(a < b or (math.isinf(a) and math.isinf(b)) for a, b in pairs)
+    both = zip(big[:-1], big[1:], strict=True)
+    pairs = [(a, b) for a, b in both if not (math.isinf(a) and math.isinf(b))]
+    if any(a > b for a, b in pairs):
+        return False
+    if any(a == b for a, b in pairs):
+        return None
+    return True
 
 
 def _last_finite(f: np.ndarray) -> float | None:

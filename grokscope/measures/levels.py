@@ -14,6 +14,10 @@ exact predictor's is ``cascade_k{k}_j{j}``: 0 when the model ignores the perturb
 Tracked per checkpoint it shows how far down the nested distributions a change at level k
 propagates in the model as training goes on: a controlled version of the observation that a
 perturbation propagates through the nested distributions.
+
+Only sequences with a swappable node of level k enter (the grammar may allow no swap that keeps
+the unit grammatical: 10-45 % of units at level 1 in small grammars); the analysis reports how
+many did (``cascade_sequences``), and the ratio describes that subset.
 """
 
 from __future__ import annotations

@@ -421,8 +421,11 @@ def score_levels(
     - ``kl_l{k}``: mean KL(q_k || model) in nats, the model's distance to level k's predictor;
     - ``h_l{k}``: mean cross-entropy of q_k on the observed tokens (the level-k plateau);
     - ``loss_l{k}``: the model's mean loss on the positions whose prediction needs level k,
-      ``floor_l{k}`` that of q_k there and ``ceil_l{k}`` that of q_{k - 1} there (k >= 1): a
-      model that has learned level k sits at the floor, one that has not at the ceiling.
+      ``floor_l{k}`` that of q_k there, ``ceil_l{k}`` that of q_{k - 1} there (k >= 1) and
+      ``best_l{k}`` that of q_top there: a model that has not learned level k sits at or above
+      the ceiling, one that has learned levels up to k at the floor, and the data's own Bayes
+      predictor (every level) at ``best``, below the floor where higher levels inform these
+      positions.
     """
     levels = refs.shape[0] - 1
     nxt = tokens[:, 1:]
@@ -436,7 +439,7 @@ def score_levels(
     with np.errstate(divide="ignore", invalid="ignore"):
         for k in range(levels + 1):
             if k > top:
-                for name in ("kl", "h", "floor", "ceil"):
+                for name in ("kl", "h", "floor", "ceil", "best"):
                     out[f"{name}_l{k}"] = float("nan")
                 out[f"loss_l{k}"] = _mean(-obs_model[:, need[1:] == k])
                 continue
@@ -448,6 +451,8 @@ def score_levels(
             here = need[1:] == k
             out[f"loss_l{k}"] = _mean(-obs_model[:, here])
             out[f"floor_l{k}"] = _mean(obs_q[:, here])
+            best = -np.log(np.take_along_axis(refs[top], nxt[..., None], -1)[..., 0])
+            out[f"best_l{k}"] = _mean(best[:, here])
             if k:
                 prev = -np.log(np.take_along_axis(refs[k - 1], nxt[..., None], -1)[..., 0])
                 out[f"ceil_l{k}"] = _mean(prev[:, here])

@@ -25,7 +25,8 @@ Metrics (Murty, Sharma, Andreas & Manning, ACL 2023):
   top-1 accuracy against it is capped below 1), and every evaluation also scores the test set
   and the training slice against the exact predictor of each level
   (:func:`grokscope.tasks.tree_language.score_levels`): columns ``kl_l{k}_{split}``,
-  ``h_l{k}_{split}``, ``loss_l{k}_{split}``, ``floor_l{k}_{split}``, ``ceil_l{k}_{split}`` for
+  ``h_l{k}_{split}``, ``loss_l{k}_{split}``, ``floor_l{k}_{split}``, ``ceil_l{k}_{split}``,
+  ``best_l{k}_{split}`` for
   split ``train`` and ``test``, and ``train_top1`` (top-1 accuracy on the training slice: near
   1 only for a model that has memorized its training sequences).
 Each evaluation reports, for a fixed slice of the training set (as many sentences as the
