@@ -131,6 +131,13 @@ def test_planted_run_gives_exactly_the_planted_key_frequencies(tmp_path):
     kinds = {(r["target"], r["ablation"], r["freq"]) for r in summary["ablations"]}
     assert ("neurons", "remove", 5) in kinds
     assert "key_frequency_circles.png" in summary["figures"]
+    # geometry: two equal circles at the planted frequencies, read through E_a + E_b (a pizza)
+    np.testing.assert_allclose(table["circularity_key"], 0.5, atol=1e-9)
+    np.testing.assert_allclose(table["fourier_ipr"], 0.5, atol=1e-9)
+    assert set(table["circularity_best_freq"]) <= set(key)
+    assert (table["gradient_symmetricity"] > 0.99).all()
+    assert (table["distance_irrelevance"] < 0.4).all()
+    assert {"embedding_evolution.png", "embedding_evolution.gif"} <= set(summary["figures"])
     # identical checkpoints: flat curves, so no phase can be found and none is invented
     assert summary["phases"] == {
         "memorization_end": None,

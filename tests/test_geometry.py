@@ -368,3 +368,33 @@ def test_embedding_gradients_needs_an_embedding():
     model.init_weights(0)
     with pytest.raises(ValueError, match="embedding"):
         geo.embedding_gradients(model, np.zeros((2, 3), dtype=np.int64), np.zeros(2))
+
+
+def test_frequency_plane_shows_the_planted_circle_as_a_ring():
+    from grokscope.measures.geometry import frequency_plane
+
+    p, k = 31, 4
+    rng = np.random.default_rng(0)
+    r = np.arange(p)
+    Q = np.linalg.qr(rng.normal(size=(16, 16)))[0][:, :2]
+    E = 3.0 * np.stack([np.cos(2 * np.pi * k * r / p), np.sin(2 * np.pi * k * r / p)], 1) @ Q.T
+    radius = np.linalg.norm(frequency_plane(E + 5.0, k), axis=1)
+    np.testing.assert_allclose(radius, 3.0, rtol=1e-10)
+    cloud = np.linalg.norm(frequency_plane(rng.normal(size=(p, 16)), k), axis=1)
+    assert cloud.std() / cloud.mean() > 0.2
+
+
+def test_geometry_row_on_a_planted_circle_and_a_cloud():
+    from grokscope.measures.geometry import GEOMETRY_COLUMNS, geometry_row
+
+    p, k = 31, 4
+    r = np.arange(p)
+    E = np.stack([np.cos(2 * np.pi * k * r / p), np.sin(2 * np.pi * k * r / p)], 1)
+    row = geometry_row(E, [k, 7])
+    assert set(row) == set(GEOMETRY_COLUMNS)
+    assert row["circularity_best_freq"] == k and row["circularity_best"] == pytest.approx(1.0)
+    assert row["circularity_key"] == pytest.approx(0.5)  # 1 at k, 0 at 7
+    assert row["fourier_ipr"] == pytest.approx(1.0)
+    assert row["distance_irrelevance"] is None and row["gradient_symmetricity"] is None
+    cloud = geometry_row(np.random.default_rng(1).normal(size=(p, 32)), [k])
+    assert cloud["circularity_key"] < 0.2 and cloud["fourier_ipr"] < 0.2

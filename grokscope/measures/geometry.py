@@ -294,6 +294,22 @@ def embedding_pca(E: np.ndarray, n_components: int = 2) -> tuple[np.ndarray, np.
 # -- clock vs pizza (Zhong et al. 2023) -----------------------------------------------------------
 
 
+def frequency_plane(E: np.ndarray, k: int) -> np.ndarray:
+    """(p, 2) the centred embedding projected on the plane that carries its frequency-k circle:
+    the principal plane of the embedding's cos k / sin k components (the d x 2 coefficient
+    matrix's left singular vectors). An exact circle at k projects to a circle traversed k times
+    in residue order; a cloud to a blob. For the clouds-to-circles figure at a fixed frequency
+    (comparable across checkpoints, unlike the top principal components, which mix frequencies
+    once several circles share the variance)."""
+    E = _embedding(E)
+    p = E.shape[0]
+    X = _centred(E)
+    basis = fourier_basis(p)
+    C = np.stack([basis[2 * k - 1], basis[2 * k] if 2 * k < p else np.zeros(p)], axis=1)
+    U, _, _ = np.linalg.svd(X.T @ C, full_matrices=False)  # (d, 2)
+    return X @ U
+
+
 def correct_logit_grid(logits: np.ndarray, labels: np.ndarray, p: int) -> np.ndarray:
     """(p, p) grid L[a, b] = logit of the correct class for the pair (a, b).
 
@@ -405,3 +421,55 @@ def embedding_gradients(
         model.train(was_training)
     grad = grad.to(torch.float64).numpy()
     return grad[:, 0].copy(), grad[:, 1].copy()
+
+
+# -- one checkpoint --------------------------------------------------------------------------------
+
+# RQI tolerance, relative to the median embedding norm (:func:`embedding_scale`): a parallelogram
+# closes when its residual is within a tenth of a typical embedding's length
+RQI_DELTA = 0.1
+GEOMETRY_COLUMNS = (
+    "circularity_key",
+    "circularity_best",
+    "circularity_best_freq",
+    "pca_circularity",
+    "rqi",
+    "fourier_ipr",
+    "distance_irrelevance",
+    "gradient_symmetricity",
+)
+
+
+def geometry_row(
+    E: np.ndarray,
+    key_freqs: list[int] | None,
+    correct_logits: np.ndarray | None = None,
+    sign: int = 1,
+    grads: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, float | int | None]:
+    """The geometry columns of one checkpoint (:data:`GEOMETRY_COLUMNS`).
+
+    ``E`` (p, d) the residue embedding in grid order; ``key_freqs`` the run's key frequencies
+    (``circularity_key`` is the mean :func:`circularity` over them, None without keys);
+    ``circularity_best`` the largest circularity at any frequency and ``circularity_best_freq``
+    that frequency; ``pca_circularity`` (Zhong et al.); ``rqi`` at relative tolerance
+    :data:`RQI_DELTA`; ``fourier_ipr`` (Gromov); ``distance_irrelevance`` from the (p, p) correct
+    logit grid, grouped by (a - sign b) (None without it); ``gradient_symmetricity`` from the
+    operand-embedding gradients (None without them).
+    """
+    per = circularity_per_frequency(E)
+    finite = np.isfinite(per)
+    best = int(np.nanargmax(per)) + 1 if finite.any() else None
+    keys = [k for k in (key_freqs or []) if 1 <= k <= len(per)]
+    return {
+        "circularity_key": float(np.mean(per[[k - 1 for k in keys]])) if keys else None,
+        "circularity_best": float(per[best - 1]) if best else None,
+        "circularity_best_freq": best,
+        "pca_circularity": pca_circularity(E),
+        "rqi": rqi(E, RQI_DELTA, relative=True),
+        "fourier_ipr": fourier_ipr(E),
+        "distance_irrelevance": (
+            None if correct_logits is None else distance_irrelevance(correct_logits, sign)
+        ),
+        "gradient_symmetricity": None if grads is None else gradient_symmetricity(*grads),
+    }

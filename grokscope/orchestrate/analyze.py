@@ -28,11 +28,12 @@ from grokscope.config import Config, is_sequence
 from grokscope.dynamics.phases import PhaseParams, find_phases
 from grokscope.errors import GrokscopeError, RunDirError
 from grokscope.events import event_epoch
-from grokscope.measures import ablations, neurons, progress
+from grokscope.measures import ablations, geometry, neurons, progress
 from grokscope.measures.weights import WEIGHT_STATS_DEFINITION, weight_stats
 from grokscope.models import HookedModule, build_model
 from grokscope.orchestrate.analyze_levels import analyze_tree_run
 from grokscope.orchestrate.analyze_sequence import analyze_sequence_run
+from grokscope.report import geometry_figures
 from grokscope.report.analysis_figures import write_analysis_figures
 from grokscope.store import rundir
 from grokscope.tasks import Dataset, build_dataset
@@ -94,6 +95,7 @@ class _Context:
     reason: str | None  # why the Fourier measures do not apply, or None
     rule: neurons.KeyFreqRule
     notes: list[str] = field(default_factory=list)
+    embeddings: dict[int, np.ndarray] = field(default_factory=dict)  # epoch -> E, grid order
 
     @property
     def full_grid(self) -> bool:
@@ -206,7 +208,57 @@ def _checkpoint_row(ctx: _Context, final: _Final, epoch: int, per_checkpoint_key
         row["key_frequencies"] = None if keys is None else [int(k) for k in keys]
     row.update(weight_stats(params))
     row["weight_stats_definition"] = WEIGHT_STATS_DEFINITION
+    row.update(_geometry(ctx, final, params, logits, keys, epoch))
     return row
+
+
+# operations whose grid is a sum or a difference (of residues or of discrete logs): the ones
+# where the clock-vs-pizza diagnostics (distance irrelevance, gradient symmetricity) are defined
+CLOCK_PIZZA_OPS = ("x+y", "x-y", "x*y", "x/y")
+
+
+def _geometry(
+    ctx: _Context, final: _Final, params: dict, logits: np.ndarray, keys, epoch: int
+) -> dict:
+    """The geometry columns (:func:`grokscope.measures.geometry.geometry_row`) of a checkpoint of
+    a modular task with a residue embedding; all None otherwise (a note says why)."""
+    ds, grid = ctx.ds, ctx.grid
+    empty = dict.fromkeys(geometry.GEOMETRY_COLUMNS)
+    if ds.modulus is None:
+        _note_once(ctx, "geometry columns are null: the task has no residues")
+        return empty
+    if "embed.W_E" not in params and "layers.0.W" not in params:
+        _note_once(ctx, "geometry columns are null: the model has no residue embedding")
+        return empty
+    E = progress.embedding_matrix(params, ds.modulus)
+    if grid is not None:
+        E = E[grid.order]
+    ctx.embeddings[int(epoch)] = E
+    correct, grads = None, None
+    clock_pizza = ctx.full_grid and ds.info.get("op") in CLOCK_PIZZA_OPS
+    if clock_pizza:
+        correct = geometry.correct_logit_grid(logits[grid.rows], ds.labels[grid.rows], grid.n)
+        if "hook_embed" in ctx.model.hook_names():
+            if epoch == final.epoch:
+                ctx.load(epoch)  # the model holds the previous checkpoint's weights
+            triples = geometry.symmetricity_triples(grid.n, 100, seed=0)
+            rows = grid.rows[triples[:, 0] * grid.n + triples[:, 1]]
+            grads = geometry.embedding_gradients(
+                ctx.model, ds.tokens[rows], grid.order[triples[:, 2]]
+            )
+    else:
+        _note_once(
+            ctx,
+            "distance_irrelevance and gradient_symmetricity are null: defined for sums and "
+            "differences on the full grid (x+y, x-y, x*y, x/y)",
+        )
+    sign = grid.sign if grid is not None else 1
+    return geometry.geometry_row(E, keys, correct, sign, grads)
+
+
+def _note_once(ctx: _Context, note: str) -> None:
+    if note not in ctx.notes:
+        ctx.notes.append(note)
 
 
 def _summary(
@@ -272,11 +324,27 @@ def _summary(
 
 def _figures(ctx: _Context, final: _Final, table: pd.DataFrame, summary: dict) -> list:
     ds, grid = ctx.ds, ctx.grid
+    extra = []
+    if ctx.embeddings:
+        folder, t_mem, t_grok = ctx.run / "figures", summary["t_mem_epoch"], summary["t_grok_epoch"]
+        last = ctx.embeddings[max(ctx.embeddings)]
+        per = geometry.circularity_per_frequency(last)
+        keys = [k for k in (final.key_freqs or []) if 1 <= k <= len(per)]
+        k = max(keys, key=lambda j: per[j - 1]) if keys else int(np.nanargmax(per)) + 1
+        extra = [
+            geometry_figures.embedding_evolution_figure(
+                ctx.embeddings, k, t_mem, t_grok, folder / "embedding_evolution.png"
+            ),
+            geometry_figures.embedding_animation(
+                ctx.embeddings, k, folder / "embedding_evolution.gif"
+            ),
+            geometry_figures.geometry_figure(table, t_mem, t_grok, folder / "geometry.png"),
+        ]
     embed = progress.embedding_matrix(final.params, ds.modulus) if ds.modulus else None
     if embed is not None and grid is not None:
         embed = embed[grid.order]  # rows in grid order: by discrete log for x*y, x/y
     full = ctx.full_grid
-    return write_analysis_figures(
+    return extra + write_analysis_figures(
         ctx.run / "figures",
         table,
         summary,
@@ -333,6 +401,9 @@ def analyze_run(
     table = pd.DataFrame(rows)
     for col in BASE_COLUMNS:
         table[col] = table[col].astype("float64") if col != "epoch" else table[col]
+    for col in geometry.GEOMETRY_COLUMNS:
+        kind = "Int64" if col == "circularity_best_freq" else "float64"
+        table[col] = pd.to_numeric(table[col]).astype(kind)
     rundir.write_table(run / "analysis.parquet", table)
     summary = _summary(ctx, final, table, chosen, every, per_checkpoint_keys, phase_params)
     if figures:

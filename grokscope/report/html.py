@@ -38,6 +38,12 @@ CAPTIONS = {
     "tree_measures": "Tree-structuredness over training (tree score, bracketing F1 of the induced "
     "trees against the gold parses) and the two rival predictors: weight norm, attention entropy.",
     "trees": "Trees induced from the final model (left) beside the grammar's parses (right).",
+    "embedding_evolution": "Clouds to circles: each residue's embedding on the top two principal "
+    "components of its checkpoint (colour: position on the operand grid), at checkpoints spread "
+    "over training; embedding_evolution.gif animates every analysed checkpoint.",
+    "geometry": "Geometry over training: circularity of the embedding (mean over key "
+    "frequencies, best frequency, PCA-based), Fourier IPR and RQI, and the clock-vs-pizza "
+    "diagnostics (distance irrelevance, gradient symmetricity); dotted: t_mem, t_grok.",
     "levels_loss": "Train and test loss per token with the exact plateaus H_k of the test set "
     "(dashed: the best loss using correlations up to level k) and each level's transition t*_k.",
     "levels_kl": "Left: KL divergence from each level's exact predictor to the model on the test "

@@ -1,0 +1,113 @@
+"""Figures of the embedding's geometry over training: clouds to circles (small multiples and an
+animated GIF), and the geometry columns of analysis.parquet over epochs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.animation import FuncAnimation, PillowWriter  # noqa: E402
+
+from grokscope.measures.geometry import circularity, frequency_plane  # noqa: E402
+
+MAX_FRAMES = 60
+
+
+def _pick(epochs: list[int], n: int) -> list[int]:
+    """``n`` epochs spread evenly in log(1 + epoch) over ``epochs`` (all when fewer)."""
+    if len(epochs) <= n:
+        return list(epochs)
+    grid = np.log1p(np.asarray(epochs, dtype=float))
+    targets = np.linspace(grid[0], grid[-1], n)
+    idx = sorted({int(np.abs(grid - t).argmin()) for t in targets})
+    return [epochs[i] for i in idx]
+
+
+def _scatter(ax, E: np.ndarray, k: int, title: str) -> None:
+    coords = frequency_plane(E, k)
+    p = len(E)
+    ax.scatter(coords[:, 0], coords[:, 1], c=np.arange(p), cmap="hsv", s=9, vmin=0, vmax=p)
+    ax.set_title(f"{title}\ncircularity at k={k}: {circularity(E, k):.2f}", fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_aspect("equal", adjustable="datalim")
+
+
+def embedding_evolution_figure(
+    embeddings: dict[int, np.ndarray], k: int, t_mem: int | None, t_grok: int | None, out: Path
+) -> str:
+    """Small multiples: the embedding of every residue (colour: its position on the operand grid)
+    on the principal plane of its frequency-k components (:func:`frequency_plane`; k: the final
+    checkpoint's most circular key frequency), at up to 8 checkpoints spread in log epoch.
+    Before grokking a cloud, after it a circle (Zhong et al. 2023, Nanda et al. 2023)."""
+    epochs = _pick(sorted(embeddings), 8)
+    cols = min(4, len(epochs))
+    rows = int(np.ceil(len(epochs) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.7 * rows), squeeze=False)
+    for ax, epoch in zip(axes.flat, epochs, strict=False):
+        tag = ""
+        if t_mem is not None and epoch >= t_mem:
+            tag = " (memorized)"
+        if t_grok is not None and epoch >= t_grok:
+            tag = " (grokked)"
+        _scatter(ax, embeddings[epoch], k, f"epoch {epoch}{tag}")
+    for ax in list(axes.flat)[len(epochs) :]:
+        ax.axis("off")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out.name
+
+
+def embedding_animation(embeddings: dict[int, np.ndarray], k: int, out: Path) -> str:
+    """The same projection at every analysed checkpoint (at most 60, spread in log epoch) as an
+    animated GIF (Pillow)."""
+    epochs = _pick(sorted(embeddings), MAX_FRAMES)
+    fig, ax = plt.subplots(figsize=(3.6, 3.8))
+
+    def draw(i: int):
+        ax.clear()
+        _scatter(ax, embeddings[epochs[i]], k, f"epoch {epochs[i]}")
+        return []
+
+    anim = FuncAnimation(fig, draw, frames=len(epochs), blit=False)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.stem + ".tmp.gif")
+    anim.save(tmp, writer=PillowWriter(fps=6), dpi=80)
+    plt.close(fig)
+    tmp.replace(out)
+    return out.name
+
+
+def geometry_figure(table: pd.DataFrame, t_mem: int | None, t_grok: int | None, out: Path) -> str:
+    """The geometry columns over training (log epoch): circularity (key frequencies, best
+    frequency, PCA), Fourier IPR, RQI, and the clock-vs-pizza pair, with t_mem and t_grok."""
+    t = table[table["epoch"] > 0].sort_values("epoch")
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+    panels = (
+        (("circularity_key", "circularity_best", "pca_circularity"), "circularity"),
+        (("fourier_ipr", "rqi"), "Fourier IPR / RQI"),
+        (("distance_irrelevance", "gradient_symmetricity"), "clock (q~1, s~0.3) vs pizza"),
+    )
+    for ax, (cols, label) in zip(axes, panels, strict=True):
+        for col in cols:
+            if col in t and t[col].notna().any():
+                ax.plot(t["epoch"], t[col].astype(float), marker=".", ms=3, label=col)
+        for when, color in ((t_mem, "tab:blue"), (t_grok, "tab:red")):
+            if when:
+                ax.axvline(when, color=color, ls=":", lw=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=7)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out.name
