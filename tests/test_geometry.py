@@ -398,3 +398,22 @@ def test_geometry_row_on_a_planted_circle_and_a_cloud():
     assert row["distance_irrelevance"] is None and row["gradient_symmetricity"] is None
     cloud = geometry_row(np.random.default_rng(1).normal(size=(p, 32)), [k])
     assert cloud["circularity_key"] < 0.2 and cloud["fourier_ipr"] < 0.2
+
+
+def test_class_distance_ratio_planted():
+    from grokscope.measures.geometry import class_distance_ratio
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(5), 200)
+    centres = rng.normal(size=(5, 8)) * 10
+    tight = centres[labels] + rng.normal(size=(1000, 8)) * 0.1
+    loose = centres[labels] + rng.normal(size=(1000, 8)) * 1.0
+    assert class_distance_ratio(tight, labels) == pytest.approx(
+        10 * class_distance_ratio(loose, labels), rel=0.05
+    )
+    # no class structure: class means nearly coincide, ratio near 0
+    assert class_distance_ratio(rng.normal(size=(1000, 8)), labels) < 0.2
+    # brute force on a tiny case: means 0 and 4 apart, every sample 1 from its mean
+    X = np.array([[-1.0], [1.0], [3.0], [5.0]])
+    assert class_distance_ratio(X, np.array([0, 0, 1, 1])) == pytest.approx(4.0)
+    assert np.isnan(class_distance_ratio(X, np.zeros(4)))

@@ -223,7 +223,10 @@ def _geometry(
     """The geometry columns (:func:`grokscope.measures.geometry.geometry_row`) of a checkpoint of
     a modular task with a residue embedding; all None otherwise (a note says why)."""
     ds, grid = ctx.ds, ctx.grid
-    empty = dict.fromkeys(geometry.GEOMETRY_COLUMNS)
+    if epoch == final.epoch:
+        ctx.load(epoch)  # the model holds the previous checkpoint's weights
+    ildr = _ildr(ctx)
+    empty = {**dict.fromkeys(geometry.GEOMETRY_COLUMNS), "ildr": ildr}
     if ds.modulus is None:
         _note_once(ctx, "geometry columns are null: the task has no residues")
         return empty
@@ -239,8 +242,6 @@ def _geometry(
     if clock_pizza:
         correct = geometry.correct_logit_grid(logits[grid.rows], ds.labels[grid.rows], grid.n)
         if "hook_embed" in ctx.model.hook_names():
-            if epoch == final.epoch:
-                ctx.load(epoch)  # the model holds the previous checkpoint's weights
             triples = geometry.symmetricity_triples(grid.n, 100, seed=0)
             rows = grid.rows[triples[:, 0] * grid.n + triples[:, 1]]
             grads = geometry.embedding_gradients(
@@ -253,7 +254,25 @@ def _geometry(
             "differences on the full grid (x+y, x-y, x*y, x/y)",
         )
     sign = grid.sign if grid is not None else 1
-    return geometry.geometry_row(E, keys, correct, sign, grads)
+    return geometry.geometry_row(E, keys, correct, sign, grads, ildr)
+
+
+def _ildr(ctx: _Context) -> float:
+    """ILDR of the penultimate layer (the residual stream entering the unembedding, or the last
+    hidden layer of an MLP) at the answer position, on the held-out examples, for the weights in
+    the model now."""
+    names = ctx.model.hook_names()
+    resid = [n for n in names if n.endswith("hook_resid_post")]
+    hook = resid[-1] if resid else ctx.model.neuron_hook
+    x = torch.as_tensor(ctx.ds.tokens[ctx.ds.test_idx], dtype=torch.int64)
+    parts = []
+    with torch.no_grad():
+        for i in range(0, len(x), progress.CHUNK):
+            _, cache = ctx.model.run_with_cache(x[i : i + progress.CHUNK], [hook])
+            act = cache[hook]
+            parts.append((act[:, -1] if act.ndim == 3 else act).to(torch.float64))
+    reps = torch.cat(parts).numpy()
+    return geometry.class_distance_ratio(reps, ctx.ds.labels[ctx.ds.test_idx])
 
 
 def _note_once(ctx: _Context, note: str) -> None:
