@@ -924,6 +924,112 @@ def sweep_summary(
     _say(f"wrote {Path(directory) / 'summary.parquet'} and {len(figures)} figures")
 
 
+# -- foresight: delay laws, predictions, early-warning signals ----------------------------------
+
+
+@app.command("fit-delay")
+def fit_delay(
+    folder: Path = typer.Argument(..., help="a sweep directory, or a folder of run directories"),
+) -> None:
+    """Fit the delay laws (first passage, norm ratio, inverse rate) on the runs that memorized
+    and grokked; print R^2 and leave-one-out error; write FOLDER/delay_law.json (first passage,
+    the law `predict` uses) and FOLDER/delay_laws.json (all).
+
+    Example: grokscope fit-delay sweeps/delay
+    """
+    import json
+
+    from grokscope.orchestrate.foresight import fit_delay_laws
+
+    table, laws = fit_delay_laws(folder)
+    grokked = table.dropna(subset=["t_mem", "t_grok"])
+    _say(f"{len(table)} runs, {len(grokked)} memorized and grokked")
+    out = Table("law", "runs", "R^2", "held-out MAPE", "coefficients")
+    for kind, law in laws.items():
+        if isinstance(law, str):
+            out.add_row(kind, "-", "-", "-", law)
+            continue
+        coef = ", ".join(f"{c:.4g}" for c in law.coef_)
+        extra = f"; kappa {law.kappa_:.3g}, V* {law.v_star_:.4g}" if law.kappa_ else ""
+        out.add_row(
+            kind, str(law.n_), f"{law.r2_:.3f}", f"{law.mape_loo_:.1%}",
+            f"[{coef}] + {law.intercept_:.4g}{extra}",
+        )  # fmt: skip
+    console.print(out)
+    fitted = {k: v.to_dict() for k, v in laws.items() if not isinstance(v, str)}
+    if isinstance(laws["first_passage"], str):
+        raise GrokscopeError(f"no first-passage law: {laws['first_passage']}")
+    laws["first_passage"].save(Path(folder) / "delay_law.json")
+    (Path(folder) / "delay_laws.json").write_text(json.dumps(fitted, indent=2))
+    _say(f"wrote {Path(folder) / 'delay_law.json'} and delay_laws.json")
+
+
+@app.command()
+def predict(
+    run: Path = typer.Argument(..., help="a run directory (it needs to have memorized)"),
+    law: Path = typer.Option(..., "--law", help="delay_law.json written by grokscope fit-delay"),
+) -> None:
+    """Predict a run's grokking step from its memorization: T_mem plus the first-passage delay
+    law's delay, with the interval of the law's held-out errors. A run that has not memorized
+    gets an answer that says so, not a number.
+
+    Example: grokscope predict runs/quick --law sweeps/delay/delay_law.json
+    """
+    from grokscope.dynamics.delay_laws import DelayLaw
+    from grokscope.orchestrate.foresight import predict_run
+
+    if not law.is_file():
+        raise GrokscopeError(f"no delay law at {law} (write one with grokscope fit-delay)")
+    try:
+        fitted = DelayLaw.load(law)
+    except (ValueError, KeyError, TypeError) as e:
+        raise GrokscopeError(f"{law} is not a delay law file: {e}") from None
+    out = predict_run(run, fitted)
+    if out["prediction"] is None:
+        _say(f"cannot predict yet: {out['reason']}")
+        return
+    lo, hi = out["interval"]
+    _say(
+        f"T_mem step {out['t_mem']}; predicted T_grok step {out['prediction']} "
+        f"(90 % interval {lo}..{hi}; law fitted on {out['law']['n']} runs, held-out error "
+        f"{out['law']['mape_loo']:.1%})"
+    )
+    if out["t_grok_observed"] is not None:
+        _say(f"observed T_grok step {out['t_grok_observed']}")
+
+
+@app.command()
+def warn(
+    folder: Path = typer.Argument(..., help="analysed runs: grokking runs and controls"),
+    folds: int = typer.Option(2, "--folds", help="cross-validation folds"),
+) -> None:
+    """Rank early-warning signals: each signal's alarm rule fitted on some runs and scored on the
+    others (held-out hit rate, false-alarm rate on runs that never grok, lead time in epochs).
+    Writes FOLDER/early_warning.parquet.
+
+    Example: grokscope warn sweeps/warning
+    """
+    from grokscope.orchestrate.foresight import rank_signals
+    from grokscope.store import rundir
+
+    if folds < 2:
+        raise GrokscopeError(f"--folds must be >= 2, got {folds}")
+    table = rank_signals(folder, folds)
+    if not len(table):
+        raise GrokscopeError(f"no analysed grokking runs under {folder} (run grokscope analyze)")
+    out = Table("signal", "held-out hits", "false alarms", "J", "median lead", "lead range", "c")
+    for _, r in table.iterrows():
+        out.add_row(
+            r["signal"], r["hits"], r["false_alarms"], f"{r['j']:.2f}",
+            "-" if _isnull(r["lead_median"]) else f"{r['lead_median']:g}",
+            "-" if _isnull(r["lead_min"]) else f"{r['lead_min']:g}..{r['lead_max']:g}",
+            ", ".join(f"{c:g}" for c in r["c"]),
+        )  # fmt: skip
+    console.print(out)
+    rundir.write_table(Path(folder) / "early_warning.parquet", table.astype({"c": str}))
+    _say(f"wrote {Path(folder) / 'early_warning.parquet'}")
+
+
 def main() -> None:
     """Entry point: run the app, turning user mistakes into one line and exit status 2."""
     try:

@@ -1,0 +1,209 @@
+"""Foresight across runs: the tables the delay laws and the alarm rules are fitted on, read from
+run directories, and the prediction of one run's grokking time.
+
+A folder of runs is a sweep directory (``runs/`` below it) or any folder whose subfolders are run
+directories. Times are optimizer steps (the ``step`` column at T_mem and T_grok), so full-batch
+and mini-batch runs share the learning rate x weight decay clock of the laws.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from grokscope.config import event_columns, is_sequence
+from grokscope.dynamics.delay_laws import KINDS, DelayLaw
+from grokscope.dynamics.early_warning import AlarmRule, SignalRun, cross_validate
+from grokscope.errors import GrokscopeError, RunDirError
+from grokscope.events import event_epoch
+from grokscope.store import rundir
+
+# (analysis.parquet column, direction towards generalization); the held-out test loss is the
+# reference every other signal is read against (it watches the very labels grokking is about)
+SIGNALS = (
+    ("restricted_loss", "down"),
+    ("gini_embed", "up"),
+    ("gini_unembed", "up"),
+    ("circularity_key", "up"),
+    ("pca_circularity", "up"),
+    ("fourier_ipr", "up"),
+    ("ildr", "up"),
+    ("weight_norm_sq", "down"),
+    ("hessian_top1", "up"),
+    ("sharpness_adaptive", "up"),
+    ("llc", "down"),
+    ("test_loss", "down"),
+)
+
+
+def run_dirs(folder: Path) -> list[Path]:
+    """The run directories of a sweep (``folder/runs/*``) or directly below ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise RunDirError(f"{folder} is not a directory")
+    base = folder / "runs" if (folder / "runs").is_dir() else folder
+    runs = sorted(p for p in base.iterdir() if (p / "config.json").is_file())
+    if not runs:
+        raise RunDirError(f"no run directories under {base}")
+    return runs
+
+
+def _step_at(metrics: pd.DataFrame, epoch: int | None) -> int | None:
+    if epoch is None:
+        return None
+    row = metrics[metrics["epoch"] == epoch]
+    return int(row["step"].iloc[0]) if len(row) else None
+
+
+def run_row(run: Path) -> dict:
+    """One run's delay-law inputs: t_mem / t_grok (steps; None: not reached), lr, wd, train
+    fraction, squared weight norms at both events, seed."""
+    cfg = rundir.read_config(run)
+    if is_sequence(cfg.task):
+        raise GrokscopeError(f"{run}: delay laws and alarms are for algorithmic runs")
+    metrics = rundir.read_metrics(run)
+    mem_col, grok_col = event_columns(cfg.task)
+    e_mem = event_epoch(metrics, mem_col, cfg.train.mem_threshold)
+    e_grok = event_epoch(metrics, grok_col, cfg.train.grok_threshold)
+    norm = metrics.set_index("epoch")["weight_norm_sq"]
+    return {
+        "run": run.name,
+        "path": str(run),
+        "seed": cfg.train.seed,
+        "lr": cfg.optim.lr,
+        "wd": cfg.optim.weight_decay,
+        "train_fraction": cfg.task.train_fraction,
+        "t_mem": _step_at(metrics, e_mem),
+        "t_grok": _step_at(metrics, e_grok),
+        "t_mem_epoch": e_mem,
+        "t_grok_epoch": e_grok,
+        "norm_mem": None if e_mem is None else float(norm[e_mem]),
+        "norm_grok": None if e_grok is None else float(norm[e_grok]),
+        "epochs_done": int(metrics["epoch"].iloc[-1]) if len(metrics) else 0,
+    }
+
+
+def runs_table(folder: Path) -> pd.DataFrame:
+    return pd.DataFrame([run_row(r) for r in run_dirs(folder)])
+
+
+def fit_delay_laws(folder: Path) -> tuple[pd.DataFrame, dict[str, DelayLaw | str]]:
+    """Every law fitted on the runs of ``folder`` that memorized and grokked with weight decay;
+    a law that cannot be fitted gets the reason instead."""
+    table = runs_table(folder)
+    ok = table.dropna(subset=["t_mem", "t_grok"])
+    ok = ok[(ok["wd"] > 0) & (ok["t_grok"] > ok["t_mem"])]
+    laws: dict[str, DelayLaw | str] = {}
+    for kind in KINDS:
+        try:
+            laws[kind] = DelayLaw(kind).fit(ok)
+        except ValueError as e:
+            laws[kind] = str(e)
+    return table, laws
+
+
+def predict_run(run: Path, law: DelayLaw) -> dict:
+    """The grokking step of ``run`` predicted from its memorization (first-passage law): the
+    predicted step and its interval, or ``prediction`` None and the reason it cannot be made."""
+    if law.kind != "first_passage":
+        raise GrokscopeError(
+            f"a {law.kind} law needs quantities known only after grokking; predict with a "
+            "first_passage law (grokscope fit-delay writes one)"
+        )
+    row = run_row(Path(run))
+    out = {"run": str(run), "t_mem": row["t_mem"], "t_grok_observed": row["t_grok"]}
+    if row["t_mem"] is None:
+        why = (
+            "the run has not memorized yet (train accuracy below its mem_threshold): the law "
+            "starts from the weight norm at memorization"
+        )
+        return {**out, "prediction": None, "reason": why}
+    if row["wd"] <= 0:
+        why = "no weight decay: the law's clock (lr x wd) does not run, and it makes no prediction"
+        return {**out, "prediction": None, "reason": why}
+    delay = float(law.predict(pd.DataFrame([row]))[0])
+    if not math.isfinite(delay) or delay <= 0:
+        why = (
+            f"the law gives a delay of {delay:.0f} steps (the norm at memorization is already "
+            "below the fitted V*): outside the law"
+        )
+        return {**out, "prediction": None, "reason": why}
+    lo, hi = law.interval(delay)
+    return {
+        **out,
+        "prediction": round(row["t_mem"] + delay),
+        "interval": [round(row["t_mem"] + lo), round(row["t_mem"] + hi)],
+        "delay": delay,
+        "law": {"kind": law.kind, "n": law.n_, "mape_loo": law.mape_loo_},
+    }
+
+
+def signal_runs(folder: Path, signal: str) -> list[SignalRun]:
+    """Every analysed run of ``folder`` with the signal's column, as :class:`SignalRun`; a run
+    that never grokked within its budget is a control."""
+    out = []
+    for run in run_dirs(folder):
+        path = run / "analysis.parquet"
+        if not path.is_file():
+            continue
+        table = pd.read_parquet(path)
+        if signal not in table or table[signal].isna().all():
+            continue
+        row = run_row(run)
+        out.append(
+            SignalRun(
+                table["epoch"].to_numpy(),
+                table[signal].to_numpy(float),
+                row["t_mem_epoch"],
+                row["t_grok_epoch"],
+                run.name,
+            )
+        )
+    return out
+
+
+def rank_signals(folder: Path, n_folds: int = 2) -> pd.DataFrame:
+    """Each signal's alarm rule, cross-validated over ``n_folds`` folds of the runs (grokking
+    runs and controls dealt out alternately, so each fold has both): held-out hit rate,
+    false-alarm rate, median lead time (epochs) and J, pooled over folds; ranked by J, then by
+    lead time."""
+    rows = []
+    for signal, direction in SIGNALS:
+        runs = signal_runs(folder, signal)
+        if not any(r.t_grok is not None for r in runs):
+            continue
+        grok = [i for i, r in enumerate(runs) if r.t_grok is not None]
+        ctrl = [i for i, r in enumerate(runs) if r.t_grok is None]
+        folds = [grok[k::n_folds] + ctrl[k::n_folds] for k in range(n_folds)]
+        results = cross_validate(AlarmRule(signal, direction), runs, folds)
+        if not results:
+            continue
+        leads = [x for r in results for x in r["leads"]]
+        hits = sum(r["hit"]["k"] for r in results)
+        n_grok = sum(r["hit"]["n"] for r in results)
+        fas = sum(r["false_alarm"]["k"] for r in results)
+        n_ctrl = sum(r["false_alarm"]["n"] for r in results)
+        hit = hits / n_grok if n_grok else math.nan
+        fa = fas / n_ctrl if n_ctrl else math.nan
+        rows.append(
+            {
+                "signal": signal,
+                "direction": direction,
+                "c": [r["c"] for r in results],
+                "hits": f"{hits}/{n_grok}",
+                "false_alarms": f"{fas}/{n_ctrl}",
+                "hit_rate": hit,
+                "false_alarm_rate": fa,
+                "j": hit - (0.0 if math.isnan(fa) else fa),
+                "lead_median": float(np.median(leads)) if leads else math.nan,
+                "lead_min": float(np.min(leads)) if leads else math.nan,
+                "lead_max": float(np.max(leads)) if leads else math.nan,
+            }
+        )
+    table = pd.DataFrame(rows)
+    if len(table):
+        table = table.sort_values(["j", "lead_median"], ascending=[False, False])
+    return table.reset_index(drop=True)
