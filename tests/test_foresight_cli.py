@@ -38,12 +38,12 @@ def fake_run(path, lr, wd, norm_mem, t_mem=100, grok=True, signal_jump=None, epo
     ]  # fmt: skip
     rundir.write_metrics(path, rows)
     rundir.write_status(path, state="done", epochs_done=epochs)
+    rng = np.random.default_rng(seed)
+    values = 1 + rng.normal(0, 0.01, len(epochs_col))
     if signal_jump is not None:
-        rng = np.random.default_rng(seed)
-        values = 1 + rng.normal(0, 0.01, len(epochs_col))
         values[epochs_col >= signal_jump] *= 3
-        table = pd.DataFrame({"epoch": epochs_col, "gini_embed": values, "ildr": values[::-1]})
-        rundir.write_table(path / "analysis.parquet", table)
+    table = pd.DataFrame({"epoch": epochs_col, "gini_embed": values, "ildr": values[::-1]})
+    rundir.write_table(path / "analysis.parquet", table)
     return float(t_mem + delay)
 
 
