@@ -110,7 +110,10 @@ class OptimConfig:
     the total parameter norm after every step (Liu et al. 2023, Omnigrok). ``decay_to``: decay
     toward zero or toward the initial weights. ``lr_decay``: ``none`` (constant after warmup) or
     ``linear`` (to zero at the end of the budget). ``loss_on`` (sequence tasks): ``all`` tokens,
-    as Murty et al. (2023) train, or the ``answer`` span only.
+    as Murty et al. (2023) train, or the ``answer`` span only. ``at_mem``: an intervention from
+    the evaluation at which the run memorizes (train accuracy first >= ``train.mem_threshold``)
+    on: ``drop_wd`` (weight decay off), ``freeze_norm`` (the weights rescaled to their norm at
+    that moment after every step); ``none`` by default. Such runs train one seed at a time.
     """
 
     lr: float = 1e-3
@@ -130,6 +133,7 @@ class OptimConfig:
     decay_to: str = "zero"
     lr_decay: str = "none"
     loss_on: str = "all"
+    at_mem: str = "none"
 
 
 @dataclass
@@ -199,6 +203,7 @@ ALGORITHMIC_ONLY = (
     "model.layernorm",
     "model.d_embed",
     "model.bias",
+    "optim.at_mem",
 )
 DYCK_ONLY = ("task.dyck_k", "task.dyck_depth", "task.max_len")
 TREE_ONLY = (
@@ -223,6 +228,15 @@ SEQUENCE_ONLY = (
     "model.n_ctx",
     "optim.loss_on",
 )
+
+
+AT_MEM = ("none", "drop_wd", "freeze_norm")
+
+
+def trains_alone(cfg: Config) -> bool:
+    """Whether a run trains one seed at a time (sequence tasks; interventions at T_mem, which
+    change each seed's optimizer at its own memorization)."""
+    return is_sequence(cfg.task) or cfg.optim.at_mem != "none"
 
 
 def is_sequence(t: TaskConfig) -> bool:
@@ -308,6 +322,12 @@ def validate(cfg: Config) -> None:
     if not 0.0 < t.train_fraction < 1.0:
         raise ConfigError(f"task.train_fraction must lie in (0, 1), got {t.train_fraction}")
 
+    if cfg.optim.at_mem not in AT_MEM:
+        raise ConfigError(f"unknown optim.at_mem {cfg.optim.at_mem!r}; choose {', '.join(AT_MEM)}")
+    if cfg.optim.at_mem == "freeze_norm" and cfg.optim.weight_norm > 0:
+        raise ConfigError(
+            "optim.at_mem=freeze_norm and optim.weight_norm both fix the norm: use one"
+        )
     if m.kind not in ("transformer", "mlp", "lm"):
         raise ConfigError(f"unknown model kind {m.kind!r}; choose transformer, mlp or lm")
     if (m.kind == "lm") != is_sequence(t):

@@ -8,6 +8,7 @@ import itertools
 import math
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -284,3 +285,82 @@ def test_resume_with_interventions_equals_uninterrupted(tmp_path, tiny, extra):
     a = rundir.load_weights(tmp_path / "full", 60)
     b = rundir.load_weights(killed, 60)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# -- interventions at memorization (optim.at_mem) --------------------------------------------
+# The tiny run's train accuracy passes 0.1 at epoch 30 of 60: a low threshold stands in for
+# memorization, so that the intervention starts mid-run and before the epoch-40 checkpoint.
+
+
+def _at_mem_metrics(tmp_path, tiny, name, *extra):
+    from grokscope.orchestrate.train import train_run
+    from grokscope.store import rundir
+
+    status = train_run(tiny("train.mem_threshold=0.1", *extra), tmp_path / name)
+    return status, rundir.read_metrics(tmp_path / name)
+
+
+def test_drop_wd_at_mem_changes_nothing_before_and_everything_after(tmp_path, tiny):
+    import pandas as pd
+
+    base_status, base = _at_mem_metrics(tmp_path, tiny, "base")
+    status, drop = _at_mem_metrics(tmp_path, tiny, "drop", "optim.at_mem=drop_wd")
+    t_mem = status["t_mem_epoch"]
+    assert t_mem is not None and t_mem == base_status["t_mem_epoch"] and t_mem < 40
+    before = drop["epoch"] <= t_mem
+    pd.testing.assert_frame_equal(
+        base[before].drop(columns="wall_s"), drop[before].drop(columns="wall_s")
+    )
+    # without decay the weights stop shrinking: the norm ends above the baseline's
+    assert drop["weight_norm_sq"].iloc[-1] > base["weight_norm_sq"].iloc[-1]
+    assert not drop[~before]["train_loss"].equals(base[~before]["train_loss"])
+
+
+def test_freeze_norm_at_mem_holds_the_norm(tmp_path, tiny):
+    status, m = _at_mem_metrics(tmp_path, tiny, "freeze", "optim.at_mem=freeze_norm")
+    after = m[m["epoch"] > status["t_mem_epoch"]]["weight_norm_sq"].to_numpy()
+    at = float(m[m["epoch"] == status["t_mem_epoch"]]["weight_norm_sq"].iloc[0])
+    assert len(after) > 3
+    np.testing.assert_allclose(after, at, rtol=1e-5)  # float32 weights, float64 norm
+
+
+@pytest.mark.equality
+@pytest.mark.parametrize("kind", ["drop_wd", "freeze_norm"])
+def test_at_mem_resume_after_kill_equals_uninterrupted(tmp_path, tiny, kind):
+    import shutil
+
+    import pandas as pd
+    import torch
+
+    from grokscope.orchestrate.train import train_run
+    from grokscope.store import rundir
+
+    cfg = tiny("train.mem_threshold=0.1", f"optim.at_mem={kind}")
+    seen = {}
+
+    def snapshot(row):
+        if row["epoch"] == 45 and not seen:  # after the epoch-40 checkpoint, after T_mem
+            shutil.copytree(tmp_path / "full", tmp_path / "killed")
+            seen["copied"] = True
+
+    status = train_run(cfg, tmp_path / "full", progress=snapshot)
+    assert status["t_mem_epoch"] < 40
+    killed = tmp_path / "killed"
+    train_run(None, killed, resume=True)
+    a, b = (rundir.read_metrics(r).drop(columns="wall_s") for r in (tmp_path / "full", killed))
+    pd.testing.assert_frame_equal(a, b)
+    wa, wb = rundir.load_weights(tmp_path / "full", 60), rundir.load_weights(killed, 60)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_at_mem_runs_alone_and_bad_values(tmp_path, tiny):
+    from grokscope.config import ConfigError, resolve
+    from grokscope.orchestrate.train import train_runs
+
+    with pytest.raises(ConfigError, match="unknown optim.at_mem"):
+        resolve(tiny("optim.at_mem=later"))
+    with pytest.raises(ConfigError, match="both fix the norm"):
+        resolve(tiny("optim.at_mem=freeze_norm", "optim.weight_norm=10"))
+    cfgs = [tiny("optim.at_mem=drop_wd", f"train.seed={s}") for s in (0, 1)]
+    with pytest.raises(ConfigError, match="one seed at a time"):
+        train_runs(cfgs, [tmp_path / "a", tmp_path / "b"])

@@ -84,14 +84,14 @@ def run_cell(task: dict[str, Any], threads: int = 1) -> list[dict[str, Any]]:
                     shutil.rmtree(run)
                 fresh.append((run, config_mod.from_dict(item["config"])))
         batches: list[tuple[str, list[Path], list | None]] = []
-        if fresh and config_mod.is_sequence(fresh[0][1].task):
+        if fresh and config_mod.trains_alone(fresh[0][1]):
             # sequence runs train one seed at a time (their bucketed batches do not stack)
             batches += [("trained", [r], [c]) for r, c in fresh]
         elif fresh:
             batches.append(("trained", [r for r, _ in fresh], [c for _, c in fresh]))
         for epoch in sorted(resume):
             group = resume[epoch]
-            if config_mod.is_sequence(rundir.read_config(group[0]).task):
+            if config_mod.trains_alone(rundir.read_config(group[0])):
                 batches += [("resumed", [r], None) for r in group]
             else:
                 batches.append(("resumed", group, None))

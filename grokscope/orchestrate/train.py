@@ -198,8 +198,10 @@ def train_runs(
                 raise RunDirError(f"{run} already holds a run; use --resume to continue it")
         # a task that cannot be built (too few distinct sentences, an empty split) is refused
         # before any directory is made
-        if config_mod.is_sequence(cfgs[0].task) and len(cfgs) > 1:
-            raise config_mod.ConfigError("sequence tasks train one seed at a time")
+        if config_mod.trains_alone(cfgs[0]) and len(cfgs) > 1:
+            raise config_mod.ConfigError(
+                "sequence tasks and interventions at T_mem train one seed at a time"
+            )
         datasets = [build_dataset(c.task) for c in cfgs]
         for cfg, ds in zip(cfgs, datasets, strict=True):
             check_context(cfg.model, ds.n_ctx)

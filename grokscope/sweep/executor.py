@@ -71,9 +71,7 @@ def prepare(spec: SweepSpec, root: Path) -> list[dict[str, Any]]:
         ]
         # a cell's seeds train as one batch; sequence runs train one seed at a time, so each of
         # their seeds is a task of its own and the workers run them in parallel
-        groups = (
-            [[r] for r in runs] if config_mod.is_sequence(spec.config(cell, 0).task) else [runs]
-        )
+        groups = [[r] for r in runs] if config_mod.trains_alone(spec.config(cell, 0)) else [runs]
         for group in groups:
             tasks.append({"root": str(root.resolve()), "cell": cell.name, "runs": group})
     return tasks

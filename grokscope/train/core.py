@@ -59,6 +59,7 @@ from grokscope.train.interventions import (
     decay_toward,
     orthogonalize_gradients,
     project_to_norm,
+    total_norm,
 )
 from grokscope.train.losses import (
     loss_function,
@@ -320,6 +321,10 @@ class TrainState:
     wall_s: float = 0.0
     t_mem_epoch: list[int | None] = field(default_factory=list)
     t_grok_epoch: list[int | None] = field(default_factory=list)
+    # interventions at T_mem (optim.at_mem; one seed per state): weight decay switched off, and
+    # the total weight norm held at its value at memorization
+    wd_off: bool = False
+    frozen_norm: float | None = None
 
     @property
     def k(self) -> int:
@@ -393,6 +398,7 @@ def seed_meta(state: TrainState, slot: int) -> dict:
         "wall_s": state.wall_s,
         "t_mem_epoch": state.t_mem_epoch[slot],
         "t_grok_epoch": state.t_grok_epoch[slot],
+        "frozen_norm": state.frozen_norm,
     }
 
 
@@ -453,6 +459,9 @@ def restore_state(
     state.t_grok_epoch = [m.get("t_grok_epoch") for m in metas]
     if runs is not None:
         state.runs = list(runs)
+    cfg = cfgs[state.runs[0]]
+    if cfg.optim.at_mem != "none" and state.t_mem_epoch[0] is not None:
+        apply_at_mem(cfg, state, metas[0].get("frozen_norm"))
     return state
 
 
@@ -552,12 +561,27 @@ def apply_update(o: OptimConfig, state: TrainState, lr: float) -> None:
     state.grad_filter.apply(params)
     if o.orthograd:
         orthogonalize_gradients(params)
-    if o.decay_to == "init" and o.weight_decay > 0:
+    if o.decay_to == "init" and o.weight_decay > 0 and not state.wd_off:
         decay_toward(params, state.init_params, lr * o.weight_decay)
     state.optimizer.step()
     if o.weight_norm > 0:
         project_to_norm(params, o.weight_norm)
+    elif state.frozen_norm is not None:
+        project_to_norm(params, state.frozen_norm)
     state.step += 1
+
+
+def apply_at_mem(cfg: Config, state: TrainState, frozen_norm: float | None = None) -> None:
+    """Switch on the run's intervention at memorization (``optim.at_mem``): weight decay off, or
+    the norm frozen at ``frozen_norm`` (default: the weights' norm now). One seed per state."""
+    if cfg.optim.at_mem == "drop_wd":
+        state.wd_off = True
+        for group in state.optimizer.param_groups:
+            group["weight_decay"] = 0.0
+    elif cfg.optim.at_mem == "freeze_norm":
+        state.frozen_norm = (
+            float(total_norm(state.params)) if frozen_norm is None else float(frozen_norm)
+        )
 
 
 def evaluate_stacked(
@@ -697,6 +721,9 @@ class _Loop:
         mem, grok = columns
         if state.t_mem_epoch[slot] is None and reached(row[mem], r.mem_threshold):
             state.t_mem_epoch[slot] = row["epoch"]
+            cfg = self.cfgs[state.runs[slot]]
+            if cfg.optim.at_mem != "none":
+                apply_at_mem(cfg, state)
         if state.t_grok_epoch[slot] is None and reached(row[grok], r.grok_threshold):
             state.t_grok_epoch[slot] = row["epoch"]
 
