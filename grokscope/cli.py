@@ -562,6 +562,11 @@ def analyze(
         "test_loss_fall (the test loss stops falling fast)",
     ),
     threads: int = typer.Option(1, "--threads", "-t", help=THREADS_HELP),
+    curvature_every: int = typer.Option(
+        0,
+        "--curvature-every",
+        help="add Hessian, sharpness and LLC columns at every k-th analysed checkpoint (slow)",
+    ),
 ) -> None:
     """Progress measures, key frequencies and phases of a run (Nanda et al. 2023).
 
@@ -585,6 +590,7 @@ def analyze(
             per_checkpoint_keys=per_checkpoint_keys,
             figures=not no_figures,
             phase_params=PhaseParams(cleanup_rule=cleanup_rule),
+            curvature_every=curvature_every,
         )
     if s.get("kind") in ("sequence", "tree_language"):
         for line in (_sequence_lines if s["kind"] == "sequence" else _tree_lines)(s):

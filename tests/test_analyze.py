@@ -254,3 +254,20 @@ def test_an_interrupt_checkpoint_is_not_an_analysis_row(tiny):
     assert scheduled_epochs([0, 1, 2, 5, 10, 20, 25, 40, 60], cfg) == [0, 1, 2, 5, 10, 20, 40, 60]
     # an early-stopped run ends off the schedule: its last checkpoint stays
     assert scheduled_epochs([0, 1, 2, 5, 10, 20, 33], cfg) == [0, 1, 2, 5, 10, 20, 33]
+
+
+def test_curvature_columns_at_every_kth_checkpoint(trained_run):
+    from grokscope.orchestrate.analyze import CURVATURE_COLUMNS
+
+    analyze_run(trained_run, figures=False, curvature_every=4)
+    table = pd.read_parquet(trained_run / "analysis.parquet")
+    measured = table["hessian_top1"].notna().to_numpy()
+    n = len(table)
+    assert measured.tolist() == [i % 4 == 0 or i == n - 1 for i in range(n)]
+    rows = table[measured]
+    assert (rows["hessian_top1"] >= rows["hessian_top2"]).all()
+    assert (rows["hessian_top2"] >= rows["hessian_top3"]).all()
+    for col in CURVATURE_COLUMNS:
+        assert np.isfinite(rows[col]).all(), col
+    with pytest.raises(GrokscopeError, match="curvature-every must be >= 0"):
+        analyze_run(trained_run, figures=False, curvature_every=-1)

@@ -29,6 +29,7 @@ from grokscope.dynamics.phases import PhaseParams, find_phases
 from grokscope.errors import GrokscopeError, RunDirError
 from grokscope.events import event_epoch
 from grokscope.measures import ablations, geometry, neurons, progress
+from grokscope.measures.curvature import checkpoint_curvature
 from grokscope.measures.weights import WEIGHT_STATS_DEFINITION, weight_stats
 from grokscope.models import HookedModule, build_model
 from grokscope.orchestrate.analyze_levels import analyze_tree_run
@@ -275,6 +276,40 @@ def _ildr(ctx: _Context) -> float:
     return geometry.class_distance_ratio(reps, ctx.ds.labels[ctx.ds.test_idx])
 
 
+# the local learning coefficient's sampler (Lau et al. 2023): 2 SGLD chains of 100 steps (20
+# burn-in), step 1e-4, localisation 100, mini-batches of 512, n beta = n / log n; Hessian top-3
+# by Lanczos to a 1e-3 residual, trace by 50 Hutchinson probes (benchmarks/bench_curvature.py)
+CURVATURE_LLC = {
+    "num_chains": 2,
+    "num_steps": 100,
+    "num_burnin": 20,
+    "epsilon": 1e-4,
+    "gamma": 100.0,
+}
+CURVATURE_COLUMNS = (
+    "hessian_top1",
+    "hessian_top2",
+    "hessian_top3",
+    "hessian_trace",
+    "hessian_trace_se",
+    "sharpness_norm_scaled",
+    "sharpness_adaptive",
+    "llc",
+    "llc_se",
+)
+
+
+def _curvature(ctx: _Context) -> dict:
+    """The curvature columns of the training loss at the weights in the model now."""
+    idx = ctx.ds.train_idx
+    tokens = torch.as_tensor(ctx.ds.tokens[idx], dtype=torch.int64)
+    labels = torch.as_tensor(ctx.ds.labels[idx], dtype=torch.int64)
+    out = checkpoint_curvature(
+        ctx.model, tokens, labels, k=3, llc_batch_size=min(512, len(idx)), llc_kwargs=CURVATURE_LLC
+    )
+    return {k: float(out[k]) for k in CURVATURE_COLUMNS}
+
+
 def _note_once(ctx: _Context, note: str) -> None:
     if note not in ctx.notes:
         ctx.notes.append(note)
@@ -384,6 +419,7 @@ def analyze_run(
     rule: neurons.KeyFreqRule | None = None,
     phase_params: PhaseParams | None = None,
     progress_cb: Callable[[int, int], None] | None = None,
+    curvature_every: int = 0,
 ) -> dict:
     """Analyse every ``every``-th checkpoint of ``run`` (the last one always) and write
     ``analysis.parquet``, ``summary.json`` and (``figures``) PNGs; returns the summary dict.
@@ -393,9 +429,16 @@ def analyze_run(
     each checkpoint (the restricted / excluded losses then use each row's own keys).
     Raises RunDirError (one line) for a missing run, a bad config or no checkpoints. A sequence
     run is analysed by :func:`analyze_sequence_run` (tree projections, not Fourier measures).
+    ``curvature_every`` > 0 adds the curvature columns (:data:`CURVATURE_COLUMNS`) at every
+    ``curvature_every``-th analysed checkpoint and the last (null elsewhere): about 10-25 s per
+    checkpoint on a CPU, so off by default.
     """
     run = Path(run)
     cfg = rundir.read_config(run)
+    if curvature_every < 0:
+        raise GrokscopeError(f"--curvature-every must be >= 0, got {curvature_every}")
+    if is_sequence(cfg.task) and curvature_every:
+        raise GrokscopeError("curvature is measured on algorithmic runs only")
     if is_sequence(cfg.task):
         epochs = scheduled_epochs(rundir.list_epochs(run), cfg)
         if not epochs:
@@ -415,6 +458,9 @@ def analyze_run(
     rows = []
     for i, epoch in enumerate(chosen):
         rows.append(_checkpoint_row(ctx, final, epoch, per_checkpoint_keys))
+        if curvature_every:
+            measured = i % curvature_every == 0 or i == len(chosen) - 1
+            rows[-1].update(_curvature(ctx) if measured else dict.fromkeys(CURVATURE_COLUMNS))
         if progress_cb is not None:
             progress_cb(i + 1, len(chosen))
     table = pd.DataFrame(rows)
