@@ -47,7 +47,7 @@ def loss_figure(metrics: pd.DataFrame, levels: int, events: dict, title: str, ou
     ax.set_xlabel("step")
     ax.set_ylabel("loss per token (nats)")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="lower left")
     return _save(fig, out)
 
 
