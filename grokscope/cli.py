@@ -1026,7 +1026,8 @@ def warn(
     out = Table("signal", "held-out hits", "false alarms", "J", "median lead", "lead range", "c")
     for _, r in table.iterrows():
         out.add_row(
-            r["signal"], r["hits"], r["false_alarms"], f"{r['j']:.2f}",
+            r["signal"], r["hits"], r["false_alarms"],
+            "-" if _isnull(r["j"]) else f"{r['j']:.2f}",
             "-" if _isnull(r["lead_median"]) else f"{r['lead_median']:g}",
             "-" if _isnull(r["lead_min"]) else f"{r['lead_min']:g}..{r['lead_max']:g}",
             ", ".join(f"{c:g}" for c in r["c"]),

@@ -62,11 +62,24 @@ def test_prediction_interval_covers_held_out_runs():
     assert 0.75 <= np.mean(inside) <= 0.99  # a 90 % interval from leave-one-out errors
 
 
+def test_interval_stays_ordered_when_held_out_errors_pass_minus_100_percent():
+    law = DelayLaw("first_passage").fit(simulated())
+    law.rel_err_lo_, law.rel_err_hi_ = -1.2, 0.4
+    lo, hi = law.interval(1000.0)
+    assert lo == pytest.approx(1000 / 1.4) and hi == float("inf")
+    law.rel_err_lo_ = -1.0
+    assert law.interval(1000.0)[1] == float("inf")
+
+
 def test_bad_input_and_round_trip(tmp_path):
     with pytest.raises(ValueError, match="unknown delay law"):
         DelayLaw("magic")
-    with pytest.raises(ValueError, match="at least 4"):
-        DelayLaw("inverse_rate").fit(simulated(n=3))
+    with pytest.raises(ValueError, match="at least 8"):
+        DelayLaw("inverse_rate").fit(simulated(n=7))
+    bad = simulated()
+    bad.loc[3, "norm_mem"] = float("nan")
+    with pytest.raises(ValueError, match="needs every run's"):
+        DelayLaw("first_passage").fit(bad)
     with pytest.raises(ValueError, match="norm_grok"):
         DelayLaw("norm_ratio").fit(simulated().drop(columns="norm_grok"))
     law = DelayLaw("first_passage").fit(simulated())

@@ -32,7 +32,9 @@ def test_a_planted_change_point_gives_its_lead_and_no_false_alarm():
     rule = AlarmRule("s", "up").fit(calib)
     assert 1.2 < rule.c_ < 3.0 and rule.j_ == 1.0
     ev = evaluate_rule(rule, test)
-    assert ev["leads"] == [600, 600, 600]
+    # the jump is seen at its first checkpoint; with 2 checkpoints to confirm, the alarm
+    # comes one 50-epoch interval later: lead 600 - 50
+    assert ev["leads"] == [550, 550, 550]
     assert ev["hit"]["rate"] == 1.0 and ev["false_alarm"]["rate"] == 0.0
     # three held-out controls without an alarm still allow a false-alarm rate up to 71 %
     assert ev["false_alarm"]["hi"] == pytest.approx(1 - 0.025 ** (1 / 3), abs=1e-6)
@@ -41,10 +43,11 @@ def test_a_planted_change_point_gives_its_lead_and_no_false_alarm():
 def test_a_falling_signal_and_the_published_ildr_rule():
     rng = np.random.default_rng(1)
     run = step_run(rng, 800, 1500, up=False)
-    assert alarm_time(run, "down", 2.5) == 800
+    assert alarm_time(run, "down", 2.5) == 850
     assert alarm_time(run, "up", 2.5) is None
     run_up = step_run(rng, 800, 1500)
-    assert alarm_time(run_up, "up", 2.5) == 800  # fire at 2.5x the baseline
+    assert alarm_time(run_up, "up", 2.5) == 850  # 2.5x the baseline, confirmed once
+    assert alarm_time(run_up, "up", 2.5, sustain=1) == 800
     never = SignalRun(TIMES, run_up.values, None, None)
     assert alarm_time(never, "up", 2.5) is None  # no memorization, no baseline, no alarm
 
@@ -74,3 +77,16 @@ def test_fitting_needs_a_grokking_run():
         AlarmRule("s", "up").fit([step_run(rng, None, None)])
     with pytest.raises(ValueError, match="direction"):
         AlarmRule("s", "sideways")
+    with pytest.raises(ValueError, match="sustain"):
+        alarm_time(step_run(rng, 800, 1500), "up", 2.0, sustain=0)
+
+
+def test_unwarnable_runs_and_silent_controls_are_left_out():
+    rng = np.random.default_rng(4)
+    grok = [step_run(rng, 1000, 1600) for _ in range(2)]
+    never_memorized = SignalRun(TIMES, step_run(rng, None, None).values, None, None)
+    instant = step_run(rng, None, 100, t_mem=100)  # groks at memorization: nothing to warn
+    rule = AlarmRule("s", "up").fit(grok + [step_run(rng, None, None)])
+    ev = evaluate_rule(rule, grok + [never_memorized, instant])
+    assert ev["hit"]["n"] == 2 and ev["false_alarm"]["n"] == 0
+    assert ev["j"] is None  # no held-out control: undecided

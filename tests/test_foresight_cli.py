@@ -75,7 +75,8 @@ def test_fit_delay_recovers_the_law_and_predict_uses_it(monkeypatch, capsys, tmp
 
 def test_predict_refuses_honestly(monkeypatch, capsys, tmp_path):
     folder = tmp_path / "sweep"
-    for i, (lr, wd) in enumerate([(1e-3, 0.5), (1e-3, 1.0), (3e-3, 1.0), (3e-3, 2.0), (2e-3, 1)]):
+    pairs = [(1e-3, 0.5), (1e-3, 1.0), (3e-3, 1.0), (3e-3, 2.0), (2e-3, 1), (2e-3, 2.0)]
+    for i, (lr, wd) in enumerate(pairs + [(1e-3, 2.0), (3e-3, 0.5)]):
         fake_run(folder / f"r{i}", lr, wd, 600 + 200 * i)
     assert run_cli(monkeypatch, capsys, "fit-delay", str(folder))[0] in (0, None)
     law = str(folder / "delay_law.json")

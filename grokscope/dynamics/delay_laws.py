@@ -20,6 +20,9 @@ scikit-learn's ``LinearRegression``):
 Held-out error is leave-one-out: each run predicted by the law fitted on the others; the mean
 absolute percentage error of D (``mape_loo_``) and the prediction interval come from those
 held-out relative errors (their 5th and 95th percentiles), never from the fit's own residuals.
+The interval is nominally 90 %: from n held-out errors its coverage is uncertain by about
+1 / sqrt(n), so a law needs :data:`MIN_RUNS` runs. A held-out error of -100 % or below (a
+prediction of zero or less) leaves the interval open above.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ NEEDS = {
     "first_passage": ("t_mem", "t_grok", "lr", "wd", "norm_mem"),
     "inverse_rate": ("t_mem", "t_grok", "lr", "wd"),
 }
-MIN_RUNS = 4
+MIN_RUNS = 8
 
 
 def features(table: pd.DataFrame, kind: str) -> np.ndarray:
@@ -86,10 +89,12 @@ class DelayLaw:
         return LinearRegression(fit_intercept=self.kind != "first_passage")
 
     def fit(self, table: pd.DataFrame) -> DelayLaw:
-        """Fit on runs that memorized and grokked (rows with a missing column are refused)."""
+        """Fit on runs that memorized and grokked (a missing column or value is refused)."""
         missing = [c for c in NEEDS[self.kind] if c not in table]
         if missing:
             raise ValueError(f"the {self.kind} law needs columns {', '.join(missing)}")
+        if table[list(NEEDS[self.kind])].isna().any().any():
+            raise ValueError(f"the {self.kind} law needs every run's {', '.join(NEEDS[self.kind])}")
         if len(table) < MIN_RUNS:
             raise ValueError(
                 f"fitting a delay law needs at least {MIN_RUNS} grokked runs, got {len(table)}"
@@ -118,9 +123,11 @@ class DelayLaw:
 
     def interval(self, delay: float) -> tuple[float, float]:
         """The delay's interval from the held-out relative errors: a prediction d with relative
-        error e came from a true delay d / (1 + e)."""
-        lo, hi = (delay / (1.0 + e) for e in (self.rel_err_hi_, self.rel_err_lo_))
-        return (min(lo, hi), max(lo, hi))
+        error e came from a true delay d / (1 + e); clamped at 0 below, and open (inf) above
+        when the worst held-out error was -100 % or below."""
+        lo = max(delay / (1.0 + self.rel_err_hi_), 0.0) if self.rel_err_hi_ > -1 else 0.0
+        hi = delay / (1.0 + self.rel_err_lo_) if self.rel_err_lo_ > -1 else math.inf
+        return (lo, max(hi, lo))
 
     def to_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items()}

@@ -7,8 +7,11 @@ it moves towards generalization. The rule (:class:`AlarmRule`): after memorizati
 from the run's own metrics; a run that never memorizes never alarms), take the signal's value
 at the first checkpoint at or after T_mem as its baseline and raise the alarm at the first
 checkpoint from which the signal's ratio to the baseline (baseline / value for a falling
-signal) is at least ``c`` at ``sustain`` consecutive checkpoints. The ILDR rule published for
-modular arithmetic (fire at 2.5x the baseline) is this rule with c = 2.5.
+signal) is at least ``c`` at ``sustain`` consecutive checkpoints; the alarm is dated at the last
+checkpoint of that window, when the evidence is complete (dating it at the window's start would
+credit the rule with a lead it could not have had). The ratio is defined for positive signals:
+non-positive values (an LLC estimate near 0) are left out. The ILDR rule published for modular
+arithmetic (fire at 2.5x the baseline) is this rule with c = 2.5.
 
 Choosing c (``fit``): on calibration runs, for every c of a grid, the hit rate (share of grokking
 runs whose alarm comes strictly before T_grok) and the false-alarm rate (share of control runs,
@@ -19,7 +22,14 @@ T_grok - T_alarm of the held-out grokking runs that were warned (median and a bo
 percentile interval; runs not warned are misses, counted, never given a lead of 0), the hit rate
 and the false-alarm rate on held-out controls, each with a Clopper-Pearson 95 % interval
 (exact for small counts). A signal that carries no information gives J near 0 on held-out runs:
-its hit rate is its false-alarm rate.
+its hit rate is its false-alarm rate. J is undecided (None) without held-out controls.
+
+Which runs count. A grokking run is warnable only if it memorized before it grokked (T_mem <
+T_grok): others have no baseline and are left out, not counted as misses. A control is a run that
+never grokked within its budget and memorized (one that never memorizes cannot alarm, and would
+lower the false-alarm rate for nothing). Controls are watched to the end of their budget,
+grokking runs until T_grok, so a longer control budget makes false alarms likelier: the rate is
+conservative for the rule. A run that would grok after its budget counts as a control.
 """
 
 from __future__ import annotations
@@ -51,7 +61,7 @@ def ratio_to_baseline(run: SignalRun, direction: str) -> tuple[np.ndarray, np.nd
     baseline is not a positive number."""
     if run.t_mem is None:
         return np.zeros(0), np.zeros(0)
-    keep = (run.times >= run.t_mem) & np.isfinite(run.values)
+    keep = (run.times >= run.t_mem) & np.isfinite(run.values) & (run.values > 0)
     t, v = run.times[keep], run.values[keep].astype(float)
     if not len(v) or not v[0] > 0:
         return np.zeros(0), np.zeros(0)
@@ -61,19 +71,30 @@ def ratio_to_baseline(run: SignalRun, direction: str) -> tuple[np.ndarray, np.nd
 
 
 def alarm_time(run: SignalRun, direction: str, c: float, sustain: int = 2) -> int | None:
-    """The first checkpoint from which the ratio to baseline is >= ``c`` at ``sustain``
-    consecutive checkpoints; None when never."""
+    """The checkpoint at which the ratio to baseline has been >= ``c`` at ``sustain``
+    consecutive checkpoints for the first time (the window's last checkpoint); None when never."""
+    if sustain < 1:
+        raise ValueError(f"sustain must be >= 1, got {sustain}")
     t, r = ratio_to_baseline(run, direction)
     ok = r >= c
     for i in range(len(ok) - sustain + 1):
         if ok[i : i + sustain].all():
-            return int(t[i])
+            return int(t[i + sustain - 1])
     return None
 
 
+def warnable(runs: list[SignalRun]) -> list[SignalRun]:
+    """The grokking runs that memorized before grokking (module docstring)."""
+    return [r for r in runs if r.t_grok is not None and r.t_mem is not None and r.t_mem < r.t_grok]
+
+
+def controls(runs: list[SignalRun]) -> list[SignalRun]:
+    """The runs that memorized and never grokked (module docstring)."""
+    return [r for r in runs if r.t_grok is None and r.t_mem is not None]
+
+
 def _rates(runs: list[SignalRun], direction: str, c: float, sustain: int) -> tuple[float, float]:
-    grok = [r for r in runs if r.t_grok is not None]
-    ctrl = [r for r in runs if r.t_grok is None]
+    grok, ctrl = warnable(runs), controls(runs)
     hits = [
         a is not None and a < r.t_grok for r in grok for a in [alarm_time(r, direction, c, sustain)]
     ]
@@ -103,11 +124,11 @@ class AlarmRule:
             raise ValueError(f"direction must be 'up' or 'down', got {self.direction!r}")
 
     def fit(self, runs: list[SignalRun]) -> AlarmRule:
-        """Choose c on calibration ``runs`` (at least one grokking run)."""
-        if not any(r.t_grok is not None for r in runs):
+        """Choose c on calibration ``runs`` (at least one warnable grokking run)."""
+        if not warnable(runs):
             raise ValueError("fitting an alarm rule needs at least one run that groks")
         best = None
-        for c in self.grid:
+        for c in sorted(self.grid):
             hit, false = _rates(runs, self.direction, c, self.sustain)
             j = hit - false
             if best is None or j >= best[0]:
@@ -135,8 +156,7 @@ def evaluate_rule(
     """Score a fitted rule on held-out ``runs`` (module docstring): lead times of the warned
     grokking runs (median, bootstrap 95 % interval), hit rate and false-alarm rate with exact
     intervals, and J."""
-    grok = [r for r in runs if r.t_grok is not None]
-    ctrl = [r for r in runs if r.t_grok is None]
+    grok, ctrl = warnable(runs), controls(runs)
     leads, misses = [], 0
     for r in grok:
         a = rule.predict(r)
@@ -161,7 +181,7 @@ def evaluate_rule(
         boots = np.median(rng.choice(leads, size=(n_boot, len(leads)), replace=True), axis=1)
         out["lead_lo"], out["lead_hi"] = (float(x) for x in np.percentile(boots, [2.5, 97.5]))
     hit, fa = out["hit"]["rate"], out["false_alarm"]["rate"]
-    out["j"] = None if hit is None else hit - (fa or 0.0)
+    out["j"] = None if hit is None or fa is None else hit - fa
     return out
 
 
@@ -172,7 +192,7 @@ def cross_validate(rule: AlarmRule, runs: list[SignalRun], folds: list[list[int]
     for held in folds:
         calib = [r for i, r in enumerate(runs) if i not in held]
         test = [runs[i] for i in held]
-        if not any(r.t_grok is not None for r in calib):
+        if not warnable(calib):
             continue
         fitted = AlarmRule(rule.signal, rule.direction, rule.grid, rule.sustain).fit(calib)
         out.append(evaluate_rule(fitted, test))

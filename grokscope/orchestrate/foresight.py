@@ -16,7 +16,13 @@ import pandas as pd
 
 from grokscope.config import event_columns, is_sequence
 from grokscope.dynamics.delay_laws import KINDS, DelayLaw
-from grokscope.dynamics.early_warning import AlarmRule, SignalRun, cross_validate
+from grokscope.dynamics.early_warning import (
+    AlarmRule,
+    SignalRun,
+    controls,
+    cross_validate,
+    warnable,
+)
 from grokscope.errors import GrokscopeError, RunDirError
 from grokscope.events import event_epoch
 from grokscope.store import rundir
@@ -58,6 +64,23 @@ def _step_at(metrics: pd.DataFrame, epoch: int | None) -> int | None:
     return int(row["step"].iloc[0]) if len(row) else None
 
 
+def law_clock_reason(cfg) -> str | None:
+    """Why a run's weight norm does not shrink on the lr x weight-decay clock the delay laws
+    assume (None when it does)."""
+    o = cfg.optim
+    if o.weight_decay <= 0:
+        return "no weight decay"
+    if o.at_mem != "none":
+        return f"optim.at_mem={o.at_mem} changes the decay at memorization"
+    if o.decay_to != "zero":
+        return "weight decay toward the initial weights"
+    if o.weight_norm > 0:
+        return "the weight norm is held fixed"
+    if o.lr_decay != "none":
+        return "a decaying learning rate"
+    return None
+
+
 def run_row(run: Path) -> dict:
     """One run's delay-law inputs: t_mem / t_grok (steps; None: not reached), lr, wd, train
     fraction, squared weight norms at both events, seed."""
@@ -83,6 +106,7 @@ def run_row(run: Path) -> dict:
         "norm_mem": None if e_mem is None else float(norm[e_mem]),
         "norm_grok": None if e_grok is None else float(norm[e_grok]),
         "epochs_done": int(metrics["epoch"].iloc[-1]) if len(metrics) else 0,
+        "off_clock": law_clock_reason(cfg),
     }
 
 
@@ -95,7 +119,7 @@ def fit_delay_laws(folder: Path) -> tuple[pd.DataFrame, dict[str, DelayLaw | str
     a law that cannot be fitted gets the reason instead."""
     table = runs_table(folder)
     ok = table.dropna(subset=["t_mem", "t_grok"])
-    ok = ok[(ok["wd"] > 0) & (ok["t_grok"] > ok["t_mem"])]
+    ok = ok[ok["off_clock"].isna() & (ok["t_grok"] > ok["t_mem"])]
     laws: dict[str, DelayLaw | str] = {}
     for kind in KINDS:
         try:
@@ -121,15 +145,12 @@ def predict_run(run: Path, law: DelayLaw) -> dict:
             "starts from the weight norm at memorization"
         )
         return {**out, "prediction": None, "reason": why}
-    if row["wd"] <= 0:
-        why = "no weight decay: the law's clock (lr x wd) does not run, and it makes no prediction"
+    if row["off_clock"] is not None:
+        why = f"{row['off_clock']}: the law's clock (lr x weight decay) does not describe this run"
         return {**out, "prediction": None, "reason": why}
     delay = float(law.predict(pd.DataFrame([row]))[0])
     if not math.isfinite(delay) or delay <= 0:
-        why = (
-            f"the law gives a delay of {delay:.0f} steps (the norm at memorization is already "
-            "below the fitted V*): outside the law"
-        )
+        why = f"the law gives a delay of {delay:.0f} steps for this run: outside the law's range"
         return {**out, "prediction": None, "reason": why}
     lo, hi = law.interval(delay)
     return {
@@ -167,7 +188,8 @@ def signal_runs(folder: Path, signal: str) -> list[SignalRun]:
 
 def rank_signals(folder: Path, n_folds: int = 2) -> pd.DataFrame:
     """Each signal's alarm rule, cross-validated over ``n_folds`` folds of the runs (grokking
-    runs and controls dealt out alternately, so each fold has both): held-out hit rate,
+    runs and controls dealt out in turn, so each fold has both when there are at least
+    ``n_folds`` of each): held-out hit rate,
     false-alarm rate, median lead time (epochs) and J, pooled over folds; ranked by J, then by
     lead time."""
     rows = []
@@ -175,8 +197,9 @@ def rank_signals(folder: Path, n_folds: int = 2) -> pd.DataFrame:
         runs = signal_runs(folder, signal)
         if not any(r.t_grok is not None for r in runs):
             continue
-        grok = [i for i, r in enumerate(runs) if r.t_grok is not None]
-        ctrl = [i for i, r in enumerate(runs) if r.t_grok is None]
+        grok_ids, ctrl_ids = {id(r) for r in warnable(runs)}, {id(r) for r in controls(runs)}
+        grok = [i for i, r in enumerate(runs) if id(r) in grok_ids]
+        ctrl = [i for i, r in enumerate(runs) if id(r) in ctrl_ids]
         folds = [grok[k::n_folds] + ctrl[k::n_folds] for k in range(n_folds)]
         results = cross_validate(AlarmRule(signal, direction), runs, folds)
         if not results:
@@ -197,7 +220,7 @@ def rank_signals(folder: Path, n_folds: int = 2) -> pd.DataFrame:
                 "false_alarms": f"{fas}/{n_ctrl}",
                 "hit_rate": hit,
                 "false_alarm_rate": fa,
-                "j": hit - (0.0 if math.isnan(fa) else fa),
+                "j": hit - fa,  # NaN without held-out controls: undecided
                 "lead_median": float(np.median(leads)) if leads else math.nan,
                 "lead_min": float(np.min(leads)) if leads else math.nan,
                 "lead_max": float(np.max(leads)) if leads else math.nan,
