@@ -394,6 +394,10 @@ def _figures(ctx: _Context, final: _Final, table: pd.DataFrame, summary: dict) -
             ),
             geometry_figures.geometry_figure(table, t_mem, t_grok, folder / "geometry.png"),
         ]
+        if "hessian_top1" in table and table["hessian_top1"].notna().any():
+            extra.append(
+                geometry_figures.curvature_figure(table, t_mem, t_grok, folder / "curvature.png")
+            )
     embed = progress.embedding_matrix(final.params, ds.modulus) if ds.modulus else None
     if embed is not None and grid is not None:
         embed = embed[grid.order]  # rows in grid order: by discrete log for x*y, x/y

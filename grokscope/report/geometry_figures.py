@@ -111,3 +111,32 @@ def geometry_figure(table: pd.DataFrame, t_mem: int | None, t_grok: int | None, 
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out.name
+
+
+def curvature_figure(table: pd.DataFrame, t_mem: int | None, t_grok: int | None, out: Path) -> str:
+    """Curvature of the training loss over training (log-log): top Hessian eigenvalue, Hessian
+    trace, norm-scaled and adaptive sharpness, with the training loss they scale with; beside
+    it the local learning coefficient (with its spread over chains); t_mem and t_grok dotted."""
+    t = table[table["hessian_top1"].notna() & (table["epoch"] > 0)].sort_values("epoch")
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 3.8))
+    for col in ("hessian_top1", "hessian_trace", "sharpness_norm_scaled", "sharpness_adaptive",
+                "train_loss"):  # fmt: skip
+        v = t[col].astype(float)
+        keep = v > 0
+        ax.plot(t["epoch"][keep], v[keep], marker=".", label=col)
+    ax.set_yscale("log")
+    bx.errorbar(t["epoch"], t["llc"], yerr=t["llc_se"], marker=".", color="k", label="llc")
+    for a in (ax, bx):
+        for when, color in ((t_mem, "tab:blue"), (t_grok, "tab:red")):
+            if when:
+                a.axvline(when, color=color, ls=":", lw=1)
+        a.set_xscale("log")
+        a.set_xlabel("epoch")
+        a.legend(fontsize=7)
+    ax.set_ylabel("curvature of the training loss")
+    bx.set_ylabel("local learning coefficient")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out.name

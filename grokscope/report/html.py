@@ -44,6 +44,8 @@ CAPTIONS = {
     "geometry": "Geometry over training: circularity of the embedding (mean over key "
     "frequencies, best frequency, PCA-based), Fourier IPR and RQI, and the clock-vs-pizza "
     "diagnostics (distance irrelevance, gradient symmetricity); dotted: t_mem, t_grok.",
+    "curvature": "Curvature of the training loss (top Hessian eigenvalue, trace, norm-scaled and "
+    "adaptive sharpness, with the training loss) and the local learning coefficient.",
     "levels_loss": "Train and test loss per token with the exact plateaus H_k of the test set "
     "(dashed: the best loss using correlations up to level k) and each level's transition t*_k.",
     "levels_kl": "Left: KL divergence from each level's exact predictor to the model on the test "
