@@ -102,7 +102,7 @@ def test_batch_loss_is_the_token_mean_of_each_sentence_alone(qf):
     for i in data.batch_rows(step):
         seq = torch.as_tensor(qf.splits["train"].sequence(int(i)))[None]
         each, mask = lm_losses(model(seq), seq, torch.ones(1, seq.shape[1] - 1, dtype=torch.bool))
-        total += float(each.sum())
+        total += float(each.sum().detach())
         count += int(mask.sum())
     assert loss == pytest.approx(total / count, rel=1e-5)
 
