@@ -1006,21 +1006,22 @@ def predict(
 
 @app.command()
 def warn(
-    folder: Path = typer.Argument(..., help="analysed runs: grokking runs and controls"),
+    folders: list[Path] = typer.Argument(..., help="sweeps or folders of analysed runs, pooled"),
     folds: int = typer.Option(2, "--folds", help="cross-validation folds"),
 ) -> None:
     """Rank early-warning signals: each signal's alarm rule fitted on some runs and scored on the
     others (held-out hit rate, false-alarm rate on runs that never grok, lead time in epochs).
-    Writes FOLDER/early_warning.parquet.
+    Writes early_warning.parquet into the first folder.
 
-    Example: grokscope warn sweeps/warning
+    Example: grokscope warn sweeps/early_warning
     """
     from grokscope.orchestrate.foresight import rank_signals
     from grokscope.store import rundir
 
     if folds < 2:
         raise GrokscopeError(f"--folds must be >= 2, got {folds}")
-    table = rank_signals(folder, folds)
+    table = rank_signals(folders, folds)
+    folder = folders[0]
     if not len(table):
         raise GrokscopeError(f"no analysed grokking runs under {folder} (run grokscope analyze)")
     out = Table("signal", "held-out hits", "false alarms", "J", "median lead", "lead range", "c")

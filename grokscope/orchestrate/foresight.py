@@ -45,16 +45,19 @@ SIGNALS = (
 )
 
 
-def run_dirs(folder: Path) -> list[Path]:
-    """The run directories of a sweep (``folder/runs/*``) or directly below ``folder``."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise RunDirError(f"{folder} is not a directory")
-    base = folder / "runs" if (folder / "runs").is_dir() else folder
-    runs = sorted(p for p in base.iterdir() if (p / "config.json").is_file())
-    if not runs:
-        raise RunDirError(f"no run directories under {base}")
-    return runs
+def run_dirs(folders: Path | list[Path]) -> list[Path]:
+    """The run directories of sweeps (``folder/runs/*``) or directly below each folder, pooled."""
+    out = []
+    for folder in [folders] if isinstance(folders, str | Path) else folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise RunDirError(f"{folder} is not a directory")
+        base = folder / "runs" if (folder / "runs").is_dir() else folder
+        runs = sorted(p for p in base.iterdir() if (p / "config.json").is_file())
+        if not runs:
+            raise RunDirError(f"no run directories under {base}")
+        out += runs
+    return out
 
 
 def _step_at(metrics: pd.DataFrame, epoch: int | None) -> int | None:
@@ -110,11 +113,11 @@ def run_row(run: Path) -> dict:
     }
 
 
-def runs_table(folder: Path) -> pd.DataFrame:
+def runs_table(folder: Path | list[Path]) -> pd.DataFrame:
     return pd.DataFrame([run_row(r) for r in run_dirs(folder)])
 
 
-def fit_delay_laws(folder: Path) -> tuple[pd.DataFrame, dict[str, DelayLaw | str]]:
+def fit_delay_laws(folder: Path | list[Path]) -> tuple[pd.DataFrame, dict[str, DelayLaw | str]]:
     """Every law fitted on the runs of ``folder`` that memorized and grokked with weight decay;
     a law that cannot be fitted gets the reason instead."""
     table = runs_table(folder)
@@ -162,7 +165,7 @@ def predict_run(run: Path, law: DelayLaw) -> dict:
     }
 
 
-def signal_runs(folder: Path, signal: str) -> list[SignalRun]:
+def signal_runs(folder: Path | list[Path], signal: str) -> list[SignalRun]:
     """Every analysed run of ``folder`` with the signal's column, as :class:`SignalRun`; a run
     that never grokked within its budget is a control."""
     out = []
@@ -186,7 +189,7 @@ def signal_runs(folder: Path, signal: str) -> list[SignalRun]:
     return out
 
 
-def rank_signals(folder: Path, n_folds: int = 2) -> pd.DataFrame:
+def rank_signals(folder: Path | list[Path], n_folds: int = 2) -> pd.DataFrame:
     """Each signal's alarm rule, cross-validated over ``n_folds`` folds of the runs (grokking
     runs and controls dealt out in turn, so each fold has both when there are at least
     ``n_folds`` of each): held-out hit rate,
