@@ -104,15 +104,7 @@ class _Context:
 
     def load(self, epoch: int) -> dict[str, np.ndarray]:
         """Put the weights of ``epoch`` into the model; return them as NumPy arrays."""
-        weights = rundir.load_weights(self.run, epoch)
-        try:
-            self.model.load_state_dict(weights)
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()[0]
-            raise RunDirError(
-                f"checkpoint of epoch {epoch} does not fit the config: {first}"
-            ) from None
-        return _numpy_params(weights)
+        return _numpy_params(rundir.load_into(self.model, self.run, epoch))
 
     def activations(self) -> np.ndarray | None:
         """The MLP neurons' activations on every example, for the weights in the model now;

@@ -28,7 +28,6 @@ import torch
 
 from grokscope.dynamics.levels import level_events
 from grokscope.dynamics.structural import structural_events
-from grokscope.errors import RunDirError
 from grokscope.measures.levels import perturbation_cascade, perturbed_pairs
 from grokscope.models import build_model
 from grokscope.report import level_figures as figs
@@ -72,14 +71,7 @@ def analyze_tree_run(
     t0 = time.perf_counter()
     rows, profiles = [], {}
     for i, epoch in enumerate(epochs):
-        weights = rundir.load_weights(run, epoch)
-        try:
-            model.load_state_dict(weights)
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()[0]
-            raise RunDirError(
-                f"checkpoint of step {epoch} does not fit the config: {first}"
-            ) from None
+        weights = rundir.load_into(model, run, epoch, "step")
 
         def logp_fn(toks: np.ndarray) -> np.ndarray:
             with torch.no_grad():

@@ -31,7 +31,6 @@ import pandas as pd
 import torch
 
 from grokscope.dynamics.structural import structural_events
-from grokscope.errors import RunDirError
 from grokscope.measures.attention import attention_entropy
 from grokscope.measures.tree_projection import bracketing_f1, tree_projection
 from grokscope.models import build_model
@@ -79,14 +78,7 @@ def analyze_sequence_run(
     t0 = time.perf_counter()
     rows, final = [], {}
     for i, epoch in enumerate(epochs):
-        weights = rundir.load_weights(run, epoch)
-        try:
-            model.load_state_dict(weights)
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()[0]
-            raise RunDirError(
-                f"checkpoint of step {epoch} does not fit the config: {first}"
-            ) from None
+        weights = rundir.load_into(model, run, epoch, "step")
         with torch.no_grad():
             tp = tree_projection(model.final_states, sentences, gold)
         att = attention_entropy(model, sentences)

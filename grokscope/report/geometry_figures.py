@@ -18,6 +18,14 @@ from grokscope.measures.geometry import circularity, frequency_plane  # noqa: E4
 MAX_FRAMES = 60
 
 
+def _save(fig, out: Path) -> str:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out.name
+
+
 def _pick(epochs: list[int], n: int) -> list[int]:
     """``n`` epochs spread evenly in log(1 + epoch) over ``epochs`` (all when fewer)."""
     if len(epochs) <= n:
@@ -58,11 +66,7 @@ def embedding_evolution_figure(
         _scatter(ax, embeddings[epoch], k, f"epoch {epoch}{tag}")
     for ax in list(axes.flat)[len(epochs) :]:
         ax.axis("off")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out.name
+    return _save(fig, out)
 
 
 def embedding_animation(embeddings: dict[int, np.ndarray], k: int, out: Path) -> str:
@@ -106,11 +110,7 @@ def geometry_figure(table: pd.DataFrame, t_mem: int | None, t_grok: int | None, 
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.legend(fontsize=7)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out.name
+    return _save(fig, out)
 
 
 def curvature_figure(table: pd.DataFrame, t_mem: int | None, t_grok: int | None, out: Path) -> str:
@@ -135,8 +135,4 @@ def curvature_figure(table: pd.DataFrame, t_mem: int | None, t_grok: int | None,
         a.legend(fontsize=7)
     ax.set_ylabel("curvature of the training loss")
     bx.set_ylabel("local learning coefficient")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out.name
+    return _save(fig, out)

@@ -192,6 +192,21 @@ def load_weights(run: Path, epoch: int) -> dict[str, torch.Tensor]:
         raise RunDirError(f"checkpoint {path} is corrupt ({e})") from None
 
 
+def load_into(model: torch.nn.Module, run: Path, epoch: int, unit: str = "epoch") -> dict:
+    """Load the weights of checkpoint ``epoch`` of ``run`` into ``model``; returns them. A
+    checkpoint that does not fit the model is a one-line RunDirError (``unit`` names the time:
+    epoch or step)."""
+    weights = load_weights(run, epoch)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise RunDirError(
+            f"checkpoint of {unit} {epoch} does not fit the config: {first}"
+        ) from None
+    return weights
+
+
 def load_resume(run: Path) -> tuple[int, dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
     """(epoch, weights, resume tensors, meta) of the newest complete, readable checkpoint."""
     from safetensors import safe_open

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 from grokscope.dynamics.levels import level_events
-from grokscope.errors import RunDirError
 from grokscope.report.level_figures import size_figure
 from grokscope.store import rundir
+from grokscope.sweep.summary import manifest_runs
 
 SIZE = "task.n_train"
 
@@ -33,20 +33,12 @@ SIZE = "task.n_train"
 def level_runs(root: Path, manifest: dict) -> pd.DataFrame:
     """One row per run: grid values, state, steps, and per level k the test and train transition
     times (``t_star_l{k}``, ``t_star_train_l{k}``), final and largest test progress."""
-    fields = list(manifest["spec"]["grid"])
-    values = {c["cell"]: c["values"] for c in manifest["cells"]}
     rows = []
-    for item in manifest["runs"]:
-        run = root / "runs" / item["run"]
-        row = {"run": item["run"], "cell": item["cell"], "seed": item["seed"]}
-        row.update({f: values[item["cell"]].get(f) for f in fields})
-        try:
-            status = rundir.read_status(run)
-            metrics = rundir.read_metrics(run)
-            cfg = rundir.read_config(run)
-        except RunDirError:
+    for row, _, loaded in manifest_runs(root, manifest):
+        if loaded is None:
             rows.append({**row, "state": "new"})
             continue
+        status, metrics, cfg = loaded
         row.update(state=status.get("state"), steps=status.get("epochs_done"))
         row.setdefault(SIZE, cfg.task.n_train)
         if len(metrics):

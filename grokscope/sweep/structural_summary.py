@@ -25,9 +25,9 @@ import pandas as pd
 from scipy import stats
 
 from grokscope.dynamics.structural import structural_events
-from grokscope.errors import RunDirError
 from grokscope.report.structural_figures import depth_figure
 from grokscope.store import rundir
+from grokscope.sweep.summary import manifest_runs
 
 PREDICTORS = ("tree_score", "bracket_f1", "weight_norm", "attn_entropy")
 # fewer runs than this give no correlation (NaN): with 3 or 4 runs every rank order is one of a
@@ -55,24 +55,16 @@ def _final_analysis(run: Path, steps: int | None) -> dict:
 
 def structural_runs(root: Path, manifest: dict) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """One row per run of the sweep, and each run's metrics table (by run id)."""
-    fields = list(manifest["spec"]["grid"])
-    values = {c["cell"]: c["values"] for c in manifest["cells"]}
     rows, curves = [], {}
-    for item in manifest["runs"]:
-        run = root / "runs" / item["run"]
-        row = {"run": item["run"], "cell": item["cell"], "seed": item["seed"]}
-        row.update({f: values[item["cell"]].get(f) for f in fields})
-        try:
-            status = rundir.read_status(run)
-            metrics = rundir.read_metrics(run)
-            cfg = rundir.read_config(run)
-        except RunDirError:
+    for row, run, loaded in manifest_runs(root, manifest):
+        if loaded is None:
             rows.append({**row, "state": "new"})
             continue
+        status, metrics, cfg = loaded
         steps = status.get("epochs_done")
         row.update(state=status.get("state"), device=status.get("device"), steps=steps)
         if len(metrics):
-            curves[item["run"]] = metrics
+            curves[row["run"]] = metrics
             ev = structural_events(metrics, cfg.train.mem_threshold, cfg.train.grok_threshold)
             row.update(
                 id_acc=ev["final_id_acc"],
