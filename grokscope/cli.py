@@ -936,18 +936,27 @@ def sweep_summary(
 @app.command("fit-delay")
 def fit_delay(
     folder: Path = typer.Argument(..., help="a sweep directory, or a folder of run directories"),
+    only: list[str] = typer.Option(
+        [], "--only", help="fit on the runs with this config value only: section.field=value"
+    ),
 ) -> None:
     """Fit the delay laws (first passage, norm ratio, inverse rate) on the runs that memorized
     and grokked; print R^2 and leave-one-out error; write FOLDER/delay_law.json (first passage,
     the law `predict` uses) and FOLDER/delay_laws.json (all).
 
-    Example: grokscope fit-delay sweeps/delay
+    Example: grokscope fit-delay sweeps/delay --only task.train_fraction=0.4
     """
     import json
 
     from grokscope.orchestrate.foresight import fit_delay_laws
 
-    table, laws = fit_delay_laws(folder)
+    pairs = {}
+    for item in only:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise GrokscopeError(f"--only takes section.field=value, got {item!r}")
+        pairs[key] = value
+    table, laws = fit_delay_laws(folder, pairs)
     grokked = table.dropna(subset=["t_mem", "t_grok"])
     _say(f"{len(table)} runs, {len(grokked)} memorized and grokked")
     out = Table("law", "runs", "R^2", "held-out MAPE", "coefficients")

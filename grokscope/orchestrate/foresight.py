@@ -117,10 +117,34 @@ def runs_table(folder: Path | list[Path]) -> pd.DataFrame:
     return pd.DataFrame([run_row(r) for r in run_dirs(folder)])
 
 
-def fit_delay_laws(folder: Path | list[Path]) -> tuple[pd.DataFrame, dict[str, DelayLaw | str]]:
-    """Every law fitted on the runs of ``folder`` that memorized and grokked with weight decay;
-    a law that cannot be fitted gets the reason instead."""
-    table = runs_table(folder)
+def matches(run: Path, only: dict[str, str]) -> bool:
+    """Whether the run's config has every ``section.field`` of ``only`` at the given value
+    (compared as config values parsed from the text)."""
+    cfg = rundir.read_config(run)
+    for key, text in only.items():
+        section, _, name = key.partition(".")
+        sec = getattr(cfg, section, None)
+        if sec is None or not hasattr(sec, name):
+            raise GrokscopeError(f"--only: unknown config field {key!r}")
+        value = getattr(sec, name)
+        try:
+            wanted = type(value)(text) if not isinstance(value, bool) else text == "true"
+        except ValueError:
+            raise GrokscopeError(f"--only {key}={text}: not a {type(value).__name__}") from None
+        if value != wanted:
+            return False
+    return True
+
+
+def fit_delay_laws(
+    folder: Path | list[Path], only: dict[str, str] | None = None
+) -> tuple[pd.DataFrame, dict[str, DelayLaw | str]]:
+    """Every law fitted on the runs of ``folder`` (those matching ``only``) that memorized and
+    grokked on the lr x weight-decay clock; a law that cannot be fitted gets the reason."""
+    runs = [r for r in run_dirs(folder) if matches(r, only or {})]
+    if not runs:
+        raise GrokscopeError(f"no run under {folder} matches {only}")
+    table = pd.DataFrame([run_row(r) for r in runs])
     ok = table.dropna(subset=["t_mem", "t_grok"])
     ok = ok[ok["off_clock"].isna() & (ok["t_grok"] > ok["t_mem"])]
     laws: dict[str, DelayLaw | str] = {}
@@ -135,6 +159,11 @@ def fit_delay_laws(folder: Path | list[Path]) -> tuple[pd.DataFrame, dict[str, D
 def predict_run(run: Path, law: DelayLaw) -> dict:
     """The grokking step of ``run`` predicted from its memorization (first-passage law): the
     predicted step and its interval, or ``prediction`` None and the reason it cannot be made."""
+    if law.kind == "first_passage" and law.kappa_ is None:
+        raise GrokscopeError(
+            "the fitted first-passage law is not physical (its log-norm coefficient is <= 0): "
+            "it makes no prediction; fit it on runs that differ only in lr and weight decay"
+        )
     if law.kind != "first_passage":
         raise GrokscopeError(
             f"a {law.kind} law needs quantities known only after grokking; predict with a "
