@@ -120,14 +120,14 @@ def test_warn_ranks_the_informative_signal_first(monkeypatch, capsys, tmp_path):
 
 def test_fit_delay_only_and_an_unphysical_law(monkeypatch, capsys, tmp_path):
     folder = tmp_path / "sweep"
-    grid = [(lr, wd, n) for lr in (1e-3, 3e-3) for wd in (0.5, 1.0, 2.0) for n in (400, 1500)]
+    grid = [(lr, wd, n) for lr in (1e-3, 3e-3) for wd in (0.5, 1.0, 2.0) for n in (400, 900, 1500)]
     for i, (lr, wd, n) in enumerate(grid):
         fake_run(folder / f"r{i}", lr, wd, n)
     code, out, err = run_cli(
         monkeypatch, capsys, "fit-delay", str(folder), "--only", "optim.lr=0.003"
     )
     assert code in (0, None), err
-    assert json.loads((folder / "delay_law.json").read_text())["n_"] == 6
+    assert json.loads((folder / "delay_law.json").read_text())["n_"] == 9
     code, _, err = run_cli(monkeypatch, capsys, "fit-delay", str(folder), "--only", "optim.lr=9")
     assert code == 2 and "matches" in err
     code, _, err = run_cli(monkeypatch, capsys, "fit-delay", str(folder), "--only", "optim.x=1")
