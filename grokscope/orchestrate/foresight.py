@@ -239,6 +239,8 @@ def rank_signals(folder: Path | list[Path], n_folds: int = 2) -> pd.DataFrame:
         leads = [x for r in results for x in r["leads"]]
         hits = sum(r["hit"]["k"] for r in results)
         n_grok = sum(r["hit"]["n"] for r in results)
+        if not n_grok:  # no held-out grokking run carries the signal: nothing was scored
+            continue
         fas = sum(r["false_alarm"]["k"] for r in results)
         n_ctrl = sum(r["false_alarm"]["n"] for r in results)
         hit = hits / n_grok if n_grok else math.nan
