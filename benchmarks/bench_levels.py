@@ -62,9 +62,14 @@ def main() -> None:
     measures(model, ds, tokens, level_references(ds, tokens), fresh_pairs)
     fresh_s = time.perf_counter() - t0
 
-    print(f"dataset (64k train, 2k test, 2k gen sequences of {tokens.shape[1]} tokens): {build_s:.2f} s")
+    print(
+        f"dataset (64k train, 2k test, 2k gen sequences of {tokens.shape[1]} tokens): "
+        f"{build_s:.2f} s"
+    )
     print(f"exact references, 4 levels x 2000 sequences: {refs_s:.2f} s (once per analysis)")
-    print(f"per-level measures of one checkpoint, references cached: {cached_s:.2f} s (target 10 s)")
+    print(
+        f"per-level measures of one checkpoint, references cached: {cached_s:.2f} s (target 10 s)"
+    )
     print(f"the same, references recomputed: {fresh_s:.2f} s  ratio {fresh_s / cached_s:.1f}x")
 
     big = resolve(preset("levels_cpu"))
