@@ -117,7 +117,7 @@ def test_answer_span_loss_reads_only_the_output_sentence(qf):
     train = qf.splits["train"]
     for i in data.batch_rows(step):
         seq = torch.as_tensor(train.sequence(int(i)))[None]
-        logp = torch.log_softmax(model(seq)[0].double(), -1)
+        logp = torch.log_softmax(model(seq)[0].double(), -1).detach()
         for t in range(int(train.answer_start[i]), seq.shape[1]):
             total -= float(logp[t - 1, seq[0, t]])
             count += 1
