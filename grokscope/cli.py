@@ -940,9 +940,10 @@ def fit_delay(
         [], "--only", help="fit on the runs with this config value only: section.field=value"
     ),
 ) -> None:
-    """Fit the delay laws (first passage, norm ratio, inverse rate) on the runs that memorized
-    and grokked; print R^2 and leave-one-out error; write FOLDER/delay_law.json (first passage,
-    the law `predict` uses) and FOLDER/delay_laws.json (all).
+    """Fit the delay laws (first passage, norm ratio, inverse rate) on a sweep's grokked runs.
+
+    Prints R^2 and leave-one-out error; writes FOLDER/delay_law.json (first passage, the law
+    `predict` uses) and FOLDER/delay_laws.json (all).
 
     Example: grokscope fit-delay sweeps/delay --only task.train_fraction=0.4
     """
@@ -984,9 +985,10 @@ def predict(
     run: Path = typer.Argument(..., help="a run directory (it needs to have memorized)"),
     law: Path = typer.Option(..., "--law", help="delay_law.json written by grokscope fit-delay"),
 ) -> None:
-    """Predict a run's grokking step from its memorization: T_mem plus the first-passage delay
-    law's delay, with the interval of the law's held-out errors. A run that has not memorized
-    gets an answer that says so, not a number.
+    """Predict a run's grokking step from its memorization, or say why it cannot yet.
+
+    T_mem plus the first-passage delay law's delay, with the interval of the law's held-out
+    errors. A run that has not memorized gets an answer that says so, not a number.
 
     Example: grokscope predict runs/quick --law sweeps/delay/delay_law.json
     """
@@ -1018,9 +1020,11 @@ def warn(
     folders: list[Path] = typer.Argument(..., help="sweeps or folders of analysed runs, pooled"),
     folds: int = typer.Option(2, "--folds", help="cross-validation folds"),
 ) -> None:
-    """Rank early-warning signals: each signal's alarm rule fitted on some runs and scored on the
-    others (held-out hit rate, false-alarm rate on runs that never grok, lead time in epochs).
-    Writes early_warning.parquet into the first folder.
+    """Rank early-warning signals by their held-out hits, false alarms and lead time.
+
+    Each signal's alarm rule is fitted on some runs and scored on the others (hit rate,
+    false-alarm rate on runs that never grok, lead time in epochs). Writes early_warning.parquet
+    into the first folder.
 
     Example: grokscope warn sweeps/early_warning
     """
