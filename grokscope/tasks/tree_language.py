@@ -165,12 +165,26 @@ def bayes_predictive(g: Grammar, leaves: np.ndarray, level: int) -> np.ndarray:
     docstring), by belief propagation from the leaf's level-``level`` ancestor down to the leaf.
     The left siblings along the path are fully observed (their inside messages), the right ones
     unobserved (a message of ones)."""
-    if not 0 <= level <= g.levels:
-        raise GrammarError(f"a level must lie in 0..{g.levels}, got {level}")
-    v, m, s = g.vocab, g.rules_per_symbol, g.branching
-    n = leaves.shape[0]
+    return bayes_predictive_levels(g, leaves, [level])[0]
+
+
+def bayes_predictive_levels(g: Grammar, leaves: np.ndarray, levels: list[int]) -> list[np.ndarray]:
+    """:func:`bayes_predictive` at each of ``levels``, sharing the inside messages and node
+    priors (they do not depend on the level)."""
+    bad = [k for k in levels if not 0 <= k <= g.levels]
+    if bad:
+        raise GrammarError(f"a level must lie in 0..{g.levels}, got {bad[0]}")
     beta = _inside(g, leaves)
     priors = node_priors(g)
+    return [_predict_level(g, beta, priors, k) for k in levels]
+
+
+def _predict_level(
+    g: Grammar, beta: list[np.ndarray], priors: list[np.ndarray], level: int
+) -> np.ndarray:
+    """The message passing of :func:`bayes_predictive` from given inside messages and priors."""
+    v, m, s = g.vocab, g.rules_per_symbol, g.branching
+    n = beta[0].shape[0]
     out = np.empty((n, g.leaves, v))
     for j in range(g.leaves):
         node = j // s**level
@@ -357,8 +371,9 @@ def level_references(ds: SequenceDataset, tokens: np.ndarray, top: int | None = 
     pos = np.flatnonzero(real[1:])
     top = g.levels if top is None else top
     out[top + 1 :] = np.nan
-    for k in range(top + 1):
-        q = bayes_predictive(g, leaves.reshape(n * units, -1), k).reshape(n, units, g.leaves, -1)
+    per_level = bayes_predictive_levels(g, leaves.reshape(n * units, -1), list(range(top + 1)))
+    for k, q in enumerate(per_level):
+        q = q.reshape(n, units, g.leaves, -1)
         out[k][:, pos, off:] = q[:, lay.unit[pos + 1], lay.leaf[pos + 1]]
     return out
 
@@ -432,32 +447,27 @@ def score_levels(
     leaf = need[1:] >= 0
     obs_model = np.take_along_axis(logp, nxt[..., None], -1)[..., 0]
     out: dict[str, float] = {}
-    best = refs[top].max(-1, keepdims=True)
+    most = refs[top].max(-1)
     pick = logp.argmax(-1)
-    hit = np.take_along_axis(refs[top], pick[..., None], -1)[..., 0] >= best[..., 0] - 1e-12
+    hit = np.take_along_axis(refs[top], pick[..., None], -1)[..., 0] >= most - 1e-12
     out["agree"] = float(hit[:, leaf].mean())
     with np.errstate(divide="ignore", invalid="ignore"):
+        # each defined level's loss on the observed tokens, (top + 1, n, T - 1)
+        obs = -np.log(np.take_along_axis(refs[: top + 1], nxt[None, ..., None], -1)[..., 0])
         for k in range(levels + 1):
+            here = need[1:] == k
+            out[f"loss_l{k}"] = _mean(-obs_model[:, here])
             if k > top:
                 for name in ("kl", "h", "floor", "ceil", "best"):
                     out[f"{name}_l{k}"] = float("nan")
-                out[f"loss_l{k}"] = _mean(-obs_model[:, need[1:] == k])
                 continue
             q = refs[k][:, leaf]
             kl = np.where(q > 0, q * (np.log(q) - logp[:, leaf]), 0.0).sum(-1)
             out[f"kl_l{k}"] = float(kl.mean())
-            obs_q = -np.log(np.take_along_axis(refs[k], nxt[..., None], -1)[..., 0])
-            out[f"h_l{k}"] = float(obs_q[:, leaf].mean())
-            here = need[1:] == k
-            out[f"loss_l{k}"] = _mean(-obs_model[:, here])
-            out[f"floor_l{k}"] = _mean(obs_q[:, here])
-            best = -np.log(np.take_along_axis(refs[top], nxt[..., None], -1)[..., 0])
-            out[f"best_l{k}"] = _mean(best[:, here])
-            if k:
-                prev = -np.log(np.take_along_axis(refs[k - 1], nxt[..., None], -1)[..., 0])
-                out[f"ceil_l{k}"] = _mean(prev[:, here])
-            else:
-                out["ceil_l0"] = float("nan")
+            out[f"h_l{k}"] = float(obs[k][:, leaf].mean())
+            out[f"floor_l{k}"] = _mean(obs[k][:, here])
+            out[f"best_l{k}"] = _mean(obs[top][:, here])
+            out[f"ceil_l{k}"] = _mean(obs[k - 1][:, here]) if k else float("nan")
     return out
 
 
