@@ -71,15 +71,21 @@ def model_logits(model: HookedModule, tokens: np.ndarray) -> np.ndarray:
     return torch.cat(parts).numpy()
 
 
-@torch.no_grad()
 def neuron_activations(model: HookedModule, tokens: np.ndarray) -> np.ndarray:
     """(N, n_neurons) float64 activations of ``model.neuron_hook`` (last MLP layer after the
     non-linearity) at the position the answer is read from."""
+    return answer_activations(model, tokens, model.neuron_hook)
+
+
+@torch.no_grad()
+def answer_activations(model: HookedModule, tokens: np.ndarray, hook: str) -> np.ndarray:
+    """(N, width) float64 activation ``hook`` at the position the answer is read from, in
+    chunks of CHUNK examples."""
     x = torch.as_tensor(tokens, dtype=torch.int64)
     parts = []
     for i in range(0, len(x), CHUNK):
-        _, cache = model.run_with_cache(x[i : i + CHUNK], [model.neuron_hook])
-        act = cache[model.neuron_hook]
+        _, cache = model.run_with_cache(x[i : i + CHUNK], [hook])
+        act = cache[hook]
         parts.append((act[:, -1] if act.ndim == 3 else act).to(torch.float64))
     return torch.cat(parts).numpy()
 

@@ -257,14 +257,7 @@ def _ildr(ctx: _Context) -> float:
     names = ctx.model.hook_names()
     resid = [n for n in names if n.endswith("hook_resid_post")]
     hook = resid[-1] if resid else ctx.model.neuron_hook
-    x = torch.as_tensor(ctx.ds.tokens[ctx.ds.test_idx], dtype=torch.int64)
-    parts = []
-    with torch.no_grad():
-        for i in range(0, len(x), progress.CHUNK):
-            _, cache = ctx.model.run_with_cache(x[i : i + progress.CHUNK], [hook])
-            act = cache[hook]
-            parts.append((act[:, -1] if act.ndim == 3 else act).to(torch.float64))
-    reps = torch.cat(parts).numpy()
+    reps = progress.answer_activations(ctx.model, ctx.ds.tokens[ctx.ds.test_idx], hook)
     return geometry.class_distance_ratio(reps, ctx.ds.labels[ctx.ds.test_idx])
 
 
