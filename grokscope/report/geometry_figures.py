@@ -14,16 +14,9 @@ import pandas as pd  # noqa: E402
 from matplotlib.animation import FuncAnimation, PillowWriter  # noqa: E402
 
 from grokscope.measures.geometry import circularity, frequency_plane  # noqa: E402
+from grokscope.report.analysis_figures import _save  # noqa: E402
 
 MAX_FRAMES = 60
-
-
-def _save(fig, out: Path) -> str:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out.name
 
 
 def _pick(epochs: list[int], n: int) -> list[int]:
@@ -66,6 +59,7 @@ def embedding_evolution_figure(
         _scatter(ax, embeddings[epoch], k, f"epoch {epoch}{tag}")
     for ax in list(axes.flat)[len(epochs) :]:
         ax.axis("off")
+    fig.tight_layout()
     return _save(fig, out)
 
 
@@ -110,6 +104,7 @@ def geometry_figure(table: pd.DataFrame, t_mem: int | None, t_grok: int | None, 
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.legend(fontsize=7)
+    fig.tight_layout()
     return _save(fig, out)
 
 
@@ -135,4 +130,5 @@ def curvature_figure(table: pd.DataFrame, t_mem: int | None, t_grok: int | None,
         a.legend(fontsize=7)
     ax.set_ylabel("curvature of the training loss")
     bx.set_ylabel("local learning coefficient")
+    fig.tight_layout()
     return _save(fig, out)
