@@ -194,25 +194,32 @@ def predict_run(run: Path, law: DelayLaw) -> dict:
     }
 
 
-def signal_runs(folder: Path | list[Path], signal: str) -> list[SignalRun]:
-    """Every analysed run of ``folder`` with the signal's column, as :class:`SignalRun`; a run
-    that never grokked within its budget is a control."""
+def analysed_runs(folder: Path | list[Path]) -> list[tuple[str, pd.DataFrame, dict]]:
+    """(name, analysis table, :func:`run_row`) of every analysed run of ``folder``, read once."""
+    return [
+        (run.name, pd.read_parquet(run / "analysis.parquet"), run_row(run))
+        for run in run_dirs(folder)
+        if (run / "analysis.parquet").is_file()
+    ]
+
+
+def signal_runs(
+    folder: Path | list[Path], signal: str, analysed: list | None = None
+) -> list[SignalRun]:
+    """Every analysed run of ``folder`` (or of ``analysed``, from :func:`analysed_runs`) with
+    the signal's column, as :class:`SignalRun`; a run that never grokked within its budget is a
+    control."""
     out = []
-    for run in run_dirs(folder):
-        path = run / "analysis.parquet"
-        if not path.is_file():
-            continue
-        table = pd.read_parquet(path)
+    for name, table, row in analysed_runs(folder) if analysed is None else analysed:
         if signal not in table or table[signal].isna().all():
             continue
-        row = run_row(run)
         out.append(
             SignalRun(
                 table["epoch"].to_numpy(),
                 table[signal].to_numpy(float),
                 row["t_mem_epoch"],
                 row["t_grok_epoch"],
-                run.name,
+                name,
             )
         )
     return out
@@ -225,8 +232,9 @@ def rank_signals(folder: Path | list[Path], n_folds: int = 2) -> pd.DataFrame:
     false-alarm rate, median lead time (epochs) and J, pooled over folds; ranked by J, then by
     lead time."""
     rows = []
+    analysed = analysed_runs(folder)
     for signal, direction in SIGNALS:
-        runs = signal_runs(folder, signal)
+        runs = signal_runs(folder, signal, analysed)
         if not any(r.t_grok is not None for r in runs):
             continue
         grok_ids, ctrl_ids = {id(r) for r in warnable(runs)}, {id(r) for r in controls(runs)}
