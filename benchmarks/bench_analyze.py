@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 
 from grokscope import config as config_mod
+from grokscope.kinds import build_dataset
 from grokscope.models import build_model
 from grokscope.orchestrate.analyze import analyze_run
 from grokscope.store import rundir
-from grokscope.tasks import build_dataset
 
 
 def fake_run(folder: Path, n_checkpoints: int = 250, every: int = 100) -> Path:

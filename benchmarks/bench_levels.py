@@ -19,11 +19,15 @@ import numpy as np
 import torch
 
 from grokscope.config import preset, resolve
-from grokscope.measures.levels import perturbation_cascade, perturbed_pairs
+from grokscope.kinds import build_dataset
+from grokscope.measures.levels import (
+    perturbation_cascade,
+    perturbed_pairs,
+    score_levels,
+    tree_logprobs,
+)
 from grokscope.models import build_model
-from grokscope.tasks import build_dataset
-from grokscope.tasks.tree_language import level_references, score_levels
-from grokscope.train.sequence import tree_logprobs
+from grokscope.tasks.tree_language import level_references
 
 
 def measures(model, ds, tokens, refs, pairs) -> None:

@@ -32,12 +32,12 @@ import torch
 from torch import nn
 
 from grokscope import config as config_mod
+from grokscope.kinds import build_dataset
 from grokscope.measures.tree_projection import tree_projection
 from grokscope.models import build_model
 from grokscope.models.lm import sinusoidal_table
-from grokscope.tasks import build_dataset
 from grokscope.train import core
-from grokscope.train.sequence import pass_batches
+from grokscope.train.lm_data import pass_batches
 
 STEPS_PER_BLOCK, BLOCKS = 25, 6
 

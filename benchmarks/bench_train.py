@@ -26,8 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from grokscope.config import preset, resolve
-from grokscope.tasks import build_dataset
-from grokscope.train.core import TaskData, make_optimizer, new_state, train_step
+from grokscope.kinds import build_dataset
+from grokscope.train.core import make_optimizer, new_state, train_step
+from grokscope.train.examples import ExampleData
 
 
 def straightforward_logits(w: dict[str, torch.Tensor], tokens: torch.Tensor) -> torch.Tensor:
@@ -85,7 +86,7 @@ def train_pair(epochs: int, block: int, dtype: torch.dtype, permute_reference: b
     cfg = resolve(preset("nanda2023"))
     ds = build_dataset(cfg.task)
     cpu = torch.device("cpu")
-    data = TaskData.from_datasets([ds], cpu)
+    data = ExampleData.for_batch([cfg], [ds], cpu)
     fast = new_state([cfg], [ds], cpu)  # one run: a batch of one, stacked weights (1, ...)
     fast.params = [p.detach().to(dtype).requires_grad_() for p in fast.params]
     fast.optimizer = make_optimizer(cfg.optim, fast.params)
@@ -114,7 +115,7 @@ def train_pair(epochs: int, block: int, dtype: torch.dtype, permute_reference: b
         return float(loss.detach())
 
     def fast_epoch() -> float:
-        return train_step(cfg, fast, data.train_x, data.train_y)[0]
+        return train_step(cfg, fast, lambda: data.losses([cfg], fast, 0))[0]
 
     losses: dict[str, list[float]] = {"grokscope": [], "straightforward": []}
     seconds = {"grokscope": 0.0, "straightforward": 0.0}

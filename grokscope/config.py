@@ -188,8 +188,12 @@ MODULAR_OPS = (
 )
 PRIME_OPS = ("x/y", "x/y if y odd else x-y")
 PERMUTATION_OPS = ("x*y", "x*y*x^-1")
-SEQUENCE_TASKS = ("question_formation", "tense_inflection", "dyck", "tree_language")
-TASKS = ("modular", "permutation", "sparse_parity", *SEQUENCE_TASKS)
+SEQUENCE_TASKS = ["question_formation", "tense_inflection", "dyck", "tree_language"]
+TASKS = ["modular", "permutation", "sparse_parity", *SEQUENCE_TASKS]
+# tasks added by kinds from outside the package (grokscope.kinds.register): their own checks and
+# the task fields they read beyond their family's
+TASK_VALIDATORS: dict[str, Any] = {}
+TASK_FIELDS: dict[str, tuple[str, ...]] = {}
 DEFAULT_OPS = {"modular": "x+y", "permutation": "x*y", "sparse_parity": "parity"}
 # fields that only the algorithmic tasks / models read: setting one on a sequence run is a mistake
 ALGORITHMIC_ONLY = (
@@ -233,38 +237,24 @@ SEQUENCE_ONLY = (
 AT_MEM = ("none", "drop_wd", "freeze_norm")
 
 
-def trains_alone(cfg: Config) -> bool:
-    """Whether a run trains one seed at a time (sequence tasks; interventions at T_mem, which
-    change each seed's optimizer at its own memorization)."""
-    return is_sequence(cfg.task) or cfg.optim.at_mem != "none"
+def register_task(
+    name: str, sequence: bool = True, validate=None, fields: tuple[str, ...] = ()
+) -> None:
+    """Make ``name`` a valid ``task.name``: a sequence (language-model) task or an algorithmic
+    one, checked by ``validate(cfg)`` beyond its family's checks, reading the task fields
+    ``fields`` beyond its family's (others set explicitly are refused, as for every task)."""
+    if name not in TASKS:
+        TASKS.append(name)
+    if sequence and name not in SEQUENCE_TASKS:
+        SEQUENCE_TASKS.append(name)
+    if validate is not None:
+        TASK_VALIDATORS[name] = validate
+    TASK_FIELDS[name] = tuple(fields)
 
 
 def is_sequence(t: TaskConfig) -> bool:
     """Whether ``t`` is a sequence (language-model) task."""
     return t.name in SEQUENCE_TASKS
-
-
-def event_columns(t: TaskConfig) -> tuple[str, str]:
-    """The metrics columns whose threshold crossings are t_mem and t_grok: train and test accuracy,
-    or for a sequence task in-distribution and generalization accuracy (t_id and t_gen)."""
-    return ("id_acc", "gen_acc") if is_sequence(t) else ("train_acc", "test_acc")
-
-
-def describe_task(t: TaskConfig) -> str:
-    """The task in a few words, e.g. ``(x+y) mod 59`` or ``S5: x*y`` (reports and the CLI)."""
-    names = {
-        "modular": f"({t.op}) mod {t.p}",
-        "permutation": f"S{t.group_n}: {t.op}",
-        "question_formation": f"question formation, {t.n_train} training sentences",
-        "tense_inflection": f"tense inflection, {t.n_train} training sentences",
-        "dyck": f"Dyck-{t.dyck_k}, depth {t.dyck_depth}, {t.n_train} training strings",
-        "tree_language": (
-            f"tree language L={t.tree_levels} v={t.tree_vocab} m={t.tree_rules} "
-            f"s={t.tree_branching}{'' if t.tree_filter < 0 else f' filtered at {t.tree_filter}'}, "
-            f"{t.n_train} training sequences"
-        ),
-    }
-    return names.get(t.name, f"sparse parity n={t.n_bits} k={t.k_bits}")
 
 
 def is_prime(n: int) -> bool:
@@ -298,6 +288,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"op {t.op!r} needs a prime modulus, but task.p = {t.p} is not prime")
     elif is_sequence(t):
         _validate_sequence(cfg)
+    elif t.name in TASK_VALIDATORS:
+        pass
     elif t.name == "permutation":
         if t.op not in PERMUTATION_OPS:
             raise ConfigError(
@@ -321,6 +313,8 @@ def validate(cfg: Config) -> None:
             )
     if not 0.0 < t.train_fraction < 1.0:
         raise ConfigError(f"task.train_fraction must lie in (0, 1), got {t.train_fraction}")
+    if t.name in TASK_VALIDATORS:
+        TASK_VALIDATORS[t.name](cfg)
 
     if cfg.optim.at_mem not in AT_MEM:
         raise ConfigError(f"unknown optim.at_mem {cfg.optim.at_mem!r}; choose {', '.join(AT_MEM)}")
@@ -516,6 +510,8 @@ def check_applicable(cfg: Config, keys: list[str]) -> None:
             raise ConfigError(f"{key} does not apply to the sequence task {cfg.task.name!r}")
         if not seq and key in SEQUENCE_ONLY:
             raise ConfigError(f"{key} applies only to sequence tasks, not to {cfg.task.name!r}")
+        if key in TASK_FIELDS.get(cfg.task.name, ()):
+            continue
         if seq and cfg.task.name != "dyck" and key in DYCK_ONLY:
             raise ConfigError(f"{key} applies only to the dyck task, not to {cfg.task.name!r}")
         if seq and cfg.task.name != "tree_language" and key in TREE_ONLY:

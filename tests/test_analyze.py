@@ -193,7 +193,7 @@ def test_x_times_y_is_analysed_over_discrete_logs(tmp_path):
     kinds = {(r["target"], r["ablation"], r["freq"]) for r in summary["ablations"]}
     assert ("neurons", "keep_key", None) in kinds and ("logits", "remove", keys[0]) in kinds
     assert "logit_fourier_spectrum.png" in summary["figures"]
-    from grokscope.report.html import write_report
+    from grokscope.orchestrate.report import write_report
 
     assert "discrete log base 5" in write_report(tmp_path / "mul").read_text()
 

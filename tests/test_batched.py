@@ -20,16 +20,16 @@ import pytest
 import torch
 
 from grokscope.config import ConfigError, resolve
+from grokscope.kinds import build_dataset
 from grokscope.orchestrate.train import train_run, train_runs
 from grokscope.store import rundir
-from grokscope.tasks import build_dataset
 from grokscope.train.core import (
-    TaskData,
     check_batch,
     new_state,
     run_training,
     seed_tensors,
 )
+from grokscope.train.examples import ExampleData
 
 pytestmark = pytest.mark.equality  # run again under every kernel path (see the README)
 
@@ -75,7 +75,8 @@ def _perturbed_twin(cfg):
     run_training(
         [cfg],
         state,
-        TaskData.from_datasets([ds], dev),
+        ExampleData.for_batch([cfg], [ds], dev),
+        ("train_acc", "test_acc"),
         on_eval=lambda i, row: rows.append(row),
         on_checkpoint=lambda st, slots: None,
         on_finish=lambda i, status: None,
@@ -245,7 +246,8 @@ def test_a_diverging_seed_is_finished_and_the_others_go_on(tmp_path, tiny, at_ep
     outcome = run_training(
         cfgs,
         state,
-        TaskData.from_datasets(datasets, dev),
+        ExampleData.for_batch(cfgs, datasets, dev),
+        ("train_acc", "test_acc"),
         on_eval=lambda i, row: rows[i].append(row),
         on_checkpoint=on_checkpoint,
         on_finish=lambda i, status: finished.__setitem__(i, status),

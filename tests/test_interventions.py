@@ -14,10 +14,11 @@ import pytest
 import torch
 
 from grokscope.config import OptimConfig
+from grokscope.kinds import build_dataset
 from grokscope.orchestrate.train import train_run
 from grokscope.store import rundir
-from grokscope.tasks import build_dataset
-from grokscope.train.core import TaskData, new_state, train_step
+from grokscope.train.core import new_state, train_step
+from grokscope.train.examples import ExampleData
 from grokscope.train.interventions import (
     GradFilter,
     decay_toward,
@@ -191,14 +192,14 @@ def _tiny_state(tiny, *overrides):
     resolve(cfg)
     ds = build_dataset(cfg.task)
     dev = torch.device("cpu")
-    return cfg, new_state([cfg], [ds], dev), TaskData.from_datasets([ds], dev)
+    return cfg, new_state([cfg], [ds], dev), ExampleData.for_batch([cfg], [ds], dev)
 
 
 def test_weight_norm_constraint_holds_through_training(tiny):
     cfg, state, data = _tiny_state(tiny, "optim.weight_norm=7.5", "optim.warmup_steps=0")
     start = [p.detach().clone() for p in state.params]
     for _ in range(5):
-        train_step(cfg, state, data.train_x, data.train_y)
+        train_step(cfg, state, lambda: data.losses([cfg], state, 0))
         assert float(total_norm(state.params)) == pytest.approx(7.5, rel=1e-6)
     assert any(not torch.equal(a, b.detach()) for a, b in zip(start, state.params, strict=True))
 

@@ -1,9 +1,11 @@
 """The package's layers: every import, module-level or inside a function, points down.
 
-cli -> sweep -> orchestrate -> (report, dynamics, measures, train, store) -> (models, tasks)
--> (config, events) -> errors. Within the middle row only report may read the others (it draws
-what measures and dynamics compute, and reads run directories through store); nothing there
-imports train, and train, store, measures and dynamics import none of their row.
+cli -> sweep -> orchestrate -> kinds -> (report, dynamics, measures, train, store)
+-> (models, tasks) -> (config, events) -> errors. Within the middle row only report may read
+the others (it draws what measures and dynamics compute, and reads run directories through
+store); nothing there imports train, and train, store, measures and dynamics import none of
+their row. The kinds sit between that row and the orchestration: the core, the analysis loop,
+the report's frame and the sweep summary are handed a kind, they never import one.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "grokscope"
 RANK = {
-    "errors": -1, "config": 0, "events": 0,
+    "errors": -1, "config": 0, "events": 0, "display": 0,
     "tasks": 1, "models": 1,
     "train": 2, "store": 2, "measures": 2, "dynamics": 2, "report": 2,
+    "kinds": 2.5,
     "orchestrate": 3,
     "sweep": 4,
     "cli": 5, "__init__": 5, "__main__": 6,

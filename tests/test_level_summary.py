@@ -4,7 +4,7 @@ import math
 
 import pandas as pd
 
-from grokscope.sweep.level_summary import level_cells, size_needed
+from grokscope.kinds.tree_language.sweep_summary import level_cells, size_needed
 
 
 def runs_table() -> pd.DataFrame:

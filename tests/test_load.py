@@ -74,8 +74,8 @@ def test_load_run_refuses_what_is_not_a_run(tmp_path):
 
 
 def test_load_sweep(tmp_path):
+    from grokscope.kinds.algorithmic.sweep_summary import summarize
     from grokscope.sweep.executor import run_sweep
-    from grokscope.sweep.summary import summarize
     from tests.test_sweep import _spec
 
     spec = _spec(tmp_path, name="l", epochs=20)

@@ -2,8 +2,8 @@
 
 import base64
 
+from grokscope.orchestrate.report import write_report
 from grokscope.orchestrate.train import train_run
-from grokscope.report.html import write_report
 from grokscope.store import rundir
 
 
@@ -26,7 +26,7 @@ def test_report_of_a_plain_training_run(tmp_path, tiny):
 def test_report_reads_as_prose():
     """Labels instead of raw keys, the phases and the ablations as tables."""
     from grokscope.config import Config
-    from grokscope.report.html import ablations_table, headline_rows, phases_table
+    from grokscope.kinds.algorithmic.report import ablations_table, headline_rows, phases_table
 
     cfg = Config()
     status = {

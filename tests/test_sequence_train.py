@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from grokscope import config as config_mod
+from grokscope.kinds import build_dataset
+from grokscope.kinds.structural.data import StructuralData
 from grokscope.models import build_model
 from grokscope.orchestrate.train import train_run
 from grokscope.store import rundir
-from grokscope.tasks import build_dataset
-from grokscope.train.sequence import (
+from grokscope.train.lm_data import (
     SeqData,
     SplitTensors,
-    evaluate_sequences,
     lm_losses,
     pass_batches,
     target_mask,
@@ -157,7 +157,7 @@ class PrefixOracle:
 
 
 def _data(cfg, ds, test="test", gen="gen"):
-    data = SeqData.from_dataset(cfg, ds, torch.device("cpu"))
+    data = StructuralData.from_dataset(cfg, ds, torch.device("cpu"))
     data.evals = {
         "test": SplitTensors.of(ds.splits[test]),
         "gen": SplitTensors.of(ds.splits[gen]),
@@ -171,7 +171,7 @@ def test_question_formation_accuracy_tells_the_hierarchical_from_the_linear_rule
     aux = set(qf.info["aux_ids"])
     quest = qf.info["marker_ids"]["quest"]
     for name in ("test", "gen"):
-        assert evaluate_sequences(PrefixOracle(qf, name), data, name)["acc"] == 1.0
+        assert data.evaluate(PrefixOracle(qf, name), name)["acc"] == 1.0
 
     def first_aux(row, t, tok):
         # the linear rule: after `quest`, front the first auxiliary of the input sentence
@@ -180,7 +180,7 @@ def test_question_formation_accuracy_tells_the_hierarchical_from_the_linear_rule
         return tok
 
     for name, want in (("test", 1.0), ("gen", 0.0)):
-        acc = evaluate_sequences(PrefixOracle(qf, name, first_aux), data, name)["acc"]
+        acc = data.evaluate(PrefixOracle(qf, name, first_aux), name)["acc"]
         assert acc == want, name
 
 
@@ -188,14 +188,14 @@ def test_tense_accuracy_decodes_greedily_up_to_the_main_verb():
     cfg = seq_config("tense_inflection")
     ds = build_dataset(cfg.task)
     data = _data(cfg, ds)
-    assert evaluate_sequences(PrefixOracle(ds, "gen"), data, "gen")["acc"] == 1.0
+    assert data.evaluate(PrefixOracle(ds, "gen"), "gen")["acc"] == 1.0
     marker = set(ds.info["marker_ids"].values())
 
     def wrong_first_word(row, t, tok):
         return ds.token_ids(["."])[0] if row[t] in marker else tok
 
     # teacher forcing would still read the right verb; greedy decoding leaves the gold path
-    assert evaluate_sequences(PrefixOracle(ds, "gen", wrong_first_word), data, "gen")["acc"] == 0
+    assert data.evaluate(PrefixOracle(ds, "gen", wrong_first_word), "gen")["acc"] == 0
 
 
 def test_dyck_accuracy_scores_every_required_closing_bracket():
@@ -215,9 +215,9 @@ def test_dyck_accuracy_scores_every_required_closing_bracket():
                 stack.pop()
         return stack[-1] if stack else tok
 
-    assert evaluate_sequences(PrefixOracle(ds, "test", stack_top), data, "test")["acc"] == 1.0
+    assert data.evaluate(PrefixOracle(ds, "test", stack_top), "test")["acc"] == 1.0
     zero = close[0]
-    acc = evaluate_sequences(PrefixOracle(ds, "test", lambda r, t, tok: zero), data, "test")["acc"]
+    acc = data.evaluate(PrefixOracle(ds, "test", lambda r, t, tok: zero), "test")["acc"]
     s = ds.splits["test"]
     closers = np.concatenate([s.sequence(i)[1:] for i in range(len(s))])
     closers = closers[np.isin(closers, close)]

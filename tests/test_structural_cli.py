@@ -148,7 +148,7 @@ def test_sequence_sweep_runs_each_seed_as_a_task_and_summarizes_per_cell(
             "weight_norm": [3.0, 1.0, 2.0, 6.0, 4.0, 5.0],
         }
     )
-    from grokscope.sweep.structural_summary import predictor_correlations
+    from grokscope.kinds.structural.sweep_summary import predictor_correlations
 
     corr = predictor_correlations(six).set_index("measure")
     rho, p = stats.spearmanr(six["weight_norm"], six["gen_acc"])
@@ -161,7 +161,7 @@ def test_sequence_sweep_runs_each_seed_as_a_task_and_summarizes_per_cell(
 
 
 def test_branching_baselines_score_their_own_shape_perfectly():
-    from grokscope.orchestrate.analyze_sequence import _branching, f1_baselines
+    from grokscope.kinds.structural.analysis import _branching, f1_baselines
 
     right = [_branching(0, n - 1, True) for n in (3, 5, 8)]
     left = [_branching(0, n - 1, False) for n in (3, 5, 8)]

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 
 from grokscope.config import ConfigError
+from grokscope.kinds.algorithmic.sweep_summary import summarize
 from grokscope.store import rundir
 from grokscope.sweep.executor import run_sweep
 from grokscope.sweep.spec import load_sweep, parse_sweep
-from grokscope.sweep.summary import summarize
 
 BASE = """
 name = "{name}"

@@ -23,8 +23,8 @@ from grokscope.dynamics.sweep_stats import (
     phase_class,
     run_events,
 )
+from grokscope.kinds.algorithmic.sweep_summary import summarize
 from grokscope.store import rundir
-from grokscope.sweep.summary import summarize
 from tests.conftest import run_cli, tiny_config
 
 Z = 1.959963984540054

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from grokscope.config import MODULAR_OPS, Config, TaskConfig, resolve
-from grokscope.tasks import build_dataset, modular_task, permutation_task, sparse_parity_task
+from grokscope.kinds import build_dataset
+from grokscope.tasks import modular_task, permutation_task, sparse_parity_task
 
 
 def brute(op: str, x: int, y: int, p: int) -> int | None:

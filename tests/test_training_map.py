@@ -190,3 +190,47 @@ def test_pooled_scaling_is_recorded(runs, tmp_path):
     saved = json.loads((tmp_path / "p" / "map.json").read_text())
     assert result["scaling"] == saved["scaling"] == "pooled"
     assert len(saved["runs"]) == 4
+
+
+@pytest.mark.parametrize(
+    ("preset_name", "overrides"),
+    [
+        (
+            "structural_cpu",
+            ["task.n_train=300", "task.n_test=40", "task.n_gen=40", "model.n_layers=1",
+             "model.d_model=32", "model.d_head=8", "model.d_mlp=64", "optim.batch_size=16"],
+        ),
+        (
+            "levels_cpu",
+            ["task.n_train=300", "task.n_test=40", "task.n_gen=40", "model.n_layers=1",
+             "model.d_model=32", "model.d_head=8", "model.d_mlp=64", "optim.batch_size=16"],
+        ),
+    ],
+)  # fmt: skip
+def test_map_of_language_model_runs_reads_each_kinds_convergence(preset_name, overrides, tmp_path):
+    """``map`` on short runs of the other kinds: the weight statistics of their checkpoints, and
+    convergence as their kind defines it (t_gen held for structural runs, the top level's
+    transition for tree languages), not the test accuracy of an algorithmic run."""
+    from grokscope.config import apply_overrides, preset
+    from grokscope.kinds import kind_of
+
+    common = ["train.epochs=40", "train.eval_every=10", "train.checkpoint_every=10"]
+    runs = []
+    for seed in (0, 1, 2):
+        cfg = apply_overrides(preset(preset_name), [*overrides, *common, f"train.seed={seed}"])
+        train_run(cfg, tmp_path / f"r{seed}")
+        runs.append(tmp_path / f"r{seed}")
+    out = build_map(runs, tmp_path / "map", max_states=2, restarts=1, figures=False)
+    assert out["n_runs"] == 3 and out["n_states"] in (1, 2)
+    from grokscope.orchestrate.load import load_run
+
+    for entry, run in zip(out["runs"], runs, strict=True):
+        loaded = load_run(run)
+        # 40 steps learn neither the generalization rule nor the top level: no run converges
+        assert entry["convergence_epoch"] is None
+        assert loaded.kind.convergence(loaded, None) is None
+        kind = kind_of(loaded.config)
+        if kind.name == "structural":  # held generalization accuracy: any accuracy holds >= 0
+            assert kind.convergence(loaded, 0.0) == 0
+        else:  # the top level's transition, whatever the accuracy threshold
+            assert kind.convergence(loaded, 0.0) is None

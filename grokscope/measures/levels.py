@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import torch
 
 from grokscope.tasks.sequence import SequenceDataset
 from grokscope.tasks.tree_language import bayes_predictive, perturb
@@ -101,3 +102,75 @@ def perturbation_cascade(
             if denominator > 1e-9:
                 out[f"cascade_k{k}_j{j}"] = float(model_tv[mask].mean() / denominator)
     return out
+
+
+# logits per forward pass of :func:`tree_logprobs` (tokens x vocabulary): 2^24 float64 values
+EVAL_LOGITS = 1 << 24
+
+
+@torch.no_grad()
+def tree_logprobs(model, tokens: np.ndarray, device: torch.device, d_vocab: int) -> np.ndarray:
+    """(n, T - 1, V) float64 log-probabilities of a tree-language model's next-token predictions
+    for equal-length sequences ``tokens`` (n, T), in chunks of at most EVAL_LOGITS values."""
+    n, width = tokens.shape
+    step = max(1, EVAL_LOGITS // max(width * d_vocab, 1))
+    out = np.empty((n, width - 1, d_vocab))
+    for start in range(0, n, step):
+        chunk = torch.as_tensor(tokens[start : start + step], device=device)
+        logits = model(chunk)[:, :-1].double()
+        out[start : start + step] = torch.log_softmax(logits, -1).cpu().numpy()
+    return out
+
+
+def score_levels(
+    logp: np.ndarray, tokens: np.ndarray, refs: np.ndarray, need: np.ndarray, top: int
+) -> dict[str, float]:
+    """A model's next-token predictions scored against the exact per-level references.
+
+    ``logp`` (n, T - 1, V) the model's log-probabilities (output at t predicts token t + 1),
+    ``tokens`` (n, T), ``refs`` from :func:`level_references`, ``need`` (T,) the layout's
+    levels, ``top`` the highest level defined on these sequences (the filter level of filtered
+    data: above it the references assume correlations the data do not have, and are NaN here).
+    Over the leaf positions, float64:
+    - ``agree``: share of positions where the model's argmax is a most likely token of ``q_top``
+      (the data's own Bayes predictor; 1 for an optimal model);
+    - ``kl_l{k}``: mean KL(q_k || model) in nats, the model's distance to level k's predictor;
+    - ``h_l{k}``: mean cross-entropy of q_k on the observed tokens (the level-k plateau);
+    - ``loss_l{k}``: the model's mean loss on the positions whose prediction needs level k,
+      ``floor_l{k}`` that of q_k there, ``ceil_l{k}`` that of q_{k - 1} there (k >= 1) and
+      ``best_l{k}`` that of q_top there: a model that has not learned level k sits at or above
+      the ceiling, one that has learned levels up to k at the floor, and the data's own Bayes
+      predictor (every level) at ``best``, below the floor where higher levels inform these
+      positions.
+    """
+    levels = refs.shape[0] - 1
+    nxt = tokens[:, 1:]
+    leaf = need[1:] >= 0
+    obs_model = np.take_along_axis(logp, nxt[..., None], -1)[..., 0]
+    out: dict[str, float] = {}
+    most = refs[top].max(-1)
+    pick = logp.argmax(-1)
+    hit = np.take_along_axis(refs[top], pick[..., None], -1)[..., 0] >= most - 1e-12
+    out["agree"] = float(hit[:, leaf].mean())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # each defined level's loss on the observed tokens, (top + 1, n, T - 1)
+        obs = -np.log(np.take_along_axis(refs[: top + 1], nxt[None, ..., None], -1)[..., 0])
+        for k in range(levels + 1):
+            here = need[1:] == k
+            out[f"loss_l{k}"] = _mean(-obs_model[:, here])
+            if k > top:
+                for name in ("kl", "h", "floor", "ceil", "best"):
+                    out[f"{name}_l{k}"] = float("nan")
+                continue
+            q = refs[k][:, leaf]
+            kl = np.where(q > 0, q * (np.log(q) - logp[:, leaf]), 0.0).sum(-1)
+            out[f"kl_l{k}"] = float(kl.mean())
+            out[f"h_l{k}"] = float(obs[k][:, leaf].mean())
+            out[f"floor_l{k}"] = _mean(obs[k][:, here])
+            out[f"best_l{k}"] = _mean(obs[top][:, here])
+            out[f"ceil_l{k}"] = _mean(obs[k - 1][:, here]) if k else float("nan")
+    return out
+
+
+def _mean(a: np.ndarray) -> float:
+    return float(a.mean()) if a.size else float("nan")

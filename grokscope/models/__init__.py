@@ -4,6 +4,7 @@ from grokscope.config import ConfigError, ModelConfig
 from grokscope.models.hooks import HookedModule
 from grokscope.models.lm import LMTransformer
 from grokscope.models.mlp import MLP
+from grokscope.models.norms import weight_norm_sq
 from grokscope.models.transformer import Transformer
 
 
@@ -30,4 +31,7 @@ def build_model(cfg: ModelConfig, d_vocab: int, n_ctx: int, seed: int) -> Hooked
     return model
 
 
-__all__ = ["MLP", "HookedModule", "LMTransformer", "Transformer", "build_model", "check_context"]
+__all__ = [
+    "MLP", "HookedModule", "LMTransformer", "Transformer", "build_model", "check_context",
+    "weight_norm_sq",
+]  # fmt: skip

@@ -18,6 +18,7 @@ from typing import Any
 
 from grokscope import config as config_mod
 from grokscope.errors import RunDirError
+from grokscope.kinds import trains_alone
 from grokscope.orchestrate.train import train_runs
 from grokscope.store import rundir
 
@@ -84,14 +85,14 @@ def run_cell(task: dict[str, Any], threads: int = 1) -> list[dict[str, Any]]:
                     shutil.rmtree(run)
                 fresh.append((run, config_mod.from_dict(item["config"])))
         batches: list[tuple[str, list[Path], list | None]] = []
-        if fresh and config_mod.trains_alone(fresh[0][1]):
+        if fresh and trains_alone(fresh[0][1]):
             # sequence runs train one seed at a time (their bucketed batches do not stack)
             batches += [("trained", [r], [c]) for r, c in fresh]
         elif fresh:
             batches.append(("trained", [r for r, _ in fresh], [c for _, c in fresh]))
         for epoch in sorted(resume):
             group = resume[epoch]
-            if config_mod.trains_alone(rundir.read_config(group[0])):
+            if trains_alone(rundir.read_config(group[0])):
                 batches += [("resumed", [r], None) for r in group]
             else:
                 batches.append(("resumed", group, None))

@@ -8,13 +8,13 @@ and mini-batch runs share the learning rate x weight decay clock of the laws.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from grokscope.config import event_columns, is_sequence
 from grokscope.dynamics.delay_laws import KINDS, DelayLaw
 from grokscope.dynamics.early_warning import (
     AlarmRule,
@@ -25,7 +25,9 @@ from grokscope.dynamics.early_warning import (
 )
 from grokscope.errors import GrokscopeError, RunDirError
 from grokscope.events import event_epoch
+from grokscope.orchestrate.load import load_run
 from grokscope.store import rundir
+from grokscope.store.query import collect_runs
 
 # (analysis.parquet column, direction towards generalization); the held-out test loss is the
 # reference every other signal is read against (it watches the very labels grokking is about)
@@ -43,21 +45,6 @@ SIGNALS = (
     ("llc", "down"),
     ("test_loss", "down"),
 )
-
-
-def run_dirs(folders: Path | list[Path]) -> list[Path]:
-    """The run directories of sweeps (``folder/runs/*``) or directly below each folder, pooled."""
-    out = []
-    for folder in [folders] if isinstance(folders, str | Path) else folders:
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise RunDirError(f"{folder} is not a directory")
-        base = folder / "runs" if (folder / "runs").is_dir() else folder
-        runs = sorted(p for p in base.iterdir() if (p / "config.json").is_file())
-        if not runs:
-            raise RunDirError(f"no run directories under {base}")
-        out += runs
-    return out
 
 
 def _step_at(metrics: pd.DataFrame, epoch: int | None) -> int | None:
@@ -87,11 +74,13 @@ def law_clock_reason(cfg) -> str | None:
 def run_row(run: Path) -> dict:
     """One run's delay-law inputs: t_mem / t_grok (steps; None: not reached), lr, wd, train
     fraction, squared weight norms at both events, seed."""
-    cfg = rundir.read_config(run)
-    if is_sequence(cfg.task):
+    loaded = load_run(run)
+    cfg, kind, metrics = loaded.config, loaded.kind, loaded.metrics
+    if not kind.delay_laws:
         raise GrokscopeError(f"{run}: delay laws and alarms are for algorithmic runs")
-    metrics = rundir.read_metrics(run)
-    mem_col, grok_col = event_columns(cfg.task)
+    if metrics is None:
+        raise RunDirError(f"{run / 'metrics.parquet'} is missing")
+    mem_col, grok_col = kind.event_columns()
     e_mem = event_epoch(metrics, mem_col, cfg.train.mem_threshold)
     e_grok = event_epoch(metrics, grok_col, cfg.train.grok_threshold)
     norm = metrics.set_index("epoch")["weight_norm_sq"]
@@ -111,10 +100,6 @@ def run_row(run: Path) -> dict:
         "epochs_done": int(metrics["epoch"].iloc[-1]) if len(metrics) else 0,
         "off_clock": law_clock_reason(cfg),
     }
-
-
-def runs_table(folder: Path | list[Path]) -> pd.DataFrame:
-    return pd.DataFrame([run_row(r) for r in run_dirs(folder)])
 
 
 def matches(run: Path, only: dict[str, str]) -> bool:
@@ -141,7 +126,7 @@ def fit_delay_laws(
 ) -> tuple[pd.DataFrame, dict[str, DelayLaw | str]]:
     """Every law fitted on the runs of ``folder`` (those matching ``only``) that memorized and
     grokked on the lr x weight-decay clock; a law that cannot be fitted gets the reason."""
-    runs = [r for r in run_dirs(folder) if matches(r, only or {})]
+    runs = [r for r in collect_runs(folder) if matches(r, only or {})]
     if not runs:
         raise GrokscopeError(f"no run under {folder} matches {only}")
     table = pd.DataFrame([run_row(r) for r in runs])
@@ -154,6 +139,32 @@ def fit_delay_laws(
         except ValueError as e:
             laws[kind] = str(e)
     return table, laws
+
+
+def write_delay_laws(folder: Path, laws: dict[str, DelayLaw | str]) -> tuple[Path, Path]:
+    """Write ``folder/delay_law.json`` (the first-passage law, the one :func:`predict_run`
+    uses) and ``folder/delay_laws.json`` (every fitted law); their paths. GrokscopeError, and
+    nothing written, when the first-passage law could not be fitted."""
+    fitted = {k: v.to_dict() for k, v in laws.items() if not isinstance(v, str)}
+    first = laws["first_passage"]
+    if isinstance(first, str):
+        raise GrokscopeError(f"no first-passage law: {first}")
+    law_path, laws_path = Path(folder) / "delay_law.json", Path(folder) / "delay_laws.json"
+    first.save(law_path)
+    laws_path.write_text(json.dumps(fitted, indent=2))
+    return law_path, laws_path
+
+
+def read_delay_law(path: Path) -> DelayLaw:
+    """The delay law saved at ``path`` (by :func:`write_delay_laws`); GrokscopeError when the
+    file is missing or is not a delay law."""
+    path = Path(path)
+    if not path.is_file():
+        raise GrokscopeError(f"no delay law at {path} (write one with grokscope fit-delay)")
+    try:
+        return DelayLaw.load(path)
+    except (ValueError, KeyError, TypeError) as e:
+        raise GrokscopeError(f"{path} is not a delay law file: {e}") from None
 
 
 def predict_run(run: Path, law: DelayLaw) -> dict:
@@ -198,7 +209,7 @@ def analysed_runs(folder: Path | list[Path]) -> list[tuple[str, pd.DataFrame, di
     """(name, analysis table, :func:`run_row`) of every analysed run of ``folder``, read once."""
     return [
         (run.name, pd.read_parquet(run / "analysis.parquet"), run_row(run))
-        for run in run_dirs(folder)
+        for run in collect_runs(folder)
         if (run / "analysis.parquet").is_file()
     ]
 
@@ -272,3 +283,23 @@ def rank_signals(folder: Path | list[Path], n_folds: int = 2) -> pd.DataFrame:
     if len(table):
         table = table.sort_values(["j", "lead_median"], ascending=[False, False])
     return table.reset_index(drop=True)
+
+
+def warning_signals(folders: Path | list[Path], n_folds: int = 2) -> pd.DataFrame:
+    """:func:`rank_signals` over the pooled folders, refusing (GrokscopeError) fewer than 2
+    folds and folders without an analysed grokking run that scores any signal."""
+    if n_folds < 2:
+        raise GrokscopeError(f"--folds must be >= 2, got {n_folds}")
+    table = rank_signals(folders, n_folds)
+    if not len(table):
+        first = folders if isinstance(folders, str | Path) else folders[0]
+        raise GrokscopeError(f"no analysed grokking runs under {first} (run grokscope analyze)")
+    return table
+
+
+def write_warning_table(folder: Path, table: pd.DataFrame) -> Path:
+    """Write the ranking of :func:`rank_signals` to ``folder/early_warning.parquet``; its
+    path. The per-fold thresholds ``c`` are stored as text."""
+    path = Path(folder) / "early_warning.parquet"
+    rundir.write_table(path, table.astype({"c": str}))
+    return path

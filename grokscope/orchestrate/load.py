@@ -24,9 +24,10 @@ import torch
 
 from grokscope.config import Config
 from grokscope.errors import RunDirError
+from grokscope.kinds import Kind, build_dataset, kind_of
 from grokscope.models import HookedModule, build_model
 from grokscope.store import rundir
-from grokscope.tasks import Dataset, build_dataset
+from grokscope.tasks import Dataset
 from grokscope.train.core import check_device
 
 
@@ -50,6 +51,11 @@ class Run:
     analysis: pd.DataFrame | None
     summary: dict | None
     epochs: list[int] = field(default_factory=list)
+
+    @property
+    def kind(self) -> Kind:
+        """The run's kind of study (:mod:`grokscope.kinds`)."""
+        return kind_of(self.config)
 
     @cached_property
     def dataset(self) -> Dataset:
@@ -90,15 +96,30 @@ class Run:
         """The weights saved at ``epoch`` (the final checkpoint by default), by parameter name."""
         return rundir.load_weights(self.path, self._epoch(epoch))
 
+    def template(self) -> HookedModule:
+        """A freshly built model of the run's shape (its initial weights), in eval mode."""
+        ds = self.dataset
+        model = build_model(self.config.model, ds.d_vocab, ds.n_ctx, self.config.train.seed)
+        return model.eval()
+
+    def load_into(self, model: HookedModule, epoch: int) -> dict[str, torch.Tensor]:
+        """Put the weights of checkpoint ``epoch`` into ``model`` (one line when they do not fit);
+        returns them."""
+        return rundir.load_into(model, self.path, epoch, self.kind.unit)
+
     def model(self, epoch: int | None = None, device: str = "cpu") -> HookedModule:
         """The model at checkpoint ``epoch`` (the final one by default), in eval mode on
         ``device``, without gradients on its parameters."""
         dev = check_device(device)
-        ds = self.dataset
-        model = build_model(self.config.model, ds.d_vocab, ds.n_ctx, self.config.train.seed)
+        model = self.template()
         model.load_state_dict(self.weights(epoch), strict=True)
         model.requires_grad_(False)
         return model.to(dev).eval()
+
+    def last_row(self) -> dict:
+        """The last metrics row ({} before the first evaluation)."""
+        m = self.metrics
+        return m.iloc[-1].to_dict() if m is not None and len(m) else {}
 
     def __repr__(self) -> str:
         state = (self.status or {}).get("state", "unknown")

@@ -24,16 +24,15 @@ from pathlib import Path
 
 from grokscope import config as config_mod
 from grokscope.errors import RunDirError
+from grokscope.kinds import build_dataset, kind_of, trains_alone
 from grokscope.models import check_context
 from grokscope.orchestrate.threads import use_threads
 from grokscope.store import rundir
-from grokscope.tasks import build_dataset
 from grokscope.train.core import (
     TrainState,
     check_batch,
     check_device,
     is_finished,
-    make_data,
     new_state,
     resolve_device,
     restore_state,
@@ -198,7 +197,7 @@ def train_runs(
                 raise RunDirError(f"{run} already holds a run; use --resume to continue it")
         # a task that cannot be built (too few distinct sentences, an empty split) is refused
         # before any directory is made
-        if config_mod.trains_alone(cfgs[0]) and len(cfgs) > 1:
+        if trains_alone(cfgs[0]) and len(cfgs) > 1:
             raise config_mod.ConfigError(
                 "sequence tasks and interventions at T_mem train one seed at a time"
             )
@@ -218,7 +217,8 @@ def train_runs(
             state = restore_state(cfgs, datasets, device, snapshots)
         else:
             state = new_state(cfgs, datasets, device)
-        data = make_data(cfgs, datasets, device)
+        kind = kind_of(cfgs[0])
+        data = kind.train_data(cfgs, datasets, device)
         for slot, run in enumerate(runs):
             rundir.write_status(
                 run,
@@ -231,10 +231,10 @@ def train_runs(
                 error=None,
                 diverged_epoch=None,
             )
-        return _drive(cfgs, runs, rows, state, data, progress)
+        return _drive(cfgs, runs, rows, state, data, kind.event_columns(), progress)
 
 
-def _drive(cfgs, runs, rows, state: TrainState, data, progress) -> list[dict]:
+def _drive(cfgs, runs, rows, state: TrainState, data, events, progress) -> list[dict]:
     final: dict[int, dict] = {}
     latest: dict[str, TrainState] = {"state": state}
 
@@ -259,7 +259,7 @@ def _drive(cfgs, runs, rows, state: TrainState, data, progress) -> list[dict]:
     with stop_flag() as flag:
         try:
             outcome = run_training(
-                cfgs, state, data, on_eval, on_checkpoint, on_finish, lambda: flag["stop"]
+                cfgs, state, data, events, on_eval, on_checkpoint, on_finish, lambda: flag["stop"]
             )
         except Exception as e:  # noqa: BLE001 - recorded in every unfinished run, then re-raised
             for i, run in enumerate(runs):

@@ -23,37 +23,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from grokscope.dynamics.hmm import TrainingMap, TrainingMapWarning
+from grokscope.dynamics.hmm import SCALINGS, TrainingMap, TrainingMapWarning
 from grokscope.errors import GrokscopeError, RunDirError
-from grokscope.events import event_epoch
 from grokscope.measures.weights import (
     WEIGHT_STAT_COLUMNS,
     WEIGHT_STATS_DEFINITION,
     weight_stats,
 )
+from grokscope.orchestrate.load import load_run
+from grokscope.orchestrate.threads import use_threads
 from grokscope.report.training_map import plot_bic, plot_state_sequences, plot_training_map
 from grokscope.store import rundir
-from grokscope.store.query import find_runs
+from grokscope.store.query import collect_runs
 
 DEFINITION = "weight_stats_definition"
 WEIGHT_STATS_FILE = "weight_stats.parquet"
 # Held-out model selection needs runs to fit and runs to score, and a detour test compares
 # visitors with other runs: with fewer than 3 runs neither means anything.
 MIN_RUNS = 3
-
-
-def collect_runs(paths: list[Path]) -> list[Path]:
-    """Run directories named directly or found under the given folders (sweeps), de-duplicated."""
-    runs: list[Path] = []
-    for path in paths:
-        path = Path(path)
-        if not path.exists():
-            raise RunDirError(f"{path} does not exist")
-        found = [path] if (path / "config.json").is_file() else find_runs(path)
-        if not found:
-            raise RunDirError(f"no run directories under {path}")
-        runs += [r for r in found if r not in runs]
-    return runs
 
 
 def _stat_rows(path: Path, epochs: list[int]) -> pd.DataFrame:
@@ -103,10 +90,11 @@ def weight_table(run: Path) -> pd.DataFrame:
 
 
 def convergence_epoch(run: Path, threshold: float | None) -> int | None:
-    """First evaluated epoch with test accuracy >= threshold (default: the run's grok threshold)."""
-    cfg = rundir.read_config(run)
-    limit = cfg.train.grok_threshold if threshold is None else threshold
-    return event_epoch(rundir.read_metrics(run), "test_acc", limit)
+    """When ``run`` converged, as its kind defines it (:meth:`grokscope.kinds.base.Kind.
+    convergence`: test accuracy >= threshold for algorithmic runs, t_gen for structural runs,
+    the top level's transition for tree languages); ``threshold`` overrides the run's own."""
+    loaded = load_run(run)
+    return loaded.kind.convergence(loaded, threshold)
 
 
 def build_map(
@@ -120,15 +108,60 @@ def build_map(
     figures: bool = True,
     scaling: str = "per_run",
     min_dwell: int = 2,
+    threads: int | None = None,
 ) -> dict:
     """Fit the training map of the runs under ``paths`` and write ``out/map.json`` and figures.
 
     Returns the map dict (``n_states``, ``bic``, ``transitions``, ``states`` with means,
     occupancy, ``detour``, raw and Holm-adjusted ``p_value`` / ``p_value_holm``, ... and
     ``runs``: id, convergence epoch, state path). ``min_dwell`` is the number of consecutive
-    checkpoints in a state that make a visit (:class:`TrainingMap`). Fewer than 3 runs are
-    refused (GrokscopeError): there would be nothing to hold out and nothing to compare.
+    checkpoints in a state that make a visit (:class:`TrainingMap`). ``scaling`` is
+    ``per_run`` (also spelt ``per-run``) or ``pooled``; ``threads`` CPU threads (None or 0: as
+    they are, see :func:`~grokscope.orchestrate.threads.use_threads`). Options are checked
+    before any run is read; they and fewer than 3 runs are refused (GrokscopeError): with fewer
+    runs there would be nothing to hold out and nothing to compare.
     """
+    check_map_options(max_states, restarts, covariance, scaling, min_dwell, threads)
+    with use_threads(threads):
+        return _build_map(
+            paths, out, max_states, restarts, covariance, threshold, seed, figures,
+            scaling.replace("-", "_"), min_dwell,
+        )  # fmt: skip
+
+
+def check_map_options(
+    max_states: int,
+    restarts: int,
+    covariance: str,
+    scaling: str,
+    min_dwell: int,
+    threads: int | None = None,
+) -> None:
+    """Refuse options :func:`build_map` cannot use, in one line each (GrokscopeError)."""
+    if covariance not in ("diag", "full"):
+        raise GrokscopeError(f"--covariance must be diag or full, got {covariance!r}")
+    if max_states < 1 or restarts < 1:
+        raise GrokscopeError("--max-states and --restarts must be >= 1")
+    if scaling.replace("-", "_") not in SCALINGS:
+        raise GrokscopeError(f"--scaling must be per-run or pooled, got {scaling!r}")
+    if min_dwell < 1:
+        raise GrokscopeError(f"--min-dwell must be >= 1, got {min_dwell}")
+    if threads is not None and threads < 0:
+        raise GrokscopeError(f"--threads must be >= 0, got {threads}")
+
+
+def _build_map(
+    paths: list[Path],
+    out: Path,
+    max_states: int,
+    restarts: int,
+    covariance: str,
+    threshold: float | None,
+    seed: int,
+    figures: bool,
+    scaling: str,
+    min_dwell: int,
+) -> dict:
     runs = collect_runs(paths)
     if len(runs) < MIN_RUNS:
         raise GrokscopeError(

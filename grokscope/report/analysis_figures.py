@@ -8,14 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.colors import LogNorm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from grokscope.measures.fourier import (  # noqa: E402
+from grokscope.measures.fourier import (
     basis_labels,
     centre_grid,
     embed_fourier,
@@ -23,23 +20,14 @@ from grokscope.measures.fourier import (  # noqa: E402
     frequency_norms,
     frequency_rows,
 )
-from grokscope.measures.neurons import dominant_frequencies  # noqa: E402
+from grokscope.measures.neurons import dominant_frequencies
+from grokscope.report.figure_io import save_figure, subplots
 
-DPI = 150
 PHASE_STYLE = (
     ("memorization", "#f4d35e"),
     ("circuit formation", "#7ec4cf"),
     ("cleanup", "#b8e0a8"),
 )
-
-
-def _save(fig, path: Path) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path.name
 
 
 def shade_phases(ax, summary: dict, label: bool = True) -> list:
@@ -69,7 +57,7 @@ def _event_lines(ax, summary: dict) -> None:
 
 def loss_figure(table: pd.DataFrame, summary: dict, path: Path) -> str:
     """Train and test loss (log axis) with the phase bands and t_mem / t_grok."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = subplots(figsize=(7, 4))
     shade_phases(ax, summary)
     ax.plot(table["epoch"], table["train_loss"], color="C0", label="train loss")
     ax.plot(table["epoch"], table["test_loss"], color="C3", label="test loss")
@@ -80,12 +68,12 @@ def loss_figure(table: pd.DataFrame, summary: dict, path: Path) -> str:
     ax.set_title(f"{summary.get('task', '')}: loss and phases")
     ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3, which="major")
-    return _save(fig, path)
+    return save_figure(fig, path).name
 
 
 def progress_figure(table: pd.DataFrame, summary: dict, path: Path) -> str:
     """Four panels over training: the four losses, Gini, weight norm, Fourier shares."""
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex=True)
+    fig, axes = subplots(2, 2, figsize=(11, 7.5), sharex=True)
     ep = table["epoch"]
     bands = []
     for ax in axes.ravel():
@@ -159,13 +147,13 @@ def progress_figure(table: pd.DataFrame, summary: dict, path: Path) -> str:
             fontsize=8,
             frameon=False,
         )
-    return _save(fig, path)
+    return save_figure(fig, path).name
 
 
 def embed_norms_figure(embed: np.ndarray, p: int, keys: list[int], path: Path) -> str:
     """Norm of each frequency of the embedding (cos and sin rows together); keys in red."""
     norms = frequency_norms(embed_fourier(embed, p), p)
-    fig, ax = plt.subplots(figsize=(max(6, p / 10), 3.5))
+    fig, ax = subplots(figsize=(max(6, p / 10), 3.5))
     colors = ["C3" if k in keys else "0.6" for k in range(len(norms))]
     ax.bar(np.arange(len(norms)), norms, color=colors, width=0.8)
     for k in keys:
@@ -174,7 +162,7 @@ def embed_norms_figure(embed: np.ndarray, p: int, keys: list[int], path: Path) -
     ax.set_ylabel("norm of W_E component")
     ax.set_title("embedding in the Fourier basis (key frequencies in red)")
     ax.set_xlim(-1, len(norms))
-    return _save(fig, path)
+    return save_figure(fig, path).name
 
 
 def embed_circles_figure(
@@ -195,7 +183,7 @@ def embed_circles_figure(
     n = len(keys)
     cols = min(n, 3)
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(
+    fig, axes = subplots(
         rows, cols, figsize=(4.4 * cols + 1, 4.4 * rows), squeeze=False, layout="constrained"
     )
     E = np.asarray(embed, dtype=np.float64)[:p]
@@ -244,7 +232,7 @@ def embed_circles_figure(
         f"Embedding of each residue a on the key frequencies' cos / sin directions\n({how})",
         fontsize=10,
     )
-    return _save(fig, path)
+    return save_figure(fig, path).name
 
 
 def neuron_histogram_figure(
@@ -257,7 +245,7 @@ def neuron_histogram_figure(
     all_counts = np.bincount(dom, minlength=n_freq + 1)[1:]
     clean_counts = np.bincount(dom[clean], minlength=n_freq + 1)[1:]
     k = np.arange(1, n_freq + 1)
-    fig, ax = plt.subplots(figsize=(max(6, n_freq / 5), 3.5))
+    fig, ax = subplots(figsize=(max(6, n_freq / 5), 3.5))
     ax.bar(k, all_counts, color="0.75", label="all neurons (dominant frequency)")
     ax.bar(k, clean_counts, color="C0", label=f">= {threshold:.0%} of energy in it")
     for kk in keys or []:
@@ -270,7 +258,7 @@ def neuron_histogram_figure(
     ax.set_title(f"MLP neurons by dominant frequency ({share:.0%} single-frequency; keys in red)")
     ax.legend(fontsize=8)
     ax.set_xlim(0, n_freq + 1)
-    return _save(fig, path)
+    return save_figure(fig, path).name
 
 
 def logit_spectrum_figure(
@@ -280,12 +268,12 @@ def logit_spectrum_figure(
     logits on the grid, log colour scale."""
     z = centre_grid(np.asarray(logits, dtype=np.float64)[:, :p].reshape(p, p, p), p)
     norms = np.sqrt(np.square(fourier_2d(z, p)).sum(axis=2))
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    fig, ax = subplots(figsize=(6.5, 5.5))
     vmax = norms.max() if norms.max() > 0 else 1.0
     img = ax.imshow(
         np.maximum(norms, vmax * 1e-4),
         cmap="magma",
-        norm=matplotlib.colors.LogNorm(vmin=vmax * 1e-4, vmax=vmax),
+        norm=LogNorm(vmin=vmax * 1e-4, vmax=vmax),
         origin="upper",
     )
     if keys:
@@ -307,7 +295,7 @@ def logit_spectrum_figure(
         fontsize=10,
     )
     fig.colorbar(img, ax=ax, label="component norm")
-    return _save(fig, path)
+    return save_figure(fig, path).name
 
 
 def write_analysis_figures(

@@ -5,16 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.animation import FuncAnimation
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.animation import FuncAnimation, PillowWriter  # noqa: E402
-
-from grokscope.measures.geometry import circularity, frequency_plane  # noqa: E402
-from grokscope.report.analysis_figures import _save  # noqa: E402
+from grokscope.measures.geometry import circularity, frequency_plane
+from grokscope.report.figure_io import save_animation, save_figure, subplots
 
 MAX_FRAMES = 60
 
@@ -49,7 +45,7 @@ def embedding_evolution_figure(
     epochs = _pick(sorted(embeddings), 8)
     cols = min(4, len(epochs))
     rows = int(np.ceil(len(epochs) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.7 * rows), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(2.6 * cols, 2.7 * rows), squeeze=False)
     for ax, epoch in zip(axes.flat, epochs, strict=False):
         tag = ""
         if t_mem is not None and epoch >= t_mem:
@@ -60,14 +56,14 @@ def embedding_evolution_figure(
     for ax in list(axes.flat)[len(epochs) :]:
         ax.axis("off")
     fig.tight_layout()
-    return _save(fig, out)
+    return save_figure(fig, out).name
 
 
 def embedding_animation(embeddings: dict[int, np.ndarray], k: int, out: Path) -> str:
     """The same projection at every analysed checkpoint (at most 60, spread in log epoch) as an
     animated GIF (Pillow)."""
     epochs = _pick(sorted(embeddings), MAX_FRAMES)
-    fig, ax = plt.subplots(figsize=(3.6, 3.8))
+    fig, ax = subplots(figsize=(3.6, 3.8))
 
     def draw(i: int):
         ax.clear()
@@ -75,19 +71,14 @@ def embedding_animation(embeddings: dict[int, np.ndarray], k: int, out: Path) ->
         return []
 
     anim = FuncAnimation(fig, draw, frames=len(epochs), blit=False)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".tmp.gif")
-    anim.save(tmp, writer=PillowWriter(fps=6), dpi=80)
-    plt.close(fig)
-    tmp.replace(out)
-    return out.name
+    return save_animation(anim, out, fps=6).name
 
 
 def geometry_figure(table: pd.DataFrame, t_mem: int | None, t_grok: int | None, out: Path) -> str:
     """The geometry columns over training (log epoch): circularity (key frequencies, best
     frequency, PCA), Fourier IPR, RQI, and the clock-vs-pizza pair, with t_mem and t_grok."""
     t = table[table["epoch"] > 0].sort_values("epoch")
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+    fig, axes = subplots(1, 3, figsize=(13, 3.5))
     panels = (
         (("circularity_key", "circularity_best", "pca_circularity"), "circularity"),
         (("fourier_ipr", "rqi"), "Fourier IPR / RQI"),
@@ -105,7 +96,7 @@ def geometry_figure(table: pd.DataFrame, t_mem: int | None, t_grok: int | None, 
         ax.set_ylabel(label)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, out)
+    return save_figure(fig, out).name
 
 
 def curvature_figure(table: pd.DataFrame, t_mem: int | None, t_grok: int | None, out: Path) -> str:
@@ -113,7 +104,7 @@ def curvature_figure(table: pd.DataFrame, t_mem: int | None, t_grok: int | None,
     trace, norm-scaled and adaptive sharpness, with the training loss they scale with; beside
     it the local learning coefficient (with its spread over chains); t_mem and t_grok dotted."""
     t = table[table["hessian_top1"].notna() & (table["epoch"] > 0)].sort_values("epoch")
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 3.8))
+    fig, (ax, bx) = subplots(1, 2, figsize=(12, 3.8))
     for col in ("hessian_top1", "hessian_trace", "sharpness_norm_scaled", "sharpness_adaptive",
                 "train_loss"):  # fmt: skip
         v = t[col].astype(float)
@@ -131,4 +122,4 @@ def curvature_figure(table: pd.DataFrame, t_mem: int | None, t_grok: int | None,
     ax.set_ylabel("curvature of the training loss")
     bx.set_ylabel("local learning coefficient")
     fig.tight_layout()
-    return _save(fig, out)
+    return save_figure(fig, out).name

@@ -6,15 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from grokscope.dynamics.levels import level_progress  # noqa: E402
-from grokscope.report.structural_figures import _save  # noqa: E402
+from grokscope.dynamics.levels import level_progress
+from grokscope.report.figure_io import save_figure, subplots
 
 LEVEL_COLORS = ("0.5", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 NAMES = ("token", "phrase", "sentence", "paragraph", "section", "level 5", "level 6")
@@ -33,7 +30,7 @@ def loss_figure(metrics: pd.DataFrame, levels: int, events: dict, title: str, ou
     """Train and test loss per token over steps (log x), the plateaus H_0 > ... > H_L of the
     test set drawn as horizontal lines, and each level's transition t*_k marked."""
     m = metrics[metrics["step"] > 0].sort_values("step")
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    fig, ax = subplots(figsize=(7.5, 4.2))
     ax.plot(m["step"], m["train_loss"], color="0.35", label="train")
     ax.plot(m["step"], m["test_loss"], color="k", lw=2, label="test")
     for k in range(levels + 1):
@@ -48,7 +45,7 @@ def loss_figure(metrics: pd.DataFrame, levels: int, events: dict, title: str, ou
     ax.set_ylabel("loss per token (nats)")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="lower left")
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def kl_figure(metrics: pd.DataFrame, levels: int, events: dict, out: Path) -> Path:
@@ -56,7 +53,7 @@ def kl_figure(metrics: pd.DataFrame, levels: int, events: dict, out: Path) -> Pa
     predictor of the level it has reached. Beside it, each level's progress f_k on train (thin)
     and test (thick)."""
     m = metrics[metrics["step"] > 0].sort_values("step")
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4))
+    fig, (ax, bx) = subplots(1, 2, figsize=(12, 4))
     for k in range(levels + 1):
         col = f"kl_l{k}_test"
         if col in m and np.isfinite(m[col]).any():
@@ -80,7 +77,7 @@ def kl_figure(metrics: pd.DataFrame, levels: int, events: dict, out: Path) -> Pa
     bx.set_xlabel("step")
     bx.set_ylabel("progress f_k (0: level k-1, 1: level k)")
     bx.legend(fontsize=7, ncol=2)
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def positions_figure(
@@ -89,9 +86,9 @@ def positions_figure(
     """Test loss at every position of the sequence (the token predicted) for chosen checkpoints,
     with the exact plateaus per position; the level each position needs is written under it, and
     unit boundaries are shaded."""
-    fig, ax = plt.subplots(figsize=(max(7.5, 0.3 * len(need)), 4))
+    fig, ax = subplots(figsize=(max(7.5, 0.3 * len(need)), 4))
     x = np.arange(1, len(need))
-    cmap = plt.get_cmap("viridis")
+    cmap = colormaps["viridis"]
     for i, (step, prof) in enumerate(sorted(profiles.items())):
         ax.plot(
             x, prof, marker=".", color=cmap(i / max(len(profiles) - 1, 1)), label=f"step {step}"
@@ -108,13 +105,13 @@ def positions_figure(
     ax.set_xlabel("position of the predicted token (digits: the level its prediction needs)")
     ax.set_ylabel("test loss (nats)")
     ax.legend(fontsize=7, ncol=2, loc="upper right")
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def cascade_figure(table: pd.DataFrame, levels: int, out: Path) -> Path:
     """The perturbation cascade over checkpoints: one panel per perturbed level k, the model's
     response relative to the exact predictor's at the positions needing each level j."""
-    fig, axes = plt.subplots(1, levels, figsize=(4 * levels, 3.4), sharey=True, squeeze=False)
+    fig, axes = subplots(1, levels, figsize=(4 * levels, 3.4), sharey=True, squeeze=False)
     t = table[table["epoch"] > 0].sort_values("epoch")
     for i, k in enumerate(range(1, levels + 1)):
         ax = axes[0][i]
@@ -134,7 +131,7 @@ def cascade_figure(table: pd.DataFrame, levels: int, out: Path) -> Path:
         ax.set_xlabel("step")
     axes[0][0].set_ylabel("model response / exact response")
     axes[0][-1].legend(fontsize=7)
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def size_figure(runs: pd.DataFrame, fields: list[str], out: Path) -> Path:
@@ -143,10 +140,10 @@ def size_figure(runs: pd.DataFrame, fields: list[str], out: Path) -> Path:
     each run a dot."""
     levels = sorted(int(c.rsplit("l", 1)[1]) for c in runs.columns if c.startswith("progress_l"))
     others = [f for f in fields if f != "task.n_train"]
-    fig, axes = plt.subplots(1, len(levels), figsize=(4 * len(levels), 3.4), sharey=True,
-                             squeeze=False)  # fmt: skip
+    fig, axes = subplots(1, len(levels), figsize=(4 * len(levels), 3.4), sharey=True,
+                         squeeze=False)  # fmt: skip
     groups = list(runs.groupby(others, sort=True)) if others else [((), runs)]
-    cmap = plt.get_cmap("viridis")
+    cmap = colormaps["viridis"]
     for i, k in enumerate(levels):
         ax = axes[0][i]
         for g, (key, group) in enumerate(groups):
@@ -168,4 +165,4 @@ def size_figure(runs: pd.DataFrame, fields: list[str], out: Path) -> Path:
     axes[0][0].set_ylabel("final test progress f_k")
     if others:
         axes[0][-1].legend(fontsize=7)
-    return _save(fig, out)
+    return save_figure(fig, out)

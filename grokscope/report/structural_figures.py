@@ -6,28 +6,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from grokscope.tasks.sequence import Tree  # noqa: E402
+from grokscope.report.figure_io import save_figure, subplots
+from grokscope.tasks.sequence import Tree
 
 ID_COLOR, GEN_COLOR = "#1f77b4", "#d62728"
 
 
-def _save(fig, out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=130, bbox_inches="tight")
-    plt.close(fig)
-    return out
-
-
 def accuracy_figure(metrics: pd.DataFrame, events: dict, title: str, out: Path) -> Path:
     """In-distribution and generalization accuracy (and LM loss) over steps, t_id / t_gen marked."""
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (ax, bx) = subplots(1, 2, figsize=(10, 3.6))
     m = metrics.sort_values("epoch")
     ax.plot(m["epoch"], m["id_acc"], color=ID_COLOR, label="in distribution (test)")
     ax.plot(m["epoch"], m["gen_acc"], color=GEN_COLOR, label="generalization")
@@ -47,13 +37,13 @@ def accuracy_figure(metrics: pd.DataFrame, events: dict, title: str, out: Path) 
     bx.set_xlabel("step")
     bx.set_ylabel("LM loss per token")
     bx.legend(fontsize=8)
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def tree_measures_figure(table: pd.DataFrame, out: Path) -> Path:
     """Tree score and bracketing F1 over training, with the two rival predictors (weight norm,
     attention entropy) in their own panels."""
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    fig, axes = subplots(1, 3, figsize=(12, 3.4))
     t = table.sort_values("epoch")
     axes[0].plot(t["epoch"], t["tree_score"], color="k", marker=".", label="tree score")
     axes[0].set_ylabel("tree score")
@@ -69,7 +59,7 @@ def tree_measures_figure(table: pd.DataFrame, out: Path) -> Path:
         ax.set_xlabel("step")
     axes[0].set_title("tree-structuredness (Murty et al. 2023)", fontsize=10)
     fig.tight_layout(w_pad=3.0)
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def _layout(tree: Tree) -> tuple[list[tuple[float, float, float, float]], float]:
@@ -106,19 +96,19 @@ def _draw_tree(ax, tree: Tree, words: Sequence[str], title: str, color: str) -> 
 
 def trees_figure(examples: list[dict], out: Path) -> Path:
     """For each example ({words, induced, gold, f1}): the induced tree beside the gold tree."""
-    fig, axes = plt.subplots(len(examples), 2, figsize=(11, 2.6 * len(examples)), squeeze=False)
+    fig, axes = subplots(len(examples), 2, figsize=(11, 2.6 * len(examples)), squeeze=False)
     for row, ex in zip(axes, examples, strict=True):
         _draw_tree(row[0], ex["induced"], ex["words"], f"induced (F1 {ex['f1']:.2f})", "k")
         _draw_tree(row[1], ex["gold"], ex["words"], "gold parse", "#2ca02c")
     fig.tight_layout()
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def depth_figure(curves: dict, title: str, out: Path, label: str = "") -> Path:
     """Generalization accuracy over steps per cell (e.g. per depth), one thin line per seed and
     their mean over the steps all of them reached; in-distribution accuracy faint."""
     depths = sorted(curves)
-    fig, axes = plt.subplots(1, len(depths), figsize=(3.4 * len(depths), 3.2), sharey=True)
+    fig, axes = subplots(1, len(depths), figsize=(3.4 * len(depths), 3.2), sharey=True)
     axes = np.atleast_1d(axes)
     for ax, depth in zip(axes, depths, strict=True):
         tables = curves[depth]
@@ -140,4 +130,4 @@ def depth_figure(curves: dict, title: str, out: Path, label: str = "") -> Path:
     axes[0].legend(fontsize=8, loc="lower right")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, out)
+    return save_figure(fig, out)

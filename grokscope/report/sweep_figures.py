@@ -10,16 +10,15 @@ import itertools
 import math
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.colors import LogNorm
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.colors import LogNorm  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-
-from grokscope.dynamics.sweep_stats import PHASES  # noqa: E402
+from grokscope.dynamics.sweep_stats import PHASES
+from grokscope.report.figure_io import save_figure, subplots
 
 PHASE_COLORS = {
     "comprehension": "#4daf4a",
@@ -59,7 +58,7 @@ def grok_time_figure(
     xs = _ordered(cells[field])
     groups = [()] if not others else list(dict.fromkeys(map(tuple, cells[others].values.tolist())))
     width = 0.7 / max(len(groups), 1)
-    fig, ax = plt.subplots(figsize=(max(8.5, 1.1 * len(xs) * max(1, len(groups)) ** 0.5 + 4), 4.8))
+    fig, ax = subplots(figsize=(max(8.5, 1.1 * len(xs) * max(1, len(groups)) ** 0.5 + 4), 4.8))
     top = max(float(runs["epochs_budget"].max() or 1), 1.0)
     handles = []
     for gi, group in enumerate(groups):
@@ -132,8 +131,8 @@ def grok_time_figure(
     ax.set_xlabel(_label(field))
     ax.set_ylabel("epochs to grok (test acc >= threshold)")
     marker_handles = [
-        plt.Line2D([], [], marker="o", ls="", color="0.3", label="seed: grokked at"),
-        plt.Line2D(
+        Line2D([], [], marker="o", ls="", color="0.3", label="seed: grokked at"),
+        Line2D(
             [],
             [],
             marker="^",
@@ -142,10 +141,10 @@ def grok_time_figure(
             color="0.3",
             label="seed: not grokked by (censored)",
         ),
-        plt.Line2D(
+        Line2D(
             [], [], marker="x", ls="", color="0.3", label="seed: diverged (at risk to the budget)"
         ),
-        plt.Line2D([], [], color="black", lw=2.5, label="Kaplan-Meier median, 95 % interval"),
+        Line2D([], [], color="black", lw=2.5, label="Kaplan-Meier median, 95 % interval"),
     ]
     ax.legend(
         handles=marker_handles + handles,
@@ -157,10 +156,7 @@ def grok_time_figure(
     head = f"{title}\n" if title else ""
     ax.set_title(f"{head}grokking time vs {_label(field)} (k/n: seeds that grokked)", fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def phase_diagram(
@@ -171,11 +167,11 @@ def phase_diagram(
     xs = _ordered(cells[x_field])
     ys = _ordered(cells[y_field]) if y_field else [None]
     if y_field:  # side by side
-        fig, (ax_p, ax_t) = plt.subplots(
+        fig, (ax_p, ax_t) = subplots(
             1, 2, figsize=(2 * (1.25 * len(xs) + 1.2) + 1.5, 0.85 * len(ys) + 2.6)
         )
     else:  # one row of cells: the two panels stacked
-        fig, (ax_p, ax_t) = plt.subplots(2, 1, figsize=(max(7.0, 1.15 * len(xs) + 2.5), 5.2))
+        fig, (ax_p, ax_t) = subplots(2, 1, figsize=(max(7.0, 1.15 * len(xs) + 2.5), 5.2))
     times = np.full((len(ys), len(xs)), np.nan)
     for (yi, yv), (xi, xv) in itertools.product(enumerate(ys), enumerate(xs)):
         sel = cells[x_field] == xv
@@ -187,7 +183,7 @@ def phase_diagram(
         c = c.iloc[0]
         phase = c["phase"]
         ax_p.add_patch(
-            plt.Rectangle(
+            Rectangle(
                 (xi - 0.5, yi - 0.5), 1, 1, color=PHASE_COLORS.get(phase, "white"), alpha=0.85
             )
         )
@@ -213,7 +209,7 @@ def phase_diagram(
         if y_field:
             ax.set_ylabel(_label(y_field))
     finite = times[np.isfinite(times)]
-    cmap = plt.get_cmap("viridis")
+    cmap = colormaps["viridis"]
     cmap = cmap.with_extremes(bad="0.85")
     if len(finite):
         norm = LogNorm(vmin=max(finite.min(), 1), vmax=max(finite.max(), finite.min() + 1))
@@ -243,10 +239,7 @@ def phase_diagram(
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def sweep_figures(

@@ -1,9 +1,8 @@
 """Figures of a fitted latent-state training map (Hu, Chen, Saphra & Cho, TMLR 2023).
 
 Three PNGs: the state transition graph (the paper's "training map"), every run's decoded
-state over epochs, and the BIC curve used to choose the number of states. Figures are built
-on ``matplotlib.figure.Figure`` directly (Agg canvas), so importing this module never changes
-the global pyplot backend.
+state over epochs, and the BIC curve used to choose the number of states. Figures are made
+and saved by :mod:`grokscope.report.figure_io` (no pyplot state).
 """
 
 from __future__ import annotations
@@ -12,22 +11,13 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import BoundaryNorm, ListedColormap, Normalize
-from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyArrowPatch
 
 from grokscope.dynamics.hmm import TrainingMap
-
-DPI = 150
-
-
-def _new_figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
+from grokscope.report.figure_io import new_figure, save_figure
 
 
 def _state_colours(n_states: int) -> ListedColormap:
@@ -57,7 +47,7 @@ def plot_training_map(tm: TrainingMap, path: str | Path) -> Path:
     each decoded transition is an arrow labelled with its model probability and count.
     """
     pos = _layout(tm)
-    fig = _new_figure(max(6.0, 1.6 * tm.n_states_ + 2.5), 4.8)
+    fig = new_figure(figsize=(max(6.0, 1.6 * tm.n_states_ + 2.5), 4.8), layout="constrained")
     ax = fig.add_subplot()
 
     conv = [s.mean_convergence_epoch_visitors for s in tm.states_]
@@ -178,7 +168,7 @@ def plot_training_map(tm: TrainingMap, path: str | Path) -> Path:
     plural = "s" if tm.n_states_ != 1 else ""
     note = "" if known else "\n(no convergence epochs: nodes grey)"
     ax.set_title(f"Training map: {tm.n_states_} latent state{plural}, {tm.n_runs_} runs{note}")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_state_sequences(
@@ -196,7 +186,7 @@ def plot_state_sequences(
     cmap = _state_colours(n)
     norm = BoundaryNorm(np.arange(-0.5, n), n)
 
-    fig = _new_figure(8.0, min(9.0, 2.2 + 0.16 * tm.n_runs_))
+    fig = new_figure(figsize=(8.0, min(9.0, 2.2 + 0.16 * tm.n_runs_)), layout="constrained")
     ax = fig.add_subplot()
     for row, run in enumerate(order):
         ep = epochs[run]
@@ -221,7 +211,7 @@ def plot_state_sequences(
         loc="lower right",
         fontsize=7,
     )
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_bic(tm: TrainingMap, path: str | Path) -> Path:
@@ -229,7 +219,7 @@ def plot_bic(tm: TrainingMap, path: str | Path) -> Path:
     ns = np.array(sorted(tm.bic_))
     bic = np.array([tm.bic_[n] for n in ns], dtype=float)
     ok = np.isfinite(bic)
-    fig = _new_figure(5.5, 3.8)
+    fig = new_figure(figsize=(5.5, 3.8), layout="constrained")
     ax = fig.add_subplot()
     ax.plot(ns[ok], bic[ok], marker="o", color="tab:blue", label="BIC")
     ax.axvline(tm.n_states_, color="crimson", ls="--", label=f"chosen: {tm.n_states_} states")
@@ -239,11 +229,4 @@ def plot_bic(tm: TrainingMap, path: str | Path) -> Path:
     ax.set_ylabel(f"BIC on {where}")
     ax.set_title("Model selection for the training map (lower is better)")
     ax.legend()
-    return _save(fig, path)
-
-
-def _save(fig: Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
-    return path
+    return save_figure(fig, path)

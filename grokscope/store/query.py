@@ -7,8 +7,8 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow.parquet as pq
 
-from grokscope.config import SEQUENCE_TASKS
 from grokscope.errors import RunDirError
 
 EVENTS = ["t_mem_epoch", "t_grok_epoch"]
@@ -34,6 +34,21 @@ def find_runs(root: Path) -> list[Path]:
     if not root.is_dir():
         raise RunDirError(f"directory {root} does not exist")
     return sorted(p.parent for p in root.rglob("config.json"))
+
+
+def collect_runs(paths: Path | list[Path]) -> list[Path]:
+    """Run directories named directly or found under the given folders (sweeps, folders of
+    runs), de-duplicated, in order: the one way every command that takes many runs finds them."""
+    runs: list[Path] = []
+    for path in [paths] if isinstance(paths, str | Path) else paths:
+        path = Path(path)
+        if not path.exists():
+            raise RunDirError(f"{path} does not exist")
+        found = [path] if (path / "config.json").is_file() else find_runs(path)
+        if not found:
+            raise RunDirError(f"no run directories under {path}")
+        runs += [r for r in found if r not in runs]
+    return runs
 
 
 def _read(path: Path) -> dict:
@@ -71,8 +86,8 @@ def runs_table(root: Path) -> pd.DataFrame:
         for col in ("epochs", "train_acc", "test_acc", "gen_acc"):
             meta_df[col] = None
         return meta_df[RUN_COLUMNS]
-    # sequence runs also have a generalization set (and their t_mem / t_grok are t_id / t_gen)
-    has_gen = any(name in SEQUENCE_TASKS for name in meta_df["task"])
+    # runs with a generalization set (language models: their t_mem / t_grok are t_id / t_gen)
+    has_gen = any("gen_acc" in pq.read_schema(f).names for f in files)
     gen = "arg_max(gen_acc, epoch)" if has_gen else "CAST(NULL AS DOUBLE)"
     con = duckdb.connect()
     con.register("meta_df", meta_df)

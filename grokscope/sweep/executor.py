@@ -29,9 +29,10 @@ from typing import Any
 
 from grokscope import config as config_mod
 from grokscope.errors import GrokscopeError, RunDirError
+from grokscope.kinds import trains_alone
 from grokscope.orchestrate.cell import FINISHED, run_cell, run_state
 from grokscope.store import rundir
-from grokscope.sweep.spec import SweepSpec, run_id
+from grokscope.sweep.spec import SweepSpec, load_sweep, run_id
 
 EXECUTORS = ("local", "ray")
 
@@ -71,10 +72,34 @@ def prepare(spec: SweepSpec, root: Path) -> list[dict[str, Any]]:
         ]
         # a cell's seeds train as one batch; sequence runs train one seed at a time, so each of
         # their seeds is a task of its own and the workers run them in parallel
-        groups = [[r] for r in runs] if config_mod.trains_alone(spec.config(cell, 0)) else [runs]
+        groups = [[r] for r in runs] if trains_alone(spec.config(cell, 0)) else [runs]
         for group in groups:
             tasks.append({"root": str(root.resolve()), "cell": cell.name, "runs": group})
     return tasks
+
+
+def start_sweep(
+    file: Path, out: Path, executor: str = "local"
+) -> tuple[SweepSpec, Path, list[dict[str, Any]]]:
+    """Load a sweep file and get its folder ready to run: (spec, sweep folder, tasks).
+
+    Refuses an unknown executor and, for the local one, a device this machine lacks (Ray nodes
+    may have devices it lacks), before sweep.json is written; see :func:`prepare`.
+    """
+    from grokscope.train.core import check_device
+
+    spec = load_sweep(file)
+    check_executor(executor)
+    if executor == "local":
+        check_device(spec.config(spec.cells()[0], spec.seeds[0]).train.device)
+    root = sweep_dir(out, spec)
+    return spec, root, prepare(spec, root)
+
+
+def check_executor(executor: str) -> None:
+    """GrokscopeError unless ``executor`` is one of :data:`EXECUTORS`."""
+    if executor not in EXECUTORS:
+        raise GrokscopeError(f"unknown executor {executor!r}; choose {' or '.join(EXECUTORS)}")
 
 
 def count_finished(tasks: list[dict[str, Any]]) -> int:
@@ -245,8 +270,7 @@ def run_sweep(
     ``workers`` 0 means one per core; ``threads`` 0 means :func:`default_threads`.
     ``on_result`` sees each cell's records as it finishes.
     """
-    if executor not in EXECUTORS:
-        raise GrokscopeError(f"unknown executor {executor!r}; choose {' or '.join(EXECUTORS)}")
+    check_executor(executor)
     workers = workers or default_workers()
     threads = threads or default_threads(workers)
     if tasks is None:

@@ -44,6 +44,8 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Protocol
 
 import torch
 from torch.func import functional_call
@@ -53,7 +55,6 @@ from grokscope.config import Config, ConfigError, OptimConfig
 from grokscope.events import reached
 from grokscope.models import HookedModule, build_model
 from grokscope.tasks import Dataset
-from grokscope.train import sequence
 from grokscope.train.interventions import (
     GradFilter,
     decay_toward,
@@ -62,12 +63,10 @@ from grokscope.train.interventions import (
     total_norm,
 )
 from grokscope.train.losses import (
-    loss_function,
     per_example_loss,
     softmax_collapsed,
     stablemax_collapsed,
 )
-from grokscope.train.sequence import SeqData
 
 # Examples per evaluation chunk (all seeds together when batched): the float64 logits of ~4k
 # examples stay in the 4 MB L2 cache; larger chunks ran up to 2.5x slower per example (p = 97).
@@ -262,45 +261,32 @@ def check_batch(cfgs: list[Config]) -> None:
             )
 
 
-@dataclass
-class TaskData:
-    """Each seed's train and test examples, stacked: x (K, n, n_ctx), y (K, n)."""
+class CoreData(Protocol):
+    """What the core trains on: the data of one kind of study for the seeds of a batch.
 
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
+    The core owns the loop (epochs, evaluations, checkpoints, events, early stop, divergence,
+    the optimizer and the interventions); the data says what one step's losses and one
+    evaluation are, as a LightningDataModule / LightningModule pair would. Implementations:
+    :class:`grokscope.train.examples.ExampleData` (fixed-length examples, stacked seeds) and
+    :class:`grokscope.train.lm_data.SeqData` (language modelling on variable-length lines); a
+    kind of study picks one or brings its own (:mod:`grokscope.kinds`)."""
 
-    @classmethod
-    def from_datasets(cls, datasets: list[Dataset], device: torch.device) -> TaskData:
-        def stack(get) -> torch.Tensor:
-            return torch.stack([torch.as_tensor(get(ds), dtype=torch.int64) for ds in datasets])
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one epoch of the loop (1: full batch, or one step per epoch)."""
+        ...
 
-        try:
-            parts = [
-                stack(lambda ds: ds.tokens[ds.train_idx]),
-                stack(lambda ds: ds.labels[ds.train_idx]),
-                stack(lambda ds: ds.tokens[ds.test_idx]),
-                stack(lambda ds: ds.labels[ds.test_idx]),
-            ]
-        except RuntimeError as e:
-            raise ConfigError(f"the seeds' datasets have different sizes: {e}") from None
-        return cls(*(p.to(device) for p in parts))
+    def losses(self, cfgs: list[Config], state: TrainState, index: int) -> torch.Tensor:
+        """Each seed's training loss (K,) at step ``index`` of the state's epoch."""
+        ...
 
-    def select(self, slots: list[int]) -> TaskData:
-        """The data of the given slots only."""
-        idx = torch.as_tensor(slots, device=self.train_x.device)
-        return TaskData(*(t.index_select(0, idx) for t in vars(self).values()))
+    def eval_rows(self, cfgs: list[Config], state: TrainState, lr: float) -> list[dict]:
+        """One metrics row per seed of ``state`` (``lr``: the learning rate of the next step)."""
+        ...
 
-
-def make_data(cfgs: list[Config], datasets: list, device: torch.device) -> TaskData | SeqData:
-    """The training core's data for a batch: stacked examples, or for a sequence task (one seed
-    at a time) its bucketed language-model data."""
-    if config_mod.is_sequence(cfgs[0].task):
-        if len(cfgs) != 1:
-            raise ConfigError("sequence tasks train one seed at a time (batches of one)")
-        return SeqData.from_dataset(cfgs[0], datasets[0], device)
-    return TaskData.from_datasets(datasets, device)
+    def select(self, slots: list[int]) -> CoreData:
+        """The data of the seeds in ``slots`` only."""
+        ...
 
 
 @dataclass
@@ -533,15 +519,20 @@ def stacked_forward(state: TrainState, x: torch.Tensor) -> torch.Tensor:
     return torch.vmap(one)(tuple(state.params), x)
 
 
-def train_step(cfg: Config, state: TrainState, x: torch.Tensor, y: torch.Tensor) -> list[float]:
-    """One optimizer step of every seed; returns each seed's loss before the step.
+def train_step(
+    cfg: Config, state: TrainState, losses_of: Callable[[], torch.Tensor]
+) -> list[float]:
+    """The one step function: the learning rate of this step, each seed's loss (K,) from
+    ``losses_of()`` (called after the learning rate is set, so a loss that draws dropout seeds
+    its generator there), one backward pass through their sum and the update every run gets;
+    returns each seed's loss before the step.
 
     A seed whose loss is non-finite is left out of the backward pass (its slot then holds
-    garbage); the caller finishes it as diverged, as ``train_step`` + ``run_training`` do.
+    garbage); the caller finishes it as diverged, as ``run_training`` does.
     """
     o = cfg.optim
     lr = _set_lr(o, state)
-    losses = loss_function(o.loss)(stacked_forward(state, x), y)
+    losses = losses_of()
     values = losses.detach().tolist()
     finite = [s for s, v in enumerate(values) if math.isfinite(v)]
     if not finite:
@@ -594,77 +585,19 @@ def evaluate_stacked(
     return evaluate_split(lambda xb: stacked_forward(state, xb), x, y, loss_name, chunk)
 
 
-def eval_rows(cfg: Config, state: TrainState, data: TaskData | SeqData) -> list[dict]:
-    """One metrics row per seed, the columns of ``metrics.parquet`` (for sequence tasks those of
-    :func:`grokscope.train.sequence.eval_rows`)."""
-    if isinstance(data, SeqData):
-        return sequence.eval_rows(cfg, state, data, step_lr(cfg.optim, state))
-    tr = evaluate_stacked(state, data.train_x, data.train_y, cfg.optim.loss)
-    te = evaluate_stacked(state, data.test_x, data.test_y, cfg.optim.loss)
-    rows = []
-    for s in range(state.k):
-        wn = float(sum(torch.sum(p.detach()[s].double() ** 2) for p in state.params))
-        rows.append(
-            {
-                "epoch": state.epoch,
-                "step": state.step,
-                "train_loss": tr[s]["loss"],
-                "train_acc": tr[s]["acc"],
-                "test_loss": te[s]["loss"],
-                "test_acc": te[s]["acc"],
-                "weight_norm_sq": wn,
-                "lr": step_lr(cfg.optim, state),
-                **tr[s]["collapse"],
-                "wall_s": state.wall_s,
-            }
-        )
-    return rows
-
-
 # -- the loop ----------------------------------------------------------------------------------
 
 
-def _orders(cfgs: list[Config], state: TrainState, n: int, epoch: int) -> list | None:
-    """Each seed's mini-batch order for ``epoch`` (seeded by the model seed and the epoch), or None
-    for full-batch training."""
-    bs = cfgs[0].optim.batch_size
-    if bs == 0 or bs >= n:
-        return None
-    out = []
-    for run in state.runs:
-        gen = torch.Generator().manual_seed(cfgs[run].train.seed * 1_000_003 + epoch)
-        out.append(torch.randperm(n, generator=gen))
-    return out
-
-
-def _steps_per_epoch(cfg: Config, data: TaskData | SeqData) -> int:
-    if isinstance(data, SeqData):
-        return 1
-    bs, n = cfg.optim.batch_size, data.train_x.shape[1]
-    return 1 if bs == 0 or bs >= n else math.ceil(n / bs)
-
-
-def _example_epoch(
-    cfgs: list[Config], state: TrainState, data: TaskData, loop: _Loop, t0: float
-) -> tuple[TrainState, TaskData] | None:
-    """One epoch over the examples (full batch or the seeds' own mini-batch orders); seeds whose
-    loss turns non-finite are finished as diverged. None when no seed is left."""
+def _train_epoch(
+    cfgs: list[Config], state: TrainState, data: CoreData, loop: _Loop, t0: float
+) -> tuple[TrainState, CoreData] | None:
+    """One epoch: ``data.steps_per_epoch`` optimizer steps of every seed (one for full-batch and
+    sequence data); seeds whose loss turns non-finite are finished as diverged. None when no
+    seed is left."""
     cfg = cfgs[state.runs[0]]
-    n = data.train_x.shape[1]
-    orders = _orders(cfgs, state, n, state.epoch)
-    starts = [0] if orders is None else list(range(0, n, cfg.optim.batch_size))
-    for start in starts:
-        if orders is None:
-            x, y = data.train_x, data.train_y
-        else:
-            idx = torch.stack([o[start : start + cfg.optim.batch_size] for o in orders])
-            idx = idx.to(data.train_x.device)
-            x = torch.gather(
-                data.train_x, 1, idx.unsqueeze(-1).expand(-1, -1, data.train_x.shape[2])
-            )
-            y = torch.gather(data.train_y, 1, idx)
+    for index in range(data.steps_per_epoch):
         step_before = state.step
-        losses = train_step(cfg, state, x, y)
+        losses = train_step(cfg, state, partial(data.losses, cfgs, state, index))
         bad = [s for s, v in enumerate(losses) if not math.isfinite(v)]
         if bad:
             state.wall_s = time.perf_counter() - t0
@@ -672,38 +605,6 @@ def _example_epoch(
             if rest is None:
                 return None
             state, data = rest
-            if orders is not None:
-                orders = [o for s, o in enumerate(orders) if s not in bad]
-    return state, data
-
-
-def sequence_step(cfg: Config, state: TrainState, data: SeqData) -> float:
-    """One optimizer step of a sequence run (K = 1): the bucketed batch of ``state.step``, the
-    language-model loss, and the update every run gets; returns the loss before the step (the
-    step is skipped when it is not finite). Dropout draws from a generator seeded by
-    (model seed, step), so a resumed run repeats the uninterrupted one."""
-    o = cfg.optim
-    lr = _set_lr(o, state)
-    torch.manual_seed(cfg.train.seed * 1_000_003 + state.step)
-    params = {n: p.squeeze(0) for n, p in zip(state.names, state.params, strict=True)}
-    loss = sequence.train_loss(state.model, params, data, state.step)
-    value = float(loss.detach())
-    if not math.isfinite(value):
-        return value
-    state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    apply_update(o, state, lr)
-    return value
-
-
-def _sequence_epoch(
-    cfgs: list[Config], state: TrainState, data: SeqData, loop: _Loop, t0: float
-) -> tuple[TrainState, SeqData] | None:
-    """A sequence run's epoch: one :func:`sequence_step`; a non-finite loss finishes the run as
-    diverged."""
-    if not math.isfinite(sequence_step(cfgs[state.runs[0]], state, data)):
-        state.wall_s = time.perf_counter() - t0
-        return loop.drop(state, data, [0], "diverged", state.step, state.epoch)
     return state, data
 
 
@@ -746,12 +647,12 @@ class _Loop:
     def drop(
         self,
         state: TrainState,
-        data: TaskData,
+        data: CoreData,
         slots: list[int],
         name: str,
         step: int,
         diverged_epoch: int | None = None,
-    ) -> tuple[TrainState, TaskData] | None:
+    ) -> tuple[TrainState, CoreData] | None:
         """Finish the seeds in ``slots`` as ``name`` and return the state and data of the others,
         or None when no seed is left."""
         for s in slots:
@@ -765,7 +666,8 @@ class _Loop:
 def run_training(
     cfgs: list[Config],
     state: TrainState,
-    data: TaskData | SeqData,
+    data: CoreData,
+    events: tuple[str, str],
     on_eval: Callable[[int, dict], None],
     on_checkpoint: Callable[[TrainState, list[int]], None],
     on_finish: Callable[[int, dict], None],
@@ -787,11 +689,10 @@ def run_training(
     ckpts = set(checkpoint_epochs(r.epochs, r.checkpoint_every))
     loop = _Loop(cfgs, on_eval, on_checkpoint, on_finish)
     state.model.train()
-    state.total_steps = r.epochs * _steps_per_epoch(cfg, data)
-    columns = config_mod.event_columns(cfg.task)  # t_mem / t_grok (t_id / t_gen) columns
+    state.total_steps = r.epochs * data.steps_per_epoch
     if state.epoch == 0:
-        for slot, row in enumerate(eval_rows(cfg, state, data)):
-            loop.track(state, slot, row, columns)
+        for slot, row in enumerate(data.eval_rows(cfgs, state, step_lr(cfg.optim, state))):
+            loop.track(state, slot, row, events)
             on_eval(state.runs[slot], row)
         on_checkpoint(state, list(range(state.k)))
     # seeds resumed at their final checkpoint: finished as they are, not trained one epoch more
@@ -802,9 +703,8 @@ def run_training(
             return "done"
         state, data = rest
     t0 = time.perf_counter() - state.wall_s
-    train_epoch = _sequence_epoch if isinstance(data, SeqData) else _example_epoch
     while state.k and state.epoch < r.epochs:
-        rest = train_epoch(cfgs, state, data, loop, t0)
+        rest = _train_epoch(cfgs, state, data, loop, t0)
         if rest is None:
             return "done"
         state, data = rest
@@ -813,9 +713,9 @@ def run_training(
         last = [is_finished(r, seed_meta(state, s)) for s in range(state.k)]
         regular = state.epoch % r.eval_every == 0 or state.epoch in ckpts
         if regular or any(last):
-            for s, row in enumerate(eval_rows(cfg, state, data)):
+            for s, row in enumerate(data.eval_rows(cfgs, state, step_lr(cfg.optim, state))):
                 if regular or last[s]:
-                    loop.track(state, s, row, columns)
+                    loop.track(state, s, row, events)
                     on_eval(state.runs[s], row)
             # an event found by this evaluation may end a seed now (early_stop_after = 0)
             last = [is_finished(r, seed_meta(state, s)) for s in range(state.k)]

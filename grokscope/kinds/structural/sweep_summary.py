@@ -27,7 +27,7 @@ from scipy import stats
 from grokscope.dynamics.structural import structural_events
 from grokscope.report.structural_figures import depth_figure
 from grokscope.store import rundir
-from grokscope.sweep.summary import manifest_runs
+from grokscope.store.sweepdir import manifest_runs
 
 PREDICTORS = ("tree_score", "bracket_f1", "weight_norm", "attn_entropy")
 # fewer runs than this give no correlation (NaN): with 3 or 4 runs every rank order is one of a

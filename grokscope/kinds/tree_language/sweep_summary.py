@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from grokscope.display import isnull
 from grokscope.dynamics.levels import level_events
 from grokscope.report.level_figures import size_figure
 from grokscope.store import rundir
-from grokscope.sweep.summary import manifest_runs
+from grokscope.store.sweepdir import manifest_runs
 
 SIZE = "task.n_train"
 
@@ -69,7 +70,7 @@ def level_cells(runs: pd.DataFrame, fields: list[str]) -> pd.DataFrame:
         row.update(n_runs=len(group), n_done=len(done))
         for k in _levels(runs):
             t = done[f"t_star_l{k}"] if f"t_star_l{k}" in done else pd.Series(dtype=float)
-            reached = [int(x) for x in t if x is not None and not _nan(x)]
+            reached = [int(x) for x in t if not isnull(x)]
             row[f"reached_l{k}"] = len(reached)
             row[f"t_star_l{k}"] = ",".join(str(x) for x in sorted(reached)) or "-"
             prog = done[f"progress_l{k}"].dropna() if f"progress_l{k}" in done else []
@@ -114,7 +115,3 @@ def summarize_levels(root: Path, manifest: dict, figures: bool = True) -> tuple:
     if figures and SIZE in cells and len(cells):
         paths.append(size_figure(runs, fields, root / "figures" / "levels_by_size.png"))
     return runs, cells, sizes, paths
-
-
-def _nan(x) -> bool:
-    return isinstance(x, float) and math.isnan(x)

@@ -1,5 +1,5 @@
-"""Analyse a sequence (language-model) run: structural-grokking events, tree projections and the
-rival predictors per checkpoint, figures.
+"""The analysis of a structural-grokking run: events, tree projections and the rival predictors
+per checkpoint, figures (driven by :func:`grokscope.orchestrate.analyze.analyze_run`).
 
 Writes ``analysis.parquet`` (one row per analysed checkpoint: ``epoch`` (= step), ``id_acc``,
 ``gen_acc``, ``tree_score``, ``tree_score_random``, ``bracket_f1``, ``bracket_sentence_f1``,
@@ -22,21 +22,18 @@ with or after generalization.
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from grokscope.display import none_if_nan
 from grokscope.dynamics.structural import structural_events
 from grokscope.measures.attention import attention_entropy
 from grokscope.measures.tree_projection import bracketing_f1, tree_projection
-from grokscope.models import build_model
+from grokscope.models import weight_norm_sq
 from grokscope.report import structural_figures as figs
-from grokscope.store import rundir
-from grokscope.tasks import build_dataset
 from grokscope.tasks.sequence import SequenceDataset, tree_spans
 
 
@@ -55,33 +52,23 @@ def _sentences(ds: SequenceDataset, n: int) -> tuple[list[np.ndarray], list]:
     return sentences, [split.trees[i] for i in rows]
 
 
-def _nan_to_none(x):
-    return None if isinstance(x, float) and math.isnan(x) else x
+class StructuralAnalysis:
+    """Tree projections, weight norm and attention entropy per checkpoint; the structural
+    events of the metrics (the kind's :class:`grokscope.kinds.base.Analysis`)."""
 
+    def __init__(self, run, options: dict, n_sentences: int = 200) -> None:
+        self.run = run
+        self.sentences, self.gold = _sentences(run.dataset, n_sentences)
+        self.final: dict = {}
 
-def analyze_sequence_run(
-    run: Path,
-    epochs: list[int],
-    figures: bool = True,
-    n_sentences: int = 200,
-    progress_cb: Callable[[int, int], None] | None = None,
-) -> dict:
-    """Analyse the checkpoints ``epochs`` of the sequence run ``run``; returns the summary."""
-    run = Path(run)
-    cfg = rundir.read_config(run)
-    ds = build_dataset(cfg.task)
-    model = build_model(cfg.model, ds.d_vocab, ds.n_ctx, cfg.train.seed)
-    model.eval()
-    sentences, gold = _sentences(ds, n_sentences)
-    metrics = rundir.read_metrics(run)
-    by_epoch = metrics.set_index("epoch")
-    t0 = time.perf_counter()
-    rows, final = [], {}
-    for i, epoch in enumerate(epochs):
-        weights = rundir.load_into(model, run, epoch, "step")
+    def begin(self, model, load, epochs: list[int]) -> None:
+        self.model = model
+
+    def row(self, epoch: int, weights: dict) -> dict:
         with torch.no_grad():
-            tp = tree_projection(model.final_states, sentences, gold)
-        att = attention_entropy(model, sentences)
+            tp = tree_projection(self.model.final_states, self.sentences, self.gold)
+        att = attention_entropy(self.model, self.sentences)
+        by_epoch = self.run.metrics.set_index("epoch")
         row = {
             "epoch": epoch,
             "id_acc": float(by_epoch["id_acc"].get(epoch, math.nan)),
@@ -90,43 +77,42 @@ def analyze_sequence_run(
             "tree_score_random": tp["random_tree_score"],
             "bracket_f1": tp["f1"],
             "bracket_sentence_f1": tp["sentence_f1"],
-            "weight_norm": math.sqrt(sum(float((w.double() ** 2).sum()) for w in weights.values())),
+            "weight_norm": math.sqrt(weight_norm_sq(weights.values())),
             "attn_entropy": att["mean"],
             **{f"attn_entropy_l{j}": v for j, v in enumerate(att["per_layer"])},
         }
-        rows.append(row)
-        final = {"tp": tp, "row": row}
-        if progress_cb is not None:
-            progress_cb(i + 1, len(epochs))
-    table = pd.DataFrame(rows)
-    rundir.write_table(run / "analysis.parquet", table)
-    r = cfg.train
-    events = structural_events(metrics, r.mem_threshold, r.grok_threshold)
-    examples = _examples(ds, sentences, gold, final["tp"]["trees"])
-    summary = {
-        "kind": "sequence",
-        "task": cfg.task.name,
-        **events,
-        "final": {k: _nan_to_none(v) for k, v in final["row"].items()},
-        "tree_sentences": len(sentences),
-        "f1_baselines": f1_baselines(gold),
-        "analysed_epochs": epochs,
-        "example_trees": [
-            {"words": e["words"], "induced": e["induced"], "gold": e["gold"], "f1": e["f1"]}
-            for e in examples
-        ],
-    }
-    if figures:
-        out = run / "figures"
+        self.final = {"tp": tp, "row": row}
+        return row
+
+    def finish(self, rows: list[dict], epochs: list[int]) -> tuple[pd.DataFrame, dict]:
+        cfg, ds = self.run.config, self.run.dataset
+        r = cfg.train
+        self.events = structural_events(self.run.metrics, r.mem_threshold, r.grok_threshold)
+        self.examples = _examples(ds, self.sentences, self.gold, self.final["tp"]["trees"])
+        summary = {
+            "kind": "sequence",
+            "task": cfg.task.name,
+            **self.events,
+            "final": {k: none_if_nan(v) for k, v in self.final["row"].items()},
+            "tree_sentences": len(self.sentences),
+            "f1_baselines": f1_baselines(self.gold),
+            "analysed_epochs": epochs,
+            "example_trees": [
+                {"words": e["words"], "induced": e["induced"], "gold": e["gold"], "f1": e["f1"]}
+                for e in self.examples
+            ],
+        }
+        return pd.DataFrame(rows), summary
+
+    def figures(self, table: pd.DataFrame, summary: dict, folder: Path) -> list[str]:
+        cfg = self.run.config
         title = f"{cfg.task.name}, {cfg.model.n_layers} layers, seed {cfg.train.seed}"
-        summary["figures"] = [
-            str(figs.accuracy_figure(metrics, events, title, out / "accuracy.png").name),
-            str(figs.tree_measures_figure(table, out / "tree_measures.png").name),
-            str(figs.trees_figure(examples, out / "trees.png").name),
+        metrics = self.run.metrics
+        return [
+            str(figs.accuracy_figure(metrics, self.events, title, folder / "accuracy.png").name),
+            str(figs.tree_measures_figure(table, folder / "tree_measures.png").name),
+            str(figs.trees_figure(self.examples, folder / "trees.png").name),
         ]
-    summary["analysis_wall_s"] = round(time.perf_counter() - t0, 3)
-    rundir.write_json(run / "summary.json", summary)
-    return summary
 
 
 def _branching(first: int, last: int, right: bool):

@@ -1,0 +1,127 @@
+"""``grokscope runs``, ``show``, ``config`` and ``report``: what runs there are, what one is."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich import box
+from rich.table import Table
+
+from grokscope import config as config_mod
+from grokscope.cli.output import console, say
+from grokscope.cli.root import app
+from grokscope.display import fmt, isnull
+from grokscope.errors import GrokscopeError
+
+RUN_HEADERS = {
+    "train_acc": "train acc",
+    "test_acc": "test acc",
+    "gen_acc": "gen acc",
+    "t_mem_epoch": "t_mem",
+    "t_grok_epoch": "t_grok",
+}
+FORMATS = ("table", "csv", "json")
+
+
+@app.command()
+def runs(
+    directory: Path = typer.Argument(Path("runs"), help="folder holding run directories"),
+    format_: str = typer.Option("table", "--format", "-f", help="table, csv or json"),
+) -> None:
+    """List the runs under DIR: task, status, epochs, final accuracies, t_mem, t_grok (epochs).
+
+    Example: grokscope runs runs/ --format csv
+    """
+    from grokscope.store.query import runs_table
+
+    if format_ not in FORMATS:
+        raise GrokscopeError(f"unknown --format {format_!r}; choose one of {', '.join(FORMATS)}")
+    df = runs_table(directory)
+    df["run"] = [
+        str(Path(r).relative_to(directory)) if r != str(directory) else "." for r in df["run"]
+    ]
+    if format_ == "csv":
+        sys.stdout.write(df.to_csv(index=False))
+        return
+    if format_ == "json":
+        sys.stdout.write(df.to_json(orient="records", indent=1) + "\n")
+        return
+    if df.empty:
+        console().print(f"no runs under {directory}")
+        return
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for c in df.columns:  # long values wrap inside their column, never cut
+        table.add_column(RUN_HEADERS.get(c, c), overflow="fold")
+    for row in df.itertuples(index=False):
+        table.add_row(*["-" if isnull(v) else fmt(v) for v in row])
+    console().print(table)
+
+
+@app.command()
+def show(
+    run: Path = typer.Argument(..., help="a run directory"),
+    as_json: bool = typer.Option(False, "--json", help="everything as one JSON document"),
+) -> None:
+    """Print what a run is, where it stands, its grokking times and its analysis headline.
+
+    Example: grokscope show runs/quick
+    """
+    from grokscope.orchestrate.load import load_run
+
+    loaded = load_run(run)
+    kind, status, summary = loaded.kind, loaded.status or {}, loaded.summary
+    if as_json:
+        out = {
+            "run": str(run),
+            "config": config_mod.to_dict(loaded.config),
+            "status": status,
+            "t_mem_epoch": status.get("t_mem_epoch"),
+            "t_grok_epoch": status.get("t_grok_epoch"),
+            "last_eval": loaded.last_row(),
+            "checkpoints": loaded.epochs,
+            "summary": summary,
+        }
+        console().print_json(json.dumps(out, default=float))
+        return
+    say(str(run))
+    for line in kind.show_lines(loaded):
+        say(line)
+    if summary is None:
+        say(f"not analysed yet: grokscope analyze {run}")
+        return
+    for line in kind.summary_lines(summary):
+        say(line)
+    if (Path(run) / "report.html").is_file():
+        say(f"report: {Path(run) / 'report.html'}")
+
+
+@app.command("config")
+def show_config(
+    preset: str = typer.Option("quick", "--preset", "-p", help="preset to start from"),
+    set_: list[str] = typer.Option([], "--set", "-s", help="override: section.field=value"),
+    fields: bool = typer.Option(False, "--fields", help="list every field with type and default"),
+) -> None:
+    """Print the resolved config of a preset with overrides (or every field with --fields).
+
+    Example: grokscope config --preset nanda2023 --set optim.weight_decay=0.5
+    """
+    if fields:
+        for name, typ, default in config_mod.field_reference():
+            console().print(f"{name:28s} {typ:6s} {default!r}")
+        return
+    cfg = config_mod.resolve(config_mod.apply_overrides(config_mod.preset(preset), set_))
+    console().print_json(config_mod.dumps(cfg))
+
+
+@app.command()
+def report(run: Path = typer.Argument(..., help="a run directory")) -> None:
+    """Write RUN/report.html: headline numbers, every figure (embedded) and the config.
+
+    Example: grokscope report runs/quick
+    """
+    from grokscope.orchestrate.report import write_report
+
+    say(f"wrote {write_report(run)}")

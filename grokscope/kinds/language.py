@@ -1,0 +1,77 @@
+"""What the language-model kinds (structural grokking, tree languages) share: one optimizer step
+per loop epoch, in-distribution and generalization events, and their lines."""
+
+from __future__ import annotations
+
+from grokscope.config import Config
+from grokscope.kinds.base import Event, Kind
+
+# the curvature columns need a full-batch training loss over fixed examples
+CURVATURE_REFUSED = {"curvature_every": "curvature is measured on algorithmic runs only"}
+
+
+def step_text(value) -> str:
+    return "not reached" if value is None else f"step {value}"
+
+
+class LanguageKind(Kind):
+    """A kind whose runs are language models trained one seed at a time, one step per epoch."""
+
+    unit = "step"
+    events = (
+        Event("t_id", "id_acc", "mem_threshold", "in-distribution accuracy"),
+        Event("t_gen", "gen_acc", "grok_threshold", "generalization accuracy"),
+    )
+
+    def trains_alone(self, cfg: Config) -> bool:
+        return True
+
+    def model_text(self, cfg: Config) -> str:
+        m = cfg.model
+        return (
+            f"{m.n_layers}-layer {m.ln_position}-LN transformer LM d_model {m.d_model}, "
+            f"{m.n_heads} heads, d_ff {m.d_mlp}, dropout {m.dropout:g}"
+        )
+
+    def split_text(self, cfg: Config) -> str:
+        return f"{cfg.task.n_test} test / {cfg.task.n_gen} generalization lines"
+
+    def subtitle_split(self, cfg: Config) -> str:
+        return ""
+
+    def progress_text(self, row: dict) -> str:
+        return (
+            f"id/gen acc {row['id_acc']:.3f}/{row['gen_acc']:.3f} "
+            f"loss {row['train_loss']:.2f}/{row['gen_loss']:.2f}"
+        )
+
+    def last_eval_text(self, row: dict) -> str:
+        return (
+            f"at step {int(row['epoch'])}: in-distribution acc {row['id_acc']:.3f}, "
+            f"generalization acc {row['gen_acc']:.3f}; LM loss train {row['train_loss']:.3f} "
+            f"gen {row['gen_loss']:.3f}"
+        )
+
+    def report_rows(self, run) -> dict[str, str]:
+        status, cfg = run.status or {}, run.config
+        metrics = run.metrics
+        last = metrics.iloc[-1].to_dict() if metrics is not None and len(metrics) else {}
+        rows = {
+            "state": f"{status.get('state')}, {status.get('epochs_done')} of "
+            f"{cfg.train.epochs} steps",
+        }
+        if last:
+            rows["accuracy at the last evaluation"] = (
+                f"in distribution {last['id_acc']:.3f}, generalization {last['gen_acc']:.3f}"
+            )
+        rows["t_id (in-distribution accuracy >= threshold)"] = step_text(status.get("t_mem_epoch"))
+        rows["t_gen (generalization accuracy >= threshold)"] = step_text(status.get("t_grok_epoch"))
+        return rows
+
+    def curves_figure(self, run, folder):
+        from grokscope.dynamics.structural import structural_events
+        from grokscope.report.structural_figures import accuracy_figure
+
+        r = run.config.train
+        events = structural_events(run.metrics, r.mem_threshold, r.grok_threshold)
+        return accuracy_figure(run.metrics, events, run.path.name, folder / "accuracy.png")

@@ -1,0 +1,68 @@
+"""The training data and per-evaluation accuracies of structural grokking (Murty, Sharma,
+Andreas & Manning, ACL 2023): language modelling on question formation, tense inflection and
+Dyck lines, graded by the paper's metrics.
+
+- question formation: the first word of the question, argmax over the four auxiliaries (do,
+  does, don't, doesn't), on the lines that ask for a question;
+- tense inflection: the main verb of the output under greedy decoding (the output is decoded
+  token by token from the task marker up to the main verb's position, and the token there is
+  compared with the gold one);
+- Dyck (Hewitt et al. 2020): at every position whose next token is a closing bracket, the argmax
+  over the k closing brackets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from grokscope.train.lm_data import SeqData, SplitTensors
+
+
+@torch.no_grad()
+def greedy_targets(
+    model, tokens: torch.Tensor, start: torch.Tensor, target: torch.Tensor
+) -> torch.Tensor:
+    """Greedy decoding from each row's ``start`` up to its ``target`` position: the token the model
+    writes at ``target`` (Murty et al. 2023's main-verb accuracy)."""
+    buf = tokens.clone()
+    rows = torch.arange(len(buf), device=buf.device)
+    for offset in range(int((target - start).max()) + 1):
+        pos = start + offset
+        live = pos <= target
+        if not bool(live.any()):
+            break
+        width = int(pos[live].max()) + 1
+        logits = model(buf[:, :width])
+        p = pos.clamp(max=width - 1)
+        pred = logits[rows, p - 1].argmax(-1)
+        buf[rows[live], pos[live]] = pred[live]
+    return buf[rows, target]
+
+
+class StructuralData(SeqData):
+    """:class:`SeqData` graded by the task's own metric (module docstring)."""
+
+    def grade(
+        self, logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, rows: np.ndarray,
+        split: SplitTensors, model,
+    ) -> tuple[int, int]:  # fmt: skip
+        info, device = self.dataset.info, self.device
+        ar = torch.arange(len(rows), device=device)
+        if self.task == "question_formation":
+            tgt = torch.as_tensor(split.target[rows], device=device)
+            gold = tokens[ar, tgt]
+            aux = torch.as_tensor(info["aux_ids"], device=device)
+            asks = torch.isin(gold, aux)
+            choice = aux[logits[ar, tgt - 1][:, aux].argmax(-1)]
+            return int(((choice == gold) & asks).sum()), int(asks.sum())
+        if self.task == "tense_inflection":
+            tgt = torch.as_tensor(split.target[rows], device=device)
+            start = torch.as_tensor(split.answer_start[rows], device=device)
+            pred = greedy_targets(model, tokens, start, tgt)
+            return int((pred == tokens[ar, tgt]).sum()), len(rows)
+        close = torch.as_tensor(info["close_ids"], device=device)
+        nxt = tokens[:, 1:]
+        need = torch.isin(nxt, close) & mask
+        choice = close[logits[:, :-1][..., close].argmax(-1)]
+        return int(((choice == nxt) & need).sum()), int(need.sum())

@@ -1,0 +1,168 @@
+"""Tree languages (the Random Hierarchy Model of Cagnetta et al. 2024, optionally filtered as in
+Garnier-Brun et al. 2025): language models scored against the exact predictor of every level at
+every evaluation, level transitions t*_k, the perturbation cascade per checkpoint, the
+training-set size each level needs per sweep."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from grokscope.config import Config, TaskConfig
+from grokscope.display import fmt, isnull
+from grokscope.kinds.base import SweepView
+from grokscope.kinds.language import CURVATURE_REFUSED, LanguageKind, step_text
+from grokscope.kinds.tree_language.analysis import TreeAnalysis
+from grokscope.kinds.tree_language.data import TreeData
+from grokscope.tasks.tree_language import tree_language_task
+
+CAPTIONS = {
+    "levels_loss": "Train and test loss per token with the exact plateaus H_k of the test set "
+    "(dashed: the best loss using correlations up to level k) and each level's transition t*_k.",
+    "levels_kl": "Left: KL divergence from each level's exact predictor to the model on the test "
+    "set. Right: each level's progress on the positions that need it (0: the level below's "
+    "predictor, 1: this level's; thick test, dashed train).",
+    "levels_positions": "Test loss at every position before and after each transition, with the "
+    "exact per-position plateaus; digits: the level each position's prediction needs.",
+    "levels_cascade": "Perturbation cascade: swap one node of level k, regenerate below it; the "
+    "model's response relative to the exact predictor's, per level of the predicted positions.",
+}
+
+
+class TreeLanguage(LanguageKind):
+    name = "tree_language"
+    tasks = ("tree_language",)
+    figure_captions = CAPTIONS
+
+    def build_dataset(self, t: TaskConfig):
+        return tree_language_task(
+            t.tree_levels,
+            t.tree_vocab,
+            t.tree_rules,
+            t.tree_branching,
+            t.tree_levels if t.tree_filter < 0 else t.tree_filter,
+            t.tree_units,
+            t.tree_boundary,
+            t.n_train, t.n_dev, t.n_test, t.n_gen, t.data_seed,
+        )  # fmt: skip
+
+    def train_data(self, cfgs, datasets, device):
+        return TreeData.for_batch(cfgs, datasets, device)
+
+    def describe(self, cfg: Config) -> str:
+        t = cfg.task
+        filtered = "" if t.tree_filter < 0 else f" filtered at {t.tree_filter}"
+        return (
+            f"tree language L={t.tree_levels} v={t.tree_vocab} m={t.tree_rules} "
+            f"s={t.tree_branching}{filtered}, {t.n_train} training sequences"
+        )
+
+    def run_name(self, cfg: Config) -> str:
+        t = cfg.task
+        return f"tree{t.tree_levels}-P{t.n_train}-L{cfg.model.n_layers}"
+
+    def analysis(self, run, options: dict) -> TreeAnalysis:
+        self.refuse_options(options, CURVATURE_REFUSED)
+        return TreeAnalysis(run, options)
+
+    def summary_lines(self, s: dict) -> list[str]:
+        g = s["grammar"]
+        plateaus = ", ".join(
+            f"H{k} {v:.3f}" for k, v in s["plateaus_test"].items() if v is not None
+        )
+        times = []
+        for k, entry in s["levels"].items():
+            te, tr = entry.get("test", {}), entry.get("train", {})
+            if not te.get("measurable"):
+                times.append(f"level {k}: no signal")
+                continue
+            t = te.get("t_star")
+            rise = "" if te.get("rise") is None else f", rise {te['rise']}"
+            gap = "" if entry.get("gap") is None else f", train first by {entry['gap']}"
+            times.append(
+                f"level {k}: t* {'not reached' if t is None else t} "
+                f"(train {tr.get('t_star')}{rise}{gap})"
+            )
+        order = {True: "yes", False: "no", None: "undecided (no level reached)"}[s["in_order"]]
+        f = s["final"]
+        kl = ", ".join(
+            f"KL to level {k} {f[f'kl_l{k}_test']:.3f}"
+            for k in s["plateaus_test"]
+            if f.get(f"kl_l{k}_test") is not None
+        )
+        return [
+            f"{len(s['analysed_epochs'])} checkpoints analysed in {s['analysis_wall_s']:.1f} s",
+            f"grammar L={g['levels']} v={g['vocab']} m={g['rules']} s={g['branching']}, "
+            f"filter {g['filter_level']}, {s['n_train']} training sequences; "
+            f"test plateaus {plateaus}",
+            *times,
+            f"levels learned in order: {order}; final test {kl or '-'}",
+        ]
+
+    def report_rows(self, run) -> dict[str, str]:
+        rows = super().report_rows(run)
+        summary = run.summary or {}
+        if summary.get("kind") != "tree_language":
+            return rows
+        plateaus = ", ".join(
+            f"H{k} {v:.3f}" for k, v in summary["plateaus_test"].items() if v is not None
+        )
+        rows["exact plateaus of the test set (nats)"] = plateaus
+        for k, entry in summary["levels"].items():
+            te = entry.get("test", {})
+            rows[f"level {k} transition t*_{k} (test / train)"] = (
+                f"{step_text(te.get('t_star'))} / "
+                f"{step_text(entry.get('train', {}).get('t_star'))}"
+                + ("" if te.get("rise") is None else f", rise {te['rise']} steps")
+            )
+        flag = {True: "yes", False: "no", None: "undecided (no level reached)"}
+        rows["levels learned in order"] = flag[summary["in_order"]]
+        return rows
+
+    def convergence(self, run, threshold: float | None) -> int | None:
+        """The transition of the highest level on the test set (t*_L; None until reached)."""
+        from grokscope.dynamics.levels import level_events
+
+        levels = run.config.task.tree_levels
+        top = level_events(run.metrics, levels)["levels"].get(str(levels), {})
+        return top.get("test", {}).get("t_star")
+
+    def sweep_summary(self, root: Path, manifest: dict, figures: bool, options: dict) -> SweepView:
+        from grokscope.kinds.tree_language.sweep_summary import summarize_levels
+
+        _, cells, sizes, paths = summarize_levels(root, manifest, figures)
+        fields = list(manifest["spec"]["grid"])
+        levels = sorted(int(c.split("_l")[1]) for c in cells.columns if c.startswith("reached_l"))
+        rows = []
+        for _, row in cells.iterrows():
+            progress = [
+                "-" if isnull(row[f"progress_l{k}_mean"]) else f"{row[f'progress_l{k}_mean']:.2f}"
+                for k in levels
+            ]
+            rows.append(
+                [
+                    *[fmt(row[f]) for f in fields],
+                    f"{row['n_done']}/{row['n_runs']}",
+                    *[f"{row[f'reached_l{k}']}: {row[f't_star_l{k}']}" for k in levels],
+                    *progress,
+                    f"{row['n_in_order']} yes, {row['n_out_of_order']} no",
+                ]
+            )
+        lines = []
+        for _, row in sizes.iterrows():
+            where = ", ".join(f"{k.split('.')[-1]}={row[k]}" for k in sizes.columns if "." in k)
+            needs = "; ".join(
+                f"level {c.split('_l')[1]}: "
+                + ("not at any P" if isnull(row[c]) else f"P >= {int(row[c])}")
+                for c in sizes.columns
+                if c.startswith("p_needed_l")
+            )
+            lines.append(f"training-set size needed ({where or 'all runs'}): {needs}")
+        lines.append(f"wrote {Path(root) / 'summary.parquet'} and {len(paths)} figures")
+        headers = [
+            *[f.split(".")[-1] for f in fields], "done",
+            *[f"level {k}: reached, t*" for k in levels], *[f"f{k}" for k in levels], "in order",
+        ]  # fmt: skip
+        return SweepView(headers, rows, lines, paths)
+
+
+KIND = TreeLanguage()

@@ -1,0 +1,72 @@
+"""Every kind writes what it wrote before the kind protocol: a short quick, structural_cpu and
+levels_cpu run, trained and analysed now, against tests/kind_fixtures/expected (recorded by
+tests/kind_fixtures/record.py before the refactor), and the run directories written then
+(tests/kind_fixtures/old_runs) still load, show, analyse and report.
+
+Bit for bit, by construction, only on the machine and kernel paths that recorded them (the same
+CPU model, torch and ATEN / MKL settings): elsewhere the comparison is skipped with the reason,
+since a training run is only reproducible to rounding across CPUs (README, "Reproducibility").
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent / "kind_fixtures"
+sys.path.insert(0, str(HERE))
+import record  # noqa: E402
+
+KINDS = list(record.RUNS)
+
+
+def _expected(kind: str) -> dict:
+    return json.loads((HERE / "expected" / f"{kind}.json").read_text())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_short_run_of_each_kind_writes_what_it_wrote_before(kind, tmp_path):
+    expected = _expected(kind)
+    if expected["machine"] != record.machine():
+        pytest.skip(f"fixtures recorded on {expected['machine']}, this is {record.machine()}")
+    got = record.outputs(record.train_and_analyse(kind, tmp_path))
+    got = json.loads(json.dumps(got, sort_keys=True))  # tuples as lists, as stored
+    for part in ("metrics", "status", "analysis", "summary"):
+        assert got[part] == expected[part], f"{kind}: {part} differs from the recording"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_run_directories_written_before_still_load_and_analyse(kind, tmp_path, monkeypatch, capsys):
+    from grokscope import load_run
+    from grokscope.orchestrate.analyze import analyze_run
+    from tests.conftest import run_cli
+
+    run = tmp_path / kind
+    shutil.copytree(HERE / "old_runs" / kind, run)
+    loaded = load_run(run)
+    assert loaded.kind.name == kind
+    assert loaded.status["state"] == "done" and len(loaded.epochs) == 2
+    summary = analyze_run(run, figures=False)
+    table = loaded.__class__  # noqa: F841  (the reader is the one Run class)
+    rows = load_run(run).analysis
+    assert list(rows["epoch"]) == loaded.epochs
+    # the final checkpoint's row equals the row recorded from the same checkpoint before
+    expected = _expected(kind)
+    last = [r for r in expected["analysis"] if r["epoch"] == loaded.epochs[-1]][0]
+    now = json.loads(json.dumps(record._clean(rows.iloc[-1].to_dict()), sort_keys=True))
+    assert set(now) == set(last)
+    same_machine = expected["machine"] == record.machine()
+    for key, value in last.items():
+        if isinstance(value, float) and not same_machine:
+            assert now[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+        else:
+            assert now[key] == value, key
+    code, out, err = run_cli(monkeypatch, capsys, "show", str(run))
+    assert code in (0, None) and str(run) in out and "error" not in err
+    code, out, err = run_cli(monkeypatch, capsys, "report", str(run))
+    assert (run / "report.html").is_file() and code in (0, None)
+    assert summary["analysis_wall_s"] >= 0
