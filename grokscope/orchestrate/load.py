@@ -14,7 +14,7 @@ task's dataset, the checkpoint epochs, and the model at any checkpoint, ready fo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -22,35 +22,19 @@ from typing import Any
 import pandas as pd
 import torch
 
-from grokscope.config import Config
 from grokscope.errors import RunDirError
 from grokscope.kinds import Kind, build_dataset, kind_of
 from grokscope.models import HookedModule, build_model
 from grokscope.store import rundir
+from grokscope.store.runfiles import RunFiles, json_or_none, table_or_none
 from grokscope.tasks import Dataset
 from grokscope.train.core import check_device
 
 
-def _table(path: Path) -> pd.DataFrame | None:
-    return rundir.read_table(path) if path.is_file() else None
-
-
-def _json(path: Path) -> dict | None:
-    return rundir.read_json(path) if path.is_file() else None
-
-
 @dataclass
-class Run:
-    """One run directory, loaded. Tables and dicts are read when the run is loaded (call
-    :func:`load_run` again to see a run that is still training move on)."""
-
-    path: Path
-    config: Config
-    status: dict | None
-    metrics: pd.DataFrame | None
-    analysis: pd.DataFrame | None
-    summary: dict | None
-    epochs: list[int] = field(default_factory=list)
+class Run(RunFiles):
+    """One run directory, loaded (:class:`grokscope.store.runfiles.RunFiles`), with its kind,
+    its task's dataset and its model at any checkpoint."""
 
     @property
     def kind(self) -> Kind:
@@ -116,11 +100,6 @@ class Run:
         model.requires_grad_(False)
         return model.to(dev).eval()
 
-    def last_row(self) -> dict:
-        """The last metrics row ({} before the first evaluation)."""
-        m = self.metrics
-        return m.iloc[-1].to_dict() if m is not None and len(m) else {}
-
     def __repr__(self) -> str:
         state = (self.status or {}).get("state", "unknown")
         done = (self.status or {}).get("epochs_done")
@@ -132,17 +111,8 @@ class Run:
 
 def load_run(path: str | Path) -> Run:
     """Load the run directory ``path`` (RunDirError when it is not one)."""
-    path = Path(path)
-    config = rundir.read_config(path)
-    return Run(
-        path=path,
-        config=config,
-        status=_json(path / "status.json"),
-        metrics=_table(path / "metrics.parquet"),
-        analysis=_table(path / "analysis.parquet"),
-        summary=_json(path / "summary.json"),
-        epochs=rundir.list_epochs(path),
-    )
+    files = RunFiles.read(path)
+    return Run(**{f.name: getattr(files, f.name) for f in fields(RunFiles)})
 
 
 @dataclass
@@ -185,7 +155,7 @@ def load_sweep(path: str | Path) -> Sweep:
     values = {c["cell"]: c.get("values", {}) for c in manifest.get("cells", [])}
     rows = []
     for entry in manifest.get("runs", []):  # the run ids the sweep wrote, cell by cell
-        status = _json(path / "runs" / entry["run"] / "status.json") or {}
+        status = json_or_none(path / "runs" / entry["run"] / "status.json") or {}
         rows.append(
             {
                 "run": entry["run"],
@@ -199,6 +169,6 @@ def load_sweep(path: str | Path) -> Sweep:
         path=path,
         manifest=manifest,
         runs=pd.DataFrame(rows),
-        cells=_table(path / "summary.parquet"),
-        run_stats=_table(path / "runs.parquet"),
+        cells=table_or_none(path / "summary.parquet"),
+        run_stats=table_or_none(path / "runs.parquet"),
     )

@@ -7,6 +7,7 @@ from typing import Any
 
 from grokscope.errors import GrokscopeError, RunDirError
 from grokscope.store import rundir
+from grokscope.store.runfiles import RunFiles
 
 
 def read_manifest(root: Path) -> dict[str, Any]:
@@ -18,8 +19,8 @@ def read_manifest(root: Path) -> dict[str, Any]:
 
 
 def manifest_runs(root: Path, manifest: dict[str, Any]):
-    """For every run of a sweep: (its base row: run, cell, seed and grid values; (status,
-    metrics, config) or None when the run has not started)."""
+    """For every run of a sweep: (its base row: run, cell, seed and grid values; its path; its
+    files (:class:`~grokscope.store.runfiles.RunFiles`) or None when it has not started)."""
     fields = list(manifest["spec"]["grid"])
     values = {c["cell"]: c["values"] for c in manifest["cells"]}
     for item in manifest["runs"]:
@@ -27,9 +28,10 @@ def manifest_runs(root: Path, manifest: dict[str, Any]):
         row = {"run": item["run"], "cell": item["cell"], "seed": item["seed"]}
         row.update({f: values[item["cell"]].get(f) for f in fields})
         try:
-            loaded = (rundir.read_status(run), rundir.read_metrics(run), rundir.read_config(run))
+            files = RunFiles.read(run)
         except RunDirError:
-            loaded = None
+            files = None
+        loaded = files if files is not None and files.started else None
         yield row, run, loaded
 
 

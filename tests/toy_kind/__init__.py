@@ -125,7 +125,7 @@ class ToyCopy(LanguageKind):
     def sweep_summary(self, root: Path, manifest: dict, figures: bool, options: dict) -> SweepView:
         rows = []
         for base, _, loaded in manifest_runs(root, manifest):
-            acc = "-" if loaded is None else f"{loaded[1]['gen_acc'].iloc[-1]:.3f}"
+            acc = "-" if loaded is None else f"{loaded.metrics['gen_acc'].iloc[-1]:.3f}"
             rows.append([base["run"], acc])
         return SweepView(["run", "final gen acc"], rows, [f"{len(rows)} copy runs"])
 

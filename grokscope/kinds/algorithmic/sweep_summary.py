@@ -8,15 +8,13 @@ Writes ``runs.parquet`` (one row per run), ``summary.parquet`` (one row per grid
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from grokscope.dynamics.sweep_stats import TIME_RATIO, cell_summary, km_inputs, run_events
-from grokscope.errors import RunDirError
 from grokscope.report.sweep_figures import sweep_figures
 from grokscope.store import rundir
-from grokscope.store.sweepdir import grid_fields, read_manifest
+from grokscope.store.sweepdir import grid_fields, manifest_runs, read_manifest
 
 RUN_COLUMNS = [
     "run",
@@ -60,19 +58,12 @@ def sweep_runs_table(
     """
     root = Path(root)
     manifest = read_manifest(root)
-    values = {c["cell"]: c["values"] for c in manifest["cells"]}
     rows = []
-    for item in manifest["runs"]:
-        run = root / "runs" / item["run"]
-        row: dict[str, Any] = {"run": item["run"], "cell": item["cell"], "seed": item["seed"]}
-        row.update(values[item["cell"]])
-        try:
-            cfg = rundir.read_config(run)
-            status = rundir.read_status(run)
-            metrics = rundir.read_metrics(run)
-        except RunDirError:
+    for row, _, loaded in manifest_runs(root, manifest):
+        if loaded is None:
             rows.append({**row, "state": "new", "epochs_done": 0, "phase": None})
             continue
+        cfg, status, metrics = loaded.config, loaded.status, loaded.metrics
         ev = run_events(
             metrics,
             cfg.train.epochs,

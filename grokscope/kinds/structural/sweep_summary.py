@@ -35,16 +35,12 @@ PREDICTORS = ("tree_score", "bracket_f1", "weight_norm", "attn_entropy")
 MIN_RUNS_FOR_RHO = 5
 
 
-def _final_analysis(run: Path, steps: int | None) -> dict:
+def _final_analysis(table: pd.DataFrame | None, steps: int | None) -> dict:
     """The measures of the last analysed checkpoint, if it is the run's last step. An analysis
     written before the tree score followed Murty et al.'s definition (it has no
     ``tree_score_random`` column) contributes its weight norm only: its tree score, F1 and
     attention entropy were taken otherwise and are not comparable."""
-    path = run / "analysis.parquet"
-    if not path.is_file():
-        return {}
-    table = pd.read_parquet(path)
-    if not len(table):
+    if table is None or not len(table):
         return {}
     last = table.sort_values("epoch").iloc[-1]
     if steps is not None and int(last["epoch"]) != steps:
@@ -56,11 +52,11 @@ def _final_analysis(run: Path, steps: int | None) -> dict:
 def structural_runs(root: Path, manifest: dict) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """One row per run of the sweep, and each run's metrics table (by run id)."""
     rows, curves = [], {}
-    for row, run, loaded in manifest_runs(root, manifest):
+    for row, _, loaded in manifest_runs(root, manifest):
         if loaded is None:
             rows.append({**row, "state": "new"})
             continue
-        status, metrics, cfg = loaded
+        status, metrics, cfg = loaded.status, loaded.metrics, loaded.config
         steps = status.get("epochs_done")
         row.update(state=status.get("state"), device=status.get("device"), steps=steps)
         if len(metrics):
@@ -75,7 +71,7 @@ def structural_runs(root: Path, manifest: dict) -> tuple[pd.DataFrame, dict[str,
                 structural_grokking=ev["structural_grokking"],
                 gen_dip=ev["gen_dip"],
             )
-        row.update(_final_analysis(run, steps))
+        row.update(_final_analysis(loaded.analysis, steps))
         rows.append(row)
     return pd.DataFrame(rows), curves
 

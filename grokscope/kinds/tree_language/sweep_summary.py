@@ -39,7 +39,7 @@ def level_runs(root: Path, manifest: dict) -> pd.DataFrame:
         if loaded is None:
             rows.append({**row, "state": "new"})
             continue
-        status, metrics, cfg = loaded
+        status, metrics, cfg = loaded.status, loaded.metrics, loaded.config
         row.update(state=status.get("state"), steps=status.get("epochs_done"))
         row.setdefault(SIZE, cfg.task.n_train)
         if len(metrics):
