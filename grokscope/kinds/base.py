@@ -38,20 +38,13 @@ class Event:
 
 
 class RunLike(Protocol):
-    """What a kind reads of a run: a loaded run directory (see ``grokscope.load_run``)."""
-
-    path: Path
-    config: Config
-    status: dict | None
-    metrics: pd.DataFrame | None
-    analysis: pd.DataFrame | None
-    summary: dict | None
-    epochs: list[int]
+    """What a kind reads of a run: a run's files (the fields of
+    :class:`grokscope.store.runfiles.RunFiles`: path, config, status, metrics, analysis,
+    summary, epochs, ``last_row()``) and its task's dataset; in practice a
+    :class:`grokscope.orchestrate.load.Run`."""
 
     @property
     def dataset(self) -> Any: ...
-
-    def last_row(self) -> dict: ...
 
 
 class Analysis(Protocol):
