@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from grokscope.config import ConfigError, resolve
+from grokscope.events import event_epoch
 from grokscope.kinds import build_dataset
 from grokscope.orchestrate.train import train_run, train_runs
 from grokscope.store import rundir
@@ -201,7 +202,12 @@ def test_each_seed_stops_early_on_its_own(tmp_path, tiny, state_extra):
         # each stops 10 epochs after its own t_grok, alone and in the batch
         assert alone["epochs_done"] == alone["t_grok_epoch"] + 10
         assert statuses[i]["epochs_done"] == statuses[i]["t_grok_epoch"] + 10
-        assert abs(statuses[i]["t_grok_epoch"] - alone["t_grok_epoch"]) <= 5  # one evaluation
+        # t_grok is a threshold crossing: batched and alone agree only to a noise floor, which
+        # the crossing can amplify into evaluations apart (on another CPU's kernels it did), so
+        # each run's event is checked against its own metrics, never against the other's
+        for run, status in ((tmp_path / f"s{i}", alone), (tmp_path / f"b{i}", statuses[i])):
+            table = rundir.read_metrics(run)
+            assert status["t_grok_epoch"] == event_epoch(table, "test_acc", 0.9)
         assert_within_noise(
             rundir.read_metrics(tmp_path / f"s{i}"),
             rundir.read_metrics(tmp_path / f"b{i}"),
