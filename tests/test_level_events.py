@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from grokscope.dynamics.levels import first_sustained, in_order, level_events, level_progress
+from grokscope.dynamics.levels import (
+    first_sustained_time,
+    in_order,
+    level_events,
+    level_progress,
+)
 
 STEPS = np.arange(0, 10_000, 100)
 
@@ -75,11 +80,17 @@ def test_a_level_without_signal_is_not_measurable():
 
 def test_sustain_rule_and_order_helper():
     t = np.arange(6)
-    assert first_sustained(t, np.array([0, 1, 0, 1, 1, 1], bool), 3) == 3
-    assert first_sustained(t, np.array([0, 0, 0, 0, 1, 1], bool), 3) is None  # too late to tell
-    assert first_sustained(t, np.array([0, 0, 0, 1, 1, 1], bool), 3) == 3
-    assert first_sustained(t, np.zeros(6, bool), 3) is None
+    assert first_sustained_time(t, np.array([0, 1, 0, 1, 1, 1], bool), 3) == 3
+    late = np.array([0, 0, 0, 0, 1, 1], bool)
+    assert first_sustained_time(t, late, 3) is None  # too late to tell
+    assert first_sustained_time(t, np.array([0, 0, 0, 1, 1, 1], bool), 3) == 3
+    assert first_sustained_time(t, np.zeros(6, bool), 3) is None
     assert in_order([100, 200, None]) is True
     assert in_order([100, 100]) is None  # simultaneous within the evaluation interval
     assert in_order([200, 100, None]) is False
     assert in_order([None, 100]) is False
+    # one level reached orders nothing: undecided, not "in order" (a run that reached only
+    # level 1 is no evidence that the levels come in order)
+    assert in_order([200, None, None]) is None
+    assert in_order([200]) is None
+    assert in_order([None, None, None]) is None  # no effect: nothing reached

@@ -66,8 +66,12 @@ def test_a_single_spike_is_not_a_switch_to_the_hierarchical_rule():
     ev = structural_events(t)
     assert ev["t_gen_first_step"] == 5000 and ev["t_gen_step"] == 12000
     assert structural_events(t, sustain=1)["t_gen_step"] == 5000
-    # at the end of the table fewer evaluations suffice
+    # a crossing at the last evaluations has not held yet: censored, as every event's rule
+    # (grokscope.events.first_sustained) treats the end of a table
     t2 = curves(2000, 20000)
-    assert structural_events(t2)["t_gen_step"] == 20000
+    ev2 = structural_events(t2)
+    assert ev2["t_gen_step"] is None and ev2["censored"] and ev2["t_gen_first_step"] == 20000
+    assert ev2["lag_lower_steps"] == 18000
+    assert structural_events(curves(2000, 19000))["t_gen_step"] == 19000  # held 3 evaluations
     with pytest.raises(ValueError, match="sustain"):
         structural_events(t, sustain=0)

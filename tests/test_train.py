@@ -225,3 +225,63 @@ def test_float64_cross_entropy_matches_torch(shape, scale):
     # both round log(sum exp) in float64: equal to a few ulp of the log-normaliser
     torch.testing.assert_close(ours.detach(), ref.detach(), rtol=1e-12, atol=5e-14)
     torch.testing.assert_close(ours_grad, z.grad, rtol=1e-6, atol=1e-12)
+
+
+def test_one_sustained_crossing_rule_censors_the_end_of_a_table():
+    from grokscope.events import first_sustained, sustained_epoch
+
+    assert first_sustained([0, 1, 1, 0, 1, 1, 1], 3) == 4
+    assert first_sustained([0, 1, 1, 0, 1, 1, 1], 1) == 1  # sustain 1: the first crossing
+    assert first_sustained([0, 0, 0, 0, 1, 1], 3) is None  # two at the end: not held yet
+    assert first_sustained([], 2) is None
+    assert first_sustained([0, 0, 0], 1) is None  # no effect: never
+    table = pd.DataFrame({"epoch": [0, 10, 20, 30], "acc": [0.2, 0.99, float("nan"), 0.995]})
+    assert sustained_epoch(table, "acc", 0.99, 1) == 10
+    assert sustained_epoch(table, "acc", 0.99, 2) is None  # NaN breaks the run
+    with pytest.raises(ValueError, match="sustain"):
+        first_sustained([1], 0)
+
+
+@pytest.mark.parametrize(
+    ("test_acc", "expected"),
+    [
+        ([0.1, 0.1, 1.0, 0.1, 1.0, 1.0, 1.0, 1.0, 0.1], 4),  # a spike at 2, held from 4
+        ([0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 1.0, 1.0], None),  # crosses too late: censored
+        ([0.1] * 9, None),  # no effect
+    ],
+)
+def test_the_trainer_dates_an_event_by_the_rule_the_tables_are_read_with(tiny, test_acc, expected):
+    """The core tracks a sustained event as :func:`grokscope.events.first_sustained` reads it
+    from the metrics afterwards (data scripted through the CoreData protocol)."""
+    import torch
+
+    from grokscope.config import resolve
+    from grokscope.events import sustained_epoch
+    from grokscope.kinds import build_dataset
+    from grokscope.train.core import new_state, run_training
+
+    cfg = resolve(tiny("train.epochs=8", "train.eval_every=1", "train.checkpoint_every=100"))
+    state = new_state([cfg], [build_dataset(cfg.task)], torch.device("cpu"))
+
+    class Scripted:
+        steps_per_epoch = 1
+
+        def losses(self, cfgs, st, index):
+            return sum((p * 0).sum() for p in st.params).reshape(1)
+
+        def eval_rows(self, cfgs, st, lr):
+            e = st.epoch
+            return [{"epoch": e, "step": st.step, "train_acc": 1.0, "test_acc": test_acc[e]}]
+
+        def select(self, slots):
+            return self
+
+    rows, final = [], {}
+    run_training(
+        [cfg], state, Scripted(), (("train_acc", 1), ("test_acc", 3)),
+        lambda i, row: rows.append(row), lambda st, slots: None,
+        lambda i, status: final.update(status),
+    )  # fmt: skip
+    assert final["t_grok_epoch"] == expected
+    assert sustained_epoch(pd.DataFrame(rows), "test_acc", 0.99, 3) == expected
+    assert final["t_mem_epoch"] == 0

@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.stats import binomtest
 
+from grokscope.events import first_sustained
+
 DEFAULT_GRID = tuple(float(c) for c in np.round(np.geomspace(1.05, 20.0, 40), 4))
 
 
@@ -72,15 +74,12 @@ def ratio_to_baseline(run: SignalRun, direction: str) -> tuple[np.ndarray, np.nd
 
 def alarm_time(run: SignalRun, direction: str, c: float, sustain: int = 2) -> int | None:
     """The checkpoint at which the ratio to baseline has been >= ``c`` at ``sustain``
-    consecutive checkpoints for the first time (the window's last checkpoint); None when never."""
-    if sustain < 1:
-        raise ValueError(f"sustain must be >= 1, got {sustain}")
+    consecutive checkpoints for the first time (:func:`grokscope.events.first_sustained`, the
+    one rule), dated at the window's last checkpoint, when the evidence is complete; None when
+    never."""
     t, r = ratio_to_baseline(run, direction)
-    ok = r >= c
-    for i in range(len(ok) - sustain + 1):
-        if ok[i : i + sustain].all():
-            return int(t[i + sustain - 1])
-    return None
+    i = first_sustained(r >= c, sustain)
+    return None if i is None else int(t[i + sustain - 1])
 
 
 def warnable(runs: list[SignalRun]) -> list[SignalRun]:

@@ -29,11 +29,13 @@ and are reported as such (``measurable`` False).
 Cagnetta & Wyart (2024) predict that the levels are resolved one after another, each needing
 more data (steps in the learning curve); Garnier-Brun et al. (ICML 2025) observe transformers
 taking in correlations of increasing level during training. ``in_order`` tests the ordering on
-one run: True when the transition times increase strictly with the level (a censored level
-counts as later than every reached one, so a reached level above a censored one breaks the
-order; two censored levels are not compared), False when a higher level is reached strictly
-before a lower one, None when undecided: no level reached, or two levels crossing at the same
-evaluation (simultaneous within the evaluation interval, which times cannot order).
+one run: True when two or more levels are reached and the transition times increase strictly
+with the level (a censored level counts as later than every reached one; two censored levels
+are not compared), False when a higher level is reached strictly before a lower one (a reached
+level above a censored one breaks the order), None when undecided: fewer than two levels
+reached with nothing out of order (one level reached orders nothing, so it is not evidence of
+an order), or two levels crossing at the same evaluation (simultaneous within the evaluation
+interval, which times cannot order).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ import math
 
 import numpy as np
 import pandas as pd
+
+from grokscope.events import first_sustained
 
 SUSTAIN = 3
 MIN_GAP = 1e-3
@@ -57,13 +61,13 @@ def level_progress(metrics: pd.DataFrame, level: int, split: str = "test") -> np
         return np.where(gap > MIN_GAP, (ceil - loss) / gap, np.nan)
 
 
-def first_sustained(times: np.ndarray, ok: np.ndarray, sustain: int = SUSTAIN) -> int | None:
-    """The first time from which ``ok`` holds at ``sustain`` consecutive evaluations; None if
-    never (a run that ends fewer than ``sustain`` evaluations after a crossing is censored)."""
-    for i in range(len(ok) - sustain + 1):
-        if ok[i : i + sustain].all():
-            return int(times[i])
-    return None
+def first_sustained_time(
+    times: np.ndarray, ok: np.ndarray, sustain: int = SUSTAIN
+) -> int | None:
+    """The first time from which ``ok`` holds at ``sustain`` consecutive evaluations
+    (:func:`grokscope.events.first_sustained`, the one rule; censored: None)."""
+    i = first_sustained(ok, sustain)
+    return None if i is None else int(times[i])
 
 
 def level_events(
@@ -84,9 +88,9 @@ def level_events(
                 continue
             f = level_progress(metrics, k, split)
             measurable = bool(np.isfinite(f).any())
-            t_half = first_sustained(times, f >= 0.5, sustain) if measurable else None
-            t10 = first_sustained(times, f >= 0.1, sustain) if measurable else None
-            t90 = first_sustained(times, f >= 0.9, sustain) if measurable else None
+            t_half = first_sustained_time(times, f >= 0.5, sustain) if measurable else None
+            t10 = first_sustained_time(times, f >= 0.1, sustain) if measurable else None
+            t90 = first_sustained_time(times, f >= 0.9, sustain) if measurable else None
             rise = t90 - t10 if t10 is not None and t90 is not None else None
             entry[split] = {
                 "measurable": measurable,
@@ -109,8 +113,8 @@ def level_events(
 
 def in_order(t_stars: list[int | None]) -> bool | None:
     """Whether transition times (level 1 first; None = censored) increase strictly with the
-    level (module docstring): True, False (a higher level strictly first) or None (no level
-    reached, or a tie)."""
+    level (module docstring): True (two or more reached, in order), False (a higher level
+    strictly first) or None (fewer than two reached and none out of order, or a tie)."""
     if all(t is None for t in t_stars):
         return None
     big = [math.inf if t is None else t for t in t_stars]
@@ -118,7 +122,7 @@ def in_order(t_stars: list[int | None]) -> bool | None:
     pairs = [(a, b) for a, b in both if not (math.isinf(a) and math.isinf(b))]
     if any(a > b for a, b in pairs):
         return False
-    if any(a == b for a, b in pairs):
+    if any(a == b for a, b in pairs) or sum(t is not None for t in t_stars) < 2:
         return None
     return True
 

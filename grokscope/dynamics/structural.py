@@ -7,14 +7,16 @@ From a run's metrics table (one row per evaluation, ``epoch`` = optimizer step f
 - ``t_id``: the first evaluated step with in-distribution accuracy ``id_acc`` >= ``id_threshold``
   (the trainer's ``train.mem_threshold``, 0.99 by default): the in-distribution plateau;
 - ``t_gen``: the first evaluated step from which generalization accuracy ``gen_acc`` stays >=
-  ``gen_threshold`` for ``sustain`` evaluations in a row (3 by default; fewer at the end of the
-  table) (the trainer's ``train.grok_threshold``; 0.8 in the ``murty_*`` presets, since Murty et
+  ``gen_threshold`` for ``sustain`` evaluations in a row (3 by default; a crossing in the last
+  two evaluations has not held yet and is censored: :func:`grokscope.events.first_sustained`,
+  the one rule of every event, which the trainer applies too) (the trainer's
+  ``train.grok_threshold``; 0.8 in the ``murty_*`` presets, since Murty et
   al.'s best question-formation runs end at 0.95 and 0.5 is the chance level of choosing between
   the two auxiliaries of a generalization sentence). Generalization accuracy of these runs swings
   by tens of points between evaluations (Murty et al. report bimodal seeds; a batch-8 run in
   docs/structural.md went .57, .09, .22 on consecutive evaluations), so a single evaluation
   above the threshold is not yet a switch to the hierarchical rule. ``t_gen_first_step`` is
-  the first single crossing (what the trainer records as ``t_grok_epoch``);
+  the first single crossing;
 - ``lag`` = t_gen - t_id.
 
 The flag (``structural_grokking``) is the phase rule of the algorithmic tasks
@@ -38,24 +40,12 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 
-from grokscope.events import event_epoch
+from grokscope.events import event_epoch, sustained_epoch
 
 STRUCTURAL_RATIO = 2.0
-
-
-def sustained_step(
-    steps: np.ndarray, values: np.ndarray, threshold: float, sustain: int
-) -> int | None:
-    """First step whose value and the next ``sustain - 1`` values (as many as remain) all reach
-    ``threshold``; None if there is none."""
-    ok = np.asarray(values, dtype=np.float64) >= threshold
-    for i in range(len(ok)):
-        if ok[i : i + sustain].all():
-            return int(steps[i])
-    return None
+STRUCTURAL_SUSTAIN = 3
 
 
 def structural_events(
@@ -63,7 +53,7 @@ def structural_events(
     id_threshold: float = 0.99,
     gen_threshold: float = 0.8,
     ratio: float = STRUCTURAL_RATIO,
-    sustain: int = 3,
+    sustain: int = STRUCTURAL_SUSTAIN,
 ) -> dict:
     """t_id, t_gen (sustained), lag (or its censored lower bound), the structural-grokking flag
     and the generalization dip of one run's metrics table (see the module docstring)."""
@@ -73,10 +63,7 @@ def structural_events(
         raise ValueError(f"sustain must be >= 1, got {sustain}")
     t = metrics.sort_values("epoch", kind="stable")
     t_id = event_epoch(t, "id_acc", id_threshold)
-    steps = t["epoch"].to_numpy()
-    t_gen = (
-        sustained_step(steps, t["gen_acc"].to_numpy(), gen_threshold, sustain) if len(t) else None
-    )
+    t_gen = sustained_epoch(t, "gen_acc", gen_threshold, sustain)
     last = int(t["epoch"].iloc[-1]) if len(t) else 0
     out: dict = {
         "t_id_step": t_id,

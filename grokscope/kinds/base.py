@@ -35,6 +35,7 @@ class Event:
     column: str
     threshold: str  # "mem_threshold" or "grok_threshold"
     label: str  # words for reports: "train accuracy"
+    sustain: int = 1  # evaluations in a row it must hold (grokscope.events.first_sustained)
 
 
 class RunLike(Protocol):
@@ -86,6 +87,11 @@ class Kind:
         """The metrics columns of the two events the trainer tracks (status.json keeps them as
         ``t_mem_epoch`` / ``t_grok_epoch`` for every kind: the run-directory contract)."""
         return self.events[0].column, self.events[1].column
+
+    def event_rules(self) -> tuple[tuple[str, int], tuple[str, int]]:
+        """(column, evaluations it must hold) of the two events, for the training core."""
+        a, b = self.events
+        return (a.column, a.sustain), (b.column, b.sustain)
 
     def describe(self, cfg: Config) -> str:
         """The task in a few words (reports, ``show``)."""

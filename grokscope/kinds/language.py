@@ -4,6 +4,7 @@ per loop epoch, in-distribution and generalization events, and their lines."""
 from __future__ import annotations
 
 from grokscope.config import Config
+from grokscope.dynamics.structural import STRUCTURAL_SUSTAIN
 from grokscope.kinds.base import Event, Kind
 
 # the curvature columns need a full-batch training loss over fixed examples
@@ -20,7 +21,9 @@ class LanguageKind(Kind):
     unit = "step"
     events = (
         Event("t_id", "id_acc", "mem_threshold", "in-distribution accuracy"),
-        Event("t_gen", "gen_acc", "grok_threshold", "generalization accuracy"),
+        # held for 3 evaluations, as structural_events reads it from the metrics: the trainer,
+        # show, runs, analyze and the report give the same t_gen
+        Event("t_gen", "gen_acc", "grok_threshold", "generalization accuracy", STRUCTURAL_SUSTAIN),
     )
 
     def trains_alone(self, cfg: Config) -> bool:

@@ -231,7 +231,7 @@ def train_runs(
                 error=None,
                 diverged_epoch=None,
             )
-        return _drive(cfgs, runs, rows, state, data, kind.event_columns(), progress)
+        return _drive(cfgs, runs, rows, state, data, kind.event_rules(), progress)
 
 
 def _drive(cfgs, runs, rows, state: TrainState, data, events, progress) -> list[dict]:

@@ -307,6 +307,9 @@ class TrainState:
     wall_s: float = 0.0
     t_mem_epoch: list[int | None] = field(default_factory=list)
     t_grok_epoch: list[int | None] = field(default_factory=list)
+    # per seed and event: [epoch at which the current run of evaluations at the threshold
+    # began, its length] (an event held for ``sustain`` evaluations: see events.first_sustained)
+    streaks: list[list[list[int]]] = field(default_factory=list)
     # interventions at T_mem (optim.at_mem; one seed per state): weight decay switched off, and
     # the total weight norm held at its value at memorization
     wd_off: bool = False
@@ -344,6 +347,7 @@ def new_state(cfgs: list[Config], datasets: list[Dataset], device: torch.device)
         init_params=init,
         t_mem_epoch=[None] * k,
         t_grok_epoch=[None] * k,
+        streaks=[_no_streaks() for _ in range(k)],
     )
 
 
@@ -384,6 +388,7 @@ def seed_meta(state: TrainState, slot: int) -> dict:
         "wall_s": state.wall_s,
         "t_mem_epoch": state.t_mem_epoch[slot],
         "t_grok_epoch": state.t_grok_epoch[slot],
+        "streaks": state.streaks[slot],
         "frozen_norm": state.frozen_norm,
     }
 
@@ -443,6 +448,7 @@ def restore_state(
     state.wall_s = max(m["wall_s"] for m in metas)
     state.t_mem_epoch = [m.get("t_mem_epoch") for m in metas]
     state.t_grok_epoch = [m.get("t_grok_epoch") for m in metas]
+    state.streaks = [m.get("streaks") or _no_streaks() for m in metas]
     if runs is not None:
         state.runs = list(runs)
     cfg = cfgs[state.runs[0]]
@@ -487,6 +493,7 @@ def select_slots(cfg: Config, state: TrainState, keep: list[int]) -> TrainState:
         wall_s=state.wall_s,
         t_mem_epoch=[state.t_mem_epoch[s] for s in keep],
         t_grok_epoch=[state.t_grok_epoch[s] for s in keep],
+        streaks=[state.streaks[s] for s in keep],
     )
 
 
@@ -608,6 +615,22 @@ def _train_epoch(
     return state, data
 
 
+def _no_streaks() -> list[list[int]]:
+    return [[0, 0], [0, 0]]
+
+
+def _held(streak: list[int], ok: bool, sustain: int, epoch: int) -> bool:
+    """Extend (or break) the run of evaluations at the threshold with this one; whether it has
+    now held for ``sustain`` evaluations (the event then dates from ``streak[0]``)."""
+    if not ok:
+        streak[1] = 0
+        return False
+    if streak[1] == 0:
+        streak[0] = epoch
+    streak[1] += 1
+    return streak[1] >= sustain
+
+
 @dataclass
 class _Loop:
     """Callbacks and bookkeeping of :func:`run_training`."""
@@ -617,16 +640,25 @@ class _Loop:
     on_checkpoint: Callable[[TrainState, list[int]], None]
     on_finish: Callable[[int, dict], None]
 
-    def track(self, state: TrainState, slot: int, row: dict, columns: tuple[str, str]) -> None:
-        r = self.cfgs[state.runs[slot]].train
-        mem, grok = columns
-        if state.t_mem_epoch[slot] is None and reached(row[mem], r.mem_threshold):
-            state.t_mem_epoch[slot] = row["epoch"]
-            cfg = self.cfgs[state.runs[slot]]
+    def track(
+        self, state: TrainState, slot: int, row: dict, events: tuple[tuple[str, int], ...]
+    ) -> None:
+        """Update the seed's two events with one evaluation row: ``events`` gives each event's
+        metrics column and the evaluations in a row it must hold (1: the first crossing)."""
+        cfg = self.cfgs[state.runs[slot]]
+        r = cfg.train
+        (mem, mem_hold), (grok, grok_hold) = events
+        streaks, epoch = state.streaks[slot], row["epoch"]
+        if state.t_mem_epoch[slot] is None and _held(
+            streaks[0], reached(row[mem], r.mem_threshold), mem_hold, epoch
+        ):
+            state.t_mem_epoch[slot] = streaks[0][0]
             if cfg.optim.at_mem != "none":
                 apply_at_mem(cfg, state)
-        if state.t_grok_epoch[slot] is None and reached(row[grok], r.grok_threshold):
-            state.t_grok_epoch[slot] = row["epoch"]
+        if state.t_grok_epoch[slot] is None and _held(
+            streaks[1], reached(row[grok], r.grok_threshold), grok_hold, epoch
+        ):
+            state.t_grok_epoch[slot] = streaks[1][0]
 
     def finish(
         self, state: TrainState, slot: int, name: str, step: int, diverged_epoch: int | None
@@ -667,7 +699,7 @@ def run_training(
     cfgs: list[Config],
     state: TrainState,
     data: CoreData,
-    events: tuple[str, str],
+    events: tuple[tuple[str, int], tuple[str, int]],
     on_eval: Callable[[int, dict], None],
     on_checkpoint: Callable[[TrainState, list[int]], None],
     on_finish: Callable[[int, dict], None],
@@ -676,7 +708,10 @@ def run_training(
     """Train every seed of ``state`` to the budget (or its early stop), as a batch of one would
     train each seed alone; returns ``done`` or ``interrupted``.
 
-    Callbacks get run indices (positions in ``cfgs``): ``on_eval(run, row)`` for every metrics
+    ``events``: the metrics column of each of the two events (t_mem, t_grok) and how many
+    evaluations in a row it must hold (:func:`grokscope.events.first_sustained`; 1 = the first
+    crossing); the kind says (``Kind.event_rules``). Callbacks get run indices (positions in
+    ``cfgs``): ``on_eval(run, row)`` for every metrics
     row; ``on_checkpoint(state, slots)`` after the evaluation at a checkpoint epoch (or at a
     seed's last epoch) for the slots to save; ``on_finish(run, status)`` once per run with its
     final status fields (state done or diverged, epochs_done, step, wall_s, t_mem_epoch,

@@ -82,7 +82,7 @@ class TreeLanguage(LanguageKind):
                 f"level {k}: t* {'not reached' if t is None else t} "
                 f"(train {tr.get('t_star')}{rise}{gap})"
             )
-        order = {True: "yes", False: "no", None: "undecided (no level reached)"}[s["in_order"]]
+        order = {True: "yes", False: "no", None: "undecided (fewer than two levels reached, or a tie)"}[s["in_order"]]
         f = s["final"]
         kl = ", ".join(
             f"KL to level {k} {f[f'kl_l{k}_test']:.3f}"
@@ -114,7 +114,7 @@ class TreeLanguage(LanguageKind):
                 f"{step_text(entry.get('train', {}).get('t_star'))}"
                 + ("" if te.get("rise") is None else f", rise {te['rise']} steps")
             )
-        flag = {True: "yes", False: "no", None: "undecided (no level reached)"}
+        flag = {True: "yes", False: "no", None: "undecided (fewer than two levels reached, or a tie)"}
         rows["levels learned in order"] = flag[summary["in_order"]]
         return rows
 
