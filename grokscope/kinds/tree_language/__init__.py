@@ -28,6 +28,9 @@ CAPTIONS = {
 }
 
 
+ORDER_TEXT = {True: "yes", False: "no", None: "undecided (fewer than two levels reached, or a tie)"}
+
+
 class TreeLanguage(LanguageKind):
     name = "tree_language"
     tasks = ("tree_language",)
@@ -82,7 +85,7 @@ class TreeLanguage(LanguageKind):
                 f"level {k}: t* {'not reached' if t is None else t} "
                 f"(train {tr.get('t_star')}{rise}{gap})"
             )
-        order = {True: "yes", False: "no", None: "undecided (fewer than two levels reached, or a tie)"}[s["in_order"]]
+        order = ORDER_TEXT[s["in_order"]]
         f = s["final"]
         kl = ", ".join(
             f"KL to level {k} {f[f'kl_l{k}_test']:.3f}"
@@ -114,8 +117,7 @@ class TreeLanguage(LanguageKind):
                 f"{step_text(entry.get('train', {}).get('t_star'))}"
                 + ("" if te.get("rise") is None else f", rise {te['rise']} steps")
             )
-        flag = {True: "yes", False: "no", None: "undecided (fewer than two levels reached, or a tie)"}
-        rows["levels learned in order"] = flag[summary["in_order"]]
+        rows["levels learned in order"] = ORDER_TEXT[summary["in_order"]]
         return rows
 
     def convergence(self, run, threshold: float | None) -> int | None:
