@@ -68,6 +68,10 @@ class TaskConfig:
     tree_units: int = 1
     tree_boundary: bool = False
 
+    def validate(self) -> None:
+        """Raise ConfigError naming the first problem of the task's own settings."""
+        _validate_task(self)
+
 
 @dataclass
 class ModelConfig:
@@ -98,6 +102,11 @@ class ModelConfig:
     positions: str = "learned"
     dropout: float = 0.0
     n_ctx: int = 0
+
+    def validate(self, task: str, sequence: bool) -> None:
+        """Raise ConfigError naming the first problem (``task``: the task's name, ``sequence``:
+        whether it is a language-model task, which needs ``kind = lm``)."""
+        _validate_model(self, task, sequence)
 
 
 @dataclass
@@ -135,6 +144,11 @@ class OptimConfig:
     loss_on: str = "all"
     at_mem: str = "none"
 
+    def validate(self, sequence: bool) -> None:
+        """Raise ConfigError naming the first problem (``sequence``: a language-model task,
+        which trains on mini-batches and has no filters or norm constraints yet)."""
+        _validate_optim(self, sequence)
+
 
 @dataclass
 class TrainConfig:
@@ -160,6 +174,10 @@ class TrainConfig:
     grok_threshold: float = 0.99
     early_stop_after: int = -1
 
+    def validate(self) -> None:
+        """Raise ConfigError naming the first problem of the schedule, seeds or device."""
+        _validate_train(self)
+
 
 @dataclass
 class Config:
@@ -170,6 +188,10 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     preset: str = ""
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first problem found, section by section."""
+        _validate_config(self)
 
 
 SECTIONS = ("task", "model", "optim", "train")
@@ -273,8 +295,24 @@ def resolve(cfg: Config) -> Config:
 
 
 def validate(cfg: Config) -> None:
-    """Raise ConfigError naming the first problem found."""
-    t, m, o, r = cfg.task, cfg.model, cfg.optim, cfg.train
+    """Raise ConfigError naming the first problem found (:meth:`Config.validate`)."""
+    cfg.validate()
+
+
+def _validate_config(cfg: Config) -> None:
+    """Each section checks its own fields (the task first), given what it must know of the
+    others: whether the task is a sequence task; then a registered task's own checks."""
+    t = cfg.task
+    _validate_task(t)
+    sequence = is_sequence(t)
+    _validate_model(cfg.model, t.name, sequence)
+    _validate_optim(cfg.optim, sequence)
+    _validate_train(cfg.train)
+    if t.name in TASK_VALIDATORS:
+        TASK_VALIDATORS[t.name](cfg)
+
+
+def _validate_task(t: TaskConfig) -> None:
     if t.name not in TASKS:
         raise ConfigError(f"unknown task {t.name!r}; choose one of {', '.join(TASKS)}")
     if t.name == "modular":
@@ -287,9 +325,7 @@ def validate(cfg: Config) -> None:
         if t.op in PRIME_OPS and not is_prime(t.p):
             raise ConfigError(f"op {t.op!r} needs a prime modulus, but task.p = {t.p} is not prime")
     elif is_sequence(t):
-        _validate_sequence(cfg)
-    elif t.name in TASK_VALIDATORS:
-        pass
+        _validate_sequence_task(t)
     elif t.name == "permutation":
         if t.op not in PERMUTATION_OPS:
             raise ConfigError(
@@ -299,7 +335,7 @@ def validate(cfg: Config) -> None:
             raise ConfigError(
                 f"task.group_n must be in 2..7 (S_n has n! elements), got {t.group_n}"
             )
-    else:
+    elif t.name == "sparse_parity":
         if t.op != "parity":
             raise ConfigError(f"unknown sparse_parity op {t.op!r}; the only op is 'parity'")
         if not 1 <= t.k_bits <= t.n_bits:
@@ -313,20 +349,14 @@ def validate(cfg: Config) -> None:
             )
     if not 0.0 < t.train_fraction < 1.0:
         raise ConfigError(f"task.train_fraction must lie in (0, 1), got {t.train_fraction}")
-    if t.name in TASK_VALIDATORS:
-        TASK_VALIDATORS[t.name](cfg)
 
-    if cfg.optim.at_mem not in AT_MEM:
-        raise ConfigError(f"unknown optim.at_mem {cfg.optim.at_mem!r}; choose {', '.join(AT_MEM)}")
-    if cfg.optim.at_mem == "freeze_norm" and cfg.optim.weight_norm > 0:
-        raise ConfigError(
-            "optim.at_mem=freeze_norm and optim.weight_norm both fix the norm: use one"
-        )
+
+def _validate_model(m: ModelConfig, task: str, sequence: bool) -> None:
     if m.kind not in ("transformer", "mlp", "lm"):
         raise ConfigError(f"unknown model kind {m.kind!r}; choose transformer, mlp or lm")
-    if (m.kind == "lm") != is_sequence(t):
-        want = "model.kind=lm" if is_sequence(t) else "model.kind=transformer or mlp"
-        raise ConfigError(f"task {t.name!r} needs {want}, got model.kind={m.kind!r}")
+    if (m.kind == "lm") != sequence:
+        want = "model.kind=lm" if sequence else "model.kind=transformer or mlp"
+        raise ConfigError(f"task {task!r} needs {want}, got model.kind={m.kind!r}")
     for name in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp"):
         if getattr(m, name) < 1:
             raise ConfigError(f"model.{name} must be >= 1, got {getattr(m, name)}")
@@ -344,7 +374,25 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"model.d_embed must be >= 0 (0 = one-hot), got {m.d_embed}")
     if m.init_scale <= 0:
         raise ConfigError(f"model.init_scale must be > 0, got {m.init_scale}")
+    if m.kind != "lm":
+        return
+    if m.ln_position not in ("pre", "post"):
+        raise ConfigError(f"unknown model.ln_position {m.ln_position!r}; choose pre or post")
+    if m.positions not in ("learned", "sinusoidal"):
+        raise ConfigError(f"unknown model.positions {m.positions!r}; choose learned or sinusoidal")
+    if not 0.0 <= m.dropout < 1.0:
+        raise ConfigError(f"model.dropout must lie in [0, 1), got {m.dropout}")
+    if m.n_ctx < 0:
+        raise ConfigError(f"model.n_ctx must be >= 0 (0 = the task's longest), got {m.n_ctx}")
 
+
+def _validate_optim(o: OptimConfig, sequence: bool) -> None:
+    if o.at_mem not in AT_MEM:
+        raise ConfigError(f"unknown optim.at_mem {o.at_mem!r}; choose {', '.join(AT_MEM)}")
+    if o.at_mem == "freeze_norm" and o.weight_norm > 0:
+        raise ConfigError(
+            "optim.at_mem=freeze_norm and optim.weight_norm both fix the norm: use one"
+        )
     if o.lr <= 0:
         raise ConfigError(f"optim.lr must be > 0, got {o.lr}")
     if o.weight_decay < 0:
@@ -368,7 +416,26 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"unknown optim.decay_to {o.decay_to!r}; choose zero or init")
     if o.lr_decay not in ("none", "linear"):
         raise ConfigError(f"unknown optim.lr_decay {o.lr_decay!r}; choose none or linear")
+    if not sequence:
+        return
+    if o.loss_on not in ("all", "answer"):
+        raise ConfigError(f"unknown optim.loss_on {o.loss_on!r}; choose all or answer")
+    if o.batch_size < 1:
+        raise ConfigError("sequence tasks train on mini-batches: set optim.batch_size >= 1")
+    for name, value, why in (
+        ("optim.loss", o.loss, "softmax"),
+        ("optim.grokfast", o.grokfast, "none"),
+    ):
+        if value != why:
+            raise ConfigError(f"{name}={value!r} is not available for sequence tasks yet")
+    if o.orthograd or o.weight_norm > 0 or o.decay_to != "zero":
+        raise ConfigError(
+            "optim.orthograd, optim.weight_norm and optim.decay_to=init are not available for "
+            "sequence tasks yet"
+        )
 
+
+def _validate_train(r: TrainConfig) -> None:
     if r.epochs < 1:
         raise ConfigError(f"train.epochs must be >= 1, got {r.epochs}")
     if r.threads < 0:
@@ -389,9 +456,8 @@ MAX_DYCK_K = 1000
 MAX_DYCK_DEPTH = 1000
 
 
-def _validate_sequence(cfg: Config) -> None:
-    """The settings only sequence tasks and the ``lm`` model read."""
-    t, m, o = cfg.task, cfg.model, cfg.optim
+def _validate_sequence_task(t: TaskConfig) -> None:
+    """The task settings only sequence tasks read: split sizes, Dyck and tree languages."""
     for name in ("n_train", "n_test", "n_gen"):
         if getattr(t, name) < 1:
             raise ConfigError(f"task.{name} must be >= 1 (an empty split), got {getattr(t, name)}")
@@ -415,30 +481,7 @@ def _validate_sequence(cfg: Config) -> None:
                 f"automaton makes), got {t.max_len}"
             )
     if t.name == "tree_language":
-        _validate_tree(cfg)
-    if m.ln_position not in ("pre", "post"):
-        raise ConfigError(f"unknown model.ln_position {m.ln_position!r}; choose pre or post")
-    if m.positions not in ("learned", "sinusoidal"):
-        raise ConfigError(f"unknown model.positions {m.positions!r}; choose learned or sinusoidal")
-    if not 0.0 <= m.dropout < 1.0:
-        raise ConfigError(f"model.dropout must lie in [0, 1), got {m.dropout}")
-    if m.n_ctx < 0:
-        raise ConfigError(f"model.n_ctx must be >= 0 (0 = the task's longest), got {m.n_ctx}")
-    if o.loss_on not in ("all", "answer"):
-        raise ConfigError(f"unknown optim.loss_on {o.loss_on!r}; choose all or answer")
-    if o.batch_size < 1:
-        raise ConfigError("sequence tasks train on mini-batches: set optim.batch_size >= 1")
-    for name, value, why in (
-        ("optim.loss", o.loss, "softmax"),
-        ("optim.grokfast", o.grokfast, "none"),
-    ):
-        if value != why:
-            raise ConfigError(f"{name}={value!r} is not available for sequence tasks yet")
-    if o.orthograd or o.weight_norm > 0 or o.decay_to != "zero":
-        raise ConfigError(
-            "optim.orthograd, optim.weight_norm and optim.decay_to=init are not available for "
-            "sequence tasks yet"
-        )
+        _validate_tree(t)
 
 
 # tree languages: levels named token, phrase, sentence, paragraph, section; longer sequences and
@@ -457,9 +500,8 @@ def tree_length(t: TaskConfig) -> int:
     )
 
 
-def _validate_tree(cfg: Config) -> None:
+def _validate_tree(t: TaskConfig) -> None:
     """A tree language that can exist, and whose exact references fit in memory."""
-    t = cfg.task
     if not 1 <= t.tree_levels <= MAX_TREE_LEVELS:
         raise ConfigError(f"task.tree_levels must be in 1..{MAX_TREE_LEVELS}, got {t.tree_levels}")
     for name, low in (

@@ -33,10 +33,35 @@ def test_a_short_run_of_each_kind_writes_what_it_wrote_before(kind, tmp_path):
     expected = _expected(kind)
     if expected["machine"] != record.machine():
         pytest.skip(f"fixtures recorded on {expected['machine']}, this is {record.machine()}")
-    got = record.outputs(record.train_and_analyse(kind, tmp_path))
-    got = json.loads(json.dumps(got, sort_keys=True))  # tuples as lists, as stored
+    run = record.train_and_analyse(kind, tmp_path)
+    got = json.loads(json.dumps(record.outputs(run), sort_keys=True))  # tuples as lists
     for part in ("metrics", "status", "analysis", "summary"):
         assert got[part] == expected[part], f"{kind}: {part} differs from the recording"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_status_json_names_what_its_fields_hold(kind, tmp_path):
+    """A language model's status.json says t_id_step / t_gen_step / steps_done; an algorithmic
+    run's keeps t_mem_epoch / t_grok_epoch / epochs_done; both read back with the core's keys,
+    and so does a run directory written before the renaming (test below)."""
+    from grokscope.store import rundir
+
+    name, overrides = record.RUNS[kind]
+    from grokscope.config import apply_overrides, preset
+    from grokscope.orchestrate.train import train_run
+
+    cfg = apply_overrides(preset(name), [*overrides, "train.epochs=5", "train.device=cpu"])
+    train_run(cfg, tmp_path / kind)
+    raw = json.loads((tmp_path / kind / "status.json").read_text())
+    core = rundir.read_status(tmp_path / kind)
+    if kind == "algorithmic":
+        assert "names" not in raw and raw["epochs_done"] == 5 and "t_grok_epoch" in raw
+    else:
+        assert raw["steps_done"] == 5 and "t_gen_step" in raw and "t_id_step" in raw
+        assert "epochs_done" not in raw and "t_grok_epoch" not in raw
+    assert core["epochs_done"] == 5 and "t_grok_epoch" in core and "names" not in core
+    old = json.loads((HERE / "old_runs" / kind / "status.json").read_text())
+    assert "names" not in old and "t_grok_epoch" in old  # written with the core's names
 
 
 @pytest.mark.parametrize("kind", KINDS)

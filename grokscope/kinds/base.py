@@ -84,9 +84,16 @@ class Kind:
         Event("t_grok", "test_acc", "grok_threshold", "test accuracy"),
     )
     def event_columns(self) -> tuple[str, str]:
-        """The metrics columns of the two events the trainer tracks (status.json keeps them as
-        ``t_mem_epoch`` / ``t_grok_epoch`` for every kind: the run-directory contract)."""
+        """The metrics columns of the two events the trainer tracks (``t_mem_epoch`` /
+        ``t_grok_epoch`` in the core's status; named for the kind in status.json,
+        :meth:`status_names`)."""
         return self.events[0].column, self.events[1].column
+
+    def status_names(self) -> dict[str, str]:
+        """What status.json calls the core's keys for this kind's runs (none renamed: the core's
+        names, ``t_mem_epoch``, ``t_grok_epoch``, ``epochs_done``, ...); the file records the
+        renaming and :func:`grokscope.store.rundir.read_status` maps it back."""
+        return {}
 
     def event_rules(self) -> tuple[tuple[str, int], tuple[str, int]]:
         """(column, evaluations it must hold) of the two events, for the training core."""

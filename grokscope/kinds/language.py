@@ -29,6 +29,17 @@ class LanguageKind(Kind):
     def trains_alone(self, cfg: Config) -> bool:
         return True
 
+    def status_names(self) -> dict[str, str]:
+        """status.json names what a language model's run holds: its events are t_id and t_gen,
+        its loop counts optimizer steps."""
+        return {
+            "t_mem_epoch": "t_id_step",
+            "t_grok_epoch": "t_gen_step",
+            "epochs_done": "steps_done",
+            "epochs_budget": "steps_budget",
+            "diverged_epoch": "diverged_step",
+        }
+
     def model_text(self, cfg: Config) -> str:
         m = cfg.model
         return (

@@ -26,7 +26,7 @@ from grokscope.errors import RunDirError
 from grokscope.kinds import Kind, build_dataset, kind_of
 from grokscope.models import HookedModule, build_model
 from grokscope.store import rundir
-from grokscope.store.runfiles import RunFiles, json_or_none, table_or_none
+from grokscope.store.runfiles import RunFiles, table_or_none
 from grokscope.tasks import Dataset
 from grokscope.train.core import check_device
 
@@ -155,7 +155,8 @@ def load_sweep(path: str | Path) -> Sweep:
     values = {c["cell"]: c.get("values", {}) for c in manifest.get("cells", [])}
     rows = []
     for entry in manifest.get("runs", []):  # the run ids the sweep wrote, cell by cell
-        status = json_or_none(path / "runs" / entry["run"] / "status.json") or {}
+        run = path / "runs" / entry["run"]
+        status = rundir.read_status(run) if (run / "status.json").is_file() else {}
         rows.append(
             {
                 "run": entry["run"],

@@ -222,6 +222,7 @@ def train_runs(
         for slot, run in enumerate(runs):
             rundir.write_status(
                 run,
+                names=kind.status_names(),
                 state="running",
                 device=str(device),
                 epochs_done=state.epoch,

@@ -10,6 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from grokscope.errors import RunDirError
+from grokscope.store import rundir
 
 EVENTS = ["t_mem_epoch", "t_grok_epoch"]
 RUN_COLUMNS = [
@@ -51,6 +52,14 @@ def collect_runs(paths: Path | list[Path]) -> list[Path]:
     return runs
 
 
+def _status(run: Path) -> dict:
+    """status.json with the core's keys; {} when missing or corrupt."""
+    try:
+        return rundir.read_status(run)
+    except RunDirError:
+        return {}
+
+
 def _read(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -66,7 +75,7 @@ def runs_table(root: Path) -> pd.DataFrame:
     runs = find_runs(root)
     meta = []
     for run in runs:
-        cfg, status = _read(run / "config.json"), _read(run / "status.json")
+        cfg, status = _read(run / "config.json"), _status(run)
         task = cfg.get("task", {})
         meta.append(
             {

@@ -116,18 +116,32 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def write_status(run: Path, **fields: Any) -> dict:
-    """Merge ``fields`` into status.json (created if absent) and stamp ``updated``."""
+def write_status(run: Path, names: dict[str, str] | None = None, **fields: Any) -> dict:
+    """Merge ``fields`` (the core's keys: ``t_mem_epoch``, ``epochs_done``, ...) into
+    status.json (created if absent), stamp ``updated`` and return the status with the core's
+    keys. ``names`` renames keys in the file to what they hold for the run's kind (a language
+    model's ``t_mem_epoch`` is its ``t_id_step``); the file records the renaming under
+    ``names`` so that :func:`read_status` maps it back, and a later write keeps it."""
     path = Path(run) / "status.json"
-    status = read_json(path) if path.is_file() else {}
+    raw = read_json(path) if path.is_file() else {}
+    names = names if names is not None else raw.get("names") or {}
+    status = _core_keys(raw)
     status.update(fields)
     status["updated"] = now()
-    write_json(path, status)
+    on_disk = {names.get(k, k): v for k, v in status.items()}
+    write_json(path, {**on_disk, "names": names} if names else on_disk)
     return status
 
 
 def read_status(run: Path) -> dict:
-    return read_json(Path(run) / "status.json")
+    """status.json with the core's keys (a run directory written before keys were named for
+    their kind has them already)."""
+    return _core_keys(read_json(Path(run) / "status.json"))
+
+
+def _core_keys(raw: dict) -> dict:
+    back = {v: k for k, v in (raw.get("names") or {}).items()}
+    return {back.get(k, k): v for k, v in raw.items() if k != "names"}
 
 
 def write_metrics(run: Path, rows: list[dict]) -> None:

@@ -45,7 +45,7 @@ class RunFiles:
         return cls(
             path=path,
             config=rundir.read_config(path),
-            status=json_or_none(path / "status.json"),
+            status=rundir.read_status(path) if (path / "status.json").is_file() else None,
             metrics=table_or_none(path / "metrics.parquet"),
             analysis=table_or_none(path / "analysis.parquet"),
             summary=json_or_none(path / "summary.json"),

@@ -107,12 +107,20 @@ def _table(path: Path) -> list[dict]:
     return _clean(df.drop(columns=[c for c in df.columns if c in WALL]).to_dict("records"))
 
 
+def _core_status(run: Path) -> dict:
+    """status.json with the core's keys (a language model's file names them t_id_step, ...,
+    since the kind protocol; the recording before it used the core's names throughout)."""
+    from grokscope.store import rundir
+
+    return rundir.read_status(run)
+
+
 def outputs(run: Path) -> dict:
     """The comparable content of a trained and analysed run directory."""
     return {
         "metrics": _table(run / "metrics.parquet"),
         "analysis": _table(run / "analysis.parquet"),
-        "status": _clean(json.loads((run / "status.json").read_text())),
+        "status": _clean(_core_status(run)),
         "summary": _clean(json.loads((run / "summary.json").read_text())),
     }
 
