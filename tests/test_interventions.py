@@ -365,3 +365,63 @@ def test_at_mem_runs_alone_and_bad_values(tmp_path, tiny):
     cfgs = [tiny("optim.at_mem=drop_wd", f"train.seed={s}") for s in (0, 1)]
     with pytest.raises(ConfigError, match="one seed at a time"):
         train_runs(cfgs, [tmp_path / "a", tmp_path / "b"])
+
+
+def test_gradient_clipping_follows_torch_per_seed():
+    """Each seed of a stack is clipped as ``clip_grad_norm_`` clips that seed's model alone;
+    a gradient below the norm is left untouched bit for bit (no effect at all)."""
+    from grokscope.train.interventions import clip_gradients
+
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(3, 4), (5,), (2, 2, 2)]
+    # seed 0: large gradient (clipped), seed 1: small (untouched), seed 2: zero
+    factors = [10.0, 1e-3, 0.0]
+    stacked = [torch.zeros((3, *s), requires_grad=True) for s in shapes]
+    for p in stacked:
+        p.grad = torch.randn(p.shape, generator=gen) * torch.tensor(factors).view(
+            -1, *([1] * (p.dim() - 1))
+        )
+    before = [p.grad.clone() for p in stacked]
+    clip_gradients(stacked, 1.0)
+    for seed in range(3):
+        alone = [torch.zeros(s, requires_grad=True) for s in shapes]
+        for a, b in zip(alone, before, strict=True):
+            a.grad = b[seed].clone()
+        torch.nn.utils.clip_grad_norm_(alone, 1.0)
+        # torch sums the norm of these 24 numbers in float32 (relative error <= 24 u = 1.4e-6 on
+        # any CPU), ours in float64: the scale factors agree to that bound, not to the bit
+        for a, p in zip(alone, stacked, strict=True):
+            torch.testing.assert_close(p.grad[seed], a.grad, rtol=1.5e-6, atol=0)
+    norm0 = torch.sqrt(sum((p.grad[0].double() ** 2).sum() for p in stacked))
+    assert abs(float(norm0) - 1.0) < 1e-5
+    for p, b in zip(stacked, before, strict=True):
+        assert torch.equal(p.grad[1], b[1]) and torch.equal(p.grad[2], b[2])
+
+
+def test_murty_presets_carry_the_released_schedule_and_structural_cpu_does_not():
+    from grokscope.config import preset
+
+    for name in ("murty_qf", "murty_tense"):
+        o = preset(name).optim
+        assert (o.warmup_steps, o.grad_clip, o.lr) == (10_000, 1.0, 1e-4)
+    o = preset("structural_cpu").optim
+    assert (o.warmup_steps, o.grad_clip) == (0, 0.0)
+
+
+def test_a_negative_clip_norm_is_refused():
+    from grokscope.config import ConfigError, apply_overrides, preset, resolve
+
+    with pytest.raises(ConfigError, match="optim.grad_clip must be >= 0"):
+        resolve(apply_overrides(preset("quick"), ["optim.grad_clip=-1"]))
+
+
+def test_the_core_clips_before_the_step(tiny):
+    """With ``optim.grad_clip`` the gradient the optimizer sees has at most that norm; without
+    it the same step's gradient is far larger (so the clip did something)."""
+    norms = {}
+    for clip in ("0.0", "0.05"):
+        cfg, state, data = _tiny_state(tiny, f"optim.grad_clip={clip}", "optim.warmup_steps=0")
+        train_step(cfg, state, lambda: data.losses([cfg], state, 0))  # noqa: B023
+        norms[clip] = float(torch.sqrt(sum((p.grad.double() ** 2).sum() for p in state.params)))
+    assert norms["0.05"] <= 0.05 * (1 + 1e-6)
+    assert norms["0.0"] > 0.5

@@ -57,6 +57,7 @@ from grokscope.models import HookedModule, build_model
 from grokscope.tasks import Dataset
 from grokscope.train.interventions import (
     GradFilter,
+    clip_gradients,
     decay_toward,
     orthogonalize_gradients,
     project_to_norm,
@@ -553,9 +554,12 @@ def train_step(
 
 
 def apply_update(o: OptimConfig, state: TrainState, lr: float) -> None:
-    """After backward: gradient filter, perp-Grad, decay toward init, the AdamW step and the norm
+    """After backward: gradient clipping (on the raw gradient, as a training loop clips right
+    after backward), gradient filter, perp-Grad, decay toward init, the AdamW step and the norm
     constraint, in that order."""
     params = state.params
+    if o.grad_clip > 0:
+        clip_gradients(params, o.grad_clip)
     state.grad_filter.apply(params)
     if o.orthograd:
         orthogonalize_gradients(params)

@@ -8,6 +8,9 @@
 - Weight-norm constraint (Liu, Michaud & Tegmark 2023, Omnigrok): after every step rescale all
   parameters together to a fixed total L2 norm.
 - Weight decay toward the initial weights instead of toward zero.
+- Gradient clipping to a total L2 norm (each seed's gradient over all its parameters), as
+  ``torch.nn.utils.clip_grad_norm_`` does for one model; Murty et al.'s (2023) released
+  structural-grokking code clips at norm 1.
 
 Each filter keeps its state as a dict of tensors so that checkpoints can store and restore it.
 """
@@ -98,6 +101,25 @@ def orthogonalize_gradients(params: list[torch.Tensor], eps: float = 1e-30) -> N
             ok & (new_norm > eps), norm / torch.where(new_norm > 0, new_norm, 1.0), 1.0
         )
         g.mul_(_per_seed(scale, g))
+
+
+@torch.no_grad()
+def clip_gradients(params: list[torch.Tensor], max_norm: float, eps: float = 1e-6) -> None:
+    """Scale each seed's gradient so that its total L2 norm (over all of its parameters) is at
+    most ``max_norm``: g <- g * min(1, max_norm / (|g| + eps)), the rule and the eps of
+    ``torch.nn.utils.clip_grad_norm_``, for every seed of stacked ``params`` (K, *shape)
+    separately. The norm is summed in float64 (torch sums in the gradient's dtype), so a
+    gradient at the threshold may be scaled by a factor differing from torch's in the last
+    float32 bit."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    norm = torch.sqrt(sum(torch.sum(g.double() ** 2, dim=_seed_dims(g)) for g in grads))
+    scale = torch.clamp(max_norm / (norm + eps), max=1.0)
+    if bool((scale >= 1.0).all()):
+        return  # nothing to clip: leave the gradients untouched, bit for bit
+    for g in grads:
+        g.mul_(_per_seed(scale, g).to(g.dtype))
 
 
 @torch.no_grad()
