@@ -132,8 +132,8 @@ def test_planted_run_gives_exactly_the_planted_key_frequencies(tmp_path):
     assert ("neurons", "remove", 5) in kinds
     assert "key_frequency_circles.png" in summary["figures"]
     # geometry: two equal circles at the planted frequencies, read through E_a + E_b (a pizza)
-    np.testing.assert_allclose(table["circularity_key"], 0.5, atol=1e-9)
-    np.testing.assert_allclose(table["fourier_ipr"], 0.5, atol=1e-9)
+    np.testing.assert_allclose(table["circularity_keys"], 1.0, atol=1e-9)
+    np.testing.assert_allclose(table["fourier_ipr_pooled"], 0.5, atol=1e-9)
     assert set(table["circularity_best_freq"]) <= set(key)
     assert (table["gradient_symmetricity"] > 0.99).all()
     assert (table["distance_irrelevance"] < 0.4).all()

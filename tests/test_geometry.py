@@ -393,11 +393,47 @@ def test_geometry_row_on_a_planted_circle_and_a_cloud():
     row = geometry_row(E, [k, 7])
     assert set(row) == set(GEOMETRY_COLUMNS)
     assert row["circularity_best_freq"] == k and row["circularity_best"] == pytest.approx(1.0)
-    assert row["circularity_key"] == pytest.approx(0.5)  # 1 at k, 0 at 7
-    assert row["fourier_ipr"] == pytest.approx(1.0)
+    assert row["circularity_keys"] == pytest.approx(1.0)  # 1 at k + 0 at 7
+    assert row["fourier_ipr_pooled"] == pytest.approx(1.0)
+    assert row["gromov_ipr"] == pytest.approx(0.5)  # each column's energy at +k and -k
     assert row["distance_irrelevance"] is None and row["gradient_symmetricity"] is None
     cloud = geometry_row(np.random.default_rng(1).normal(size=(p, 32)), [k])
-    assert cloud["circularity_key"] < 0.2 and cloud["fourier_ipr"] < 0.2
+    assert cloud["circularity_keys"] < 0.2 and cloud["fourier_ipr_pooled"] < 0.2
+    assert cloud["gromov_ipr"] < 0.1  # a random neuron spreads over all 31 coefficients
+
+
+@pytest.mark.parametrize("n_keys", [1, 2, 3, 5])
+def test_exact_circles_at_the_key_frequencies_score_one_whatever_their_number(n_keys):
+    """K exact circles (one per key frequency, unequal radii, in orthogonal planes) put all of
+    the embedding's variance on circles at the key frequencies: 1 for any K (a mean over the
+    K frequencies would give 1/K); a cloud, nothing planted, stays near its noise level."""
+    from grokscope.measures.geometry import geometry_row
+
+    p, keys = 61, [3, 7, 11, 19, 26][:n_keys]
+    r = np.arange(p)[:, None]
+    cols = []
+    for j, k in enumerate(keys):
+        w = 2 * np.pi * k * r / p
+        cols += [(1 + j) * np.cos(w), (1 + j) * np.sin(w)]
+    E = np.hstack(cols) @ rotation(2 * n_keys)
+    assert geometry_row(E, keys)["circularity_keys"] == pytest.approx(1.0, abs=1e-12)
+    noise = np.random.default_rng(3).normal(size=(p, 2 * n_keys))
+    assert geometry_row(noise, keys)["circularity_keys"] < 0.6
+
+
+def test_gromov_ipr_on_planted_neurons():
+    from grokscope.measures.geometry import gromov_ipr
+
+    p = 31
+    r = np.arange(p)
+    tuned = np.stack([np.cos(2 * np.pi * 5 * r / p + ph) for ph in (0.0, 0.4, 1.3)], 1)
+    assert gromov_ipr(tuned) == pytest.approx(0.5)  # one frequency: +k and -k
+    assert gromov_ipr(7.0 * tuned) == pytest.approx(0.5)  # scale-free
+    impulse = np.zeros((p, 1))
+    impulse[4] = 1.0
+    assert gromov_ipr(impulse) == pytest.approx(1 / p)  # a flat spectrum
+    assert gromov_ipr(np.ones((p, 2))) == pytest.approx(1.0)  # all at k = 0
+    assert np.isnan(gromov_ipr(np.zeros((p, 3))))
 
 
 def test_class_distance_ratio_planted():
@@ -417,3 +453,19 @@ def test_class_distance_ratio_planted():
     X = np.array([[-1.0], [1.0], [3.0], [5.0]])
     assert class_distance_ratio(X, np.array([0, 0, 1, 1])) == pytest.approx(4.0)
     assert np.isnan(class_distance_ratio(X, np.zeros(4)))
+
+
+@pytest.mark.parametrize(("p", "low", "high"), [(59, 0.02, 0.035), (113, 0.035, 0.05)])
+def test_rqi_of_exact_circles_at_the_analysis_tolerance(p, low, high):
+    """Exact circles close no parallelogram at tolerance 0, but at the analysis's 10 % relative
+    tolerance one circle closes a few (what docs/geometry.md states) and two or more about
+    none: RQI near 0 is what circles give."""
+    r = np.arange(p)[:, None]
+
+    def circles(ks):
+        return np.hstack([np.hstack([np.cos(2 * np.pi * k * r / p), np.sin(2 * np.pi * k * r / p)])
+                          for k in ks])  # fmt: skip
+
+    assert geo.rqi(circles([5]), 0.0, relative=True) == 0.0
+    assert low < geo.rqi(circles([5]), geo.RQI_DELTA, relative=True) < high
+    assert geo.rqi(circles([5, 17, 31, 42]), geo.RQI_DELTA, relative=True) < 0.002

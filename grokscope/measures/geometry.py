@@ -12,7 +12,8 @@ rows in discrete-log order (``W_E[GridView.order]``), so that Z_(p-1) frequencie
   :func:`pca_circularity` — the PCA-based circularity as Zhong et al. compute it.
 * :func:`rqi` / :func:`parallelogram_residuals` / :func:`parallelograms` — Liu, Kitouni, Nolte,
   Michaud, Tegmark & Williams (2022), representation quality index.
-* :func:`fourier_ipr` — Gromov (2023), inverse participation ratio in frequency.
+* :func:`gromov_ipr` — Gromov (2023), inverse participation ratio of each neuron's weights on
+  the complex DFT; :func:`fourier_ipr` — our pooled variant over the whole embedding.
 * :func:`distance_irrelevance`, :func:`gradient_symmetricity` (with the helpers
   :func:`correct_logit_grid`, :func:`symmetricity_triples`, :func:`embedding_gradients`) — Zhong
   et al. (2023), Definitions 4.2 and 4.1: the two clock-vs-pizza diagnostics.
@@ -234,19 +235,17 @@ def rqi(E: np.ndarray, delta: float, modular: bool = True, relative: bool = Fals
 
 
 def fourier_ipr(E: np.ndarray, per_column: bool = False) -> float:
-    """Inverse participation ratio of the embedding's Fourier spectrum (Gromov 2023).
+    """Our pooled inverse participation ratio of the embedding's frequency energies (the
+    ``fourier_ipr_pooled`` column; Gromov's per-neuron IPR is :func:`gromov_ipr`).
 
     With c_k^2 the energy of frequency k = 1 .. p // 2 (cos and sin basis rows together, over
     all columns of ``E``), IPR = sum_k c_k^4 / (sum_k c_k^2)^2. The constant (k = 0) is
     excluded: it carries the mean embedding, not frequency content. 1 when one frequency
     carries everything, 1/K for K frequencies of equal energy, 1/(p // 2) for a flat spectrum.
-    Rotation- and scale-invariant.
+    Rotation- and scale-invariant, which suits a residual stream without privileged axes.
 
-    ``per_column=True`` is Gromov's per-neuron form: the IPR of each column of ``E`` (each a
-    function of the residue), averaged over the columns with non-zero energy. That is basis
-    dependent, apt for MLP weights with privileged neurons; the pooled default suits a residual
-    stream. Gromov's complex-DFT form counts +k and -k separately and so gives half of ours for
-    odd p. NaN when no frequency carries energy.
+    ``per_column=True``: the same per column of ``E``, averaged over the columns with non-zero
+    energy (basis dependent). NaN when no frequency carries energy.
     """
     E = _embedding(E)
     p = E.shape[0]
@@ -263,6 +262,31 @@ def fourier_ipr(E: np.ndarray, per_column: bool = False) -> float:
     if not keep.any():
         return float("nan")
     ipr = np.sum(energy[:, keep] ** 2, axis=0) / total[keep] ** 2
+    return float(np.mean(ipr))
+
+
+def gromov_ipr(W: np.ndarray, r: int = 2) -> float:
+    """Gromov's (2023) inverse participation ratio: for each neuron (each column of ``W``, its
+    weights over the p input residues), the complex DFT U_k, k = 0 .. p - 1, and
+    IPR_r = sum_k |U_k|^(2r) / (sum_k |U_k|^2)^r; the mean over the neurons with non-zero
+    weights. r = 2 as he uses it. A neuron tuned to one frequency k != 0 splits its energy
+    between +k and -k and scores 1/2; a constant neuron 1; a flat spectrum 1/p. Invariant to
+    each neuron's scale, not to rotations mixing neurons (the neurons are privileged).
+
+    Per neuron, as he defines it, for networks whose first layer reads the residues directly
+    (his one-hot MLP: ``layers.0.W[:p]``, the ``mlp_quad`` preset); on a transformer's embedding
+    the columns are residual dimensions, not neurons, and the number reads so. The definition
+    is taken as the reference facts state it (per neuron, complex DFT), not checked against
+    his code."""
+    W = _embedding(W)
+    if r < 1:
+        raise ValueError(f"r must be >= 1, got {r}")
+    energy = np.abs(np.fft.fft(W, axis=0)) ** 2  # (p, n)
+    total = energy.sum(axis=0)
+    keep = total > 1e-24 * max(float(total.max(initial=0.0)), 1e-300)
+    if not keep.any():
+        return float("nan")
+    ipr = np.sum(energy[:, keep] ** r, axis=0) / total[keep] ** r
     return float(np.mean(ipr))
 
 
@@ -454,12 +478,13 @@ def embedding_gradients(
 # closes when its residual is within a tenth of a typical embedding's length
 RQI_DELTA = 0.1
 GEOMETRY_COLUMNS = (
-    "circularity_key",
+    "circularity_keys",
     "circularity_best",
     "circularity_best_freq",
     "pca_circularity",
     "rqi",
-    "fourier_ipr",
+    "fourier_ipr_pooled",
+    "gromov_ipr",
     "distance_irrelevance",
     "gradient_symmetricity",
     "ildr",
@@ -477,10 +502,16 @@ def geometry_row(
     """The geometry columns of one checkpoint (:data:`GEOMETRY_COLUMNS`).
 
     ``E`` (p, d) the residue embedding in grid order; ``key_freqs`` the run's key frequencies
-    (``circularity_key`` is the mean :func:`circularity` over them, None without keys);
+    (``circularity_keys`` is the sum of :func:`circularity` over them: the share of the
+    embedding's variance on circles at the key frequencies, 1 when the embedding is exact
+    circles at those frequencies whatever their number K and radii; None without keys; a mean
+    over K frequencies would be at most 1/K);
     ``circularity_best`` the largest circularity at any frequency and ``circularity_best_freq``
     that frequency; ``pca_circularity`` (Zhong et al.); ``rqi`` at relative tolerance
-    :data:`RQI_DELTA`; ``fourier_ipr`` (Gromov); ``distance_irrelevance`` from the (p, p) correct
+    :data:`RQI_DELTA` (relative: parallelograms closed to 10 % of the embedding's scale; exact
+    circles at several frequencies close only some, so RQI is near 0 for them, not exactly 0);
+    ``fourier_ipr_pooled`` (ours, :func:`fourier_ipr`); ``gromov_ipr`` (:func:`gromov_ipr`, per
+    column of ``E``); ``distance_irrelevance`` from the (p, p) correct
     logit grid, grouped by (a - sign b) (None without it); ``gradient_symmetricity`` from the
     operand-embedding gradients (None without them); ``ildr`` passed through
     (:func:`class_distance_ratio` of the penultimate layer on held-out examples).
@@ -490,12 +521,13 @@ def geometry_row(
     best = int(np.nanargmax(per)) + 1 if finite.any() else None
     keys = [k for k in (key_freqs or []) if 1 <= k <= len(per)]
     return {
-        "circularity_key": float(np.mean(per[[k - 1 for k in keys]])) if keys else None,
+        "circularity_keys": float(np.sum(per[[k - 1 for k in keys]])) if keys else None,
         "circularity_best": float(per[best - 1]) if best else None,
         "circularity_best_freq": best,
         "pca_circularity": pca_circularity(E),
         "rqi": rqi(E, RQI_DELTA, relative=True),
-        "fourier_ipr": fourier_ipr(E),
+        "fourier_ipr_pooled": fourier_ipr(E),
+        "gromov_ipr": gromov_ipr(E),
         "distance_irrelevance": (
             None if correct_logits is None else distance_irrelevance(correct_logits, sign)
         ),

@@ -74,20 +74,33 @@ def embedding_animation(embeddings: dict[int, np.ndarray], k: int, out: Path) ->
     return save_animation(anim, out, fps=6).name
 
 
+# legend words for the geometry columns
+LABELS = {
+    "circularity_keys": "circles at the key frequencies (share of variance)",
+    "circularity_best": "circle at the best frequency",
+    "pca_circularity": "PCA circularity (Zhong et al.)",
+    "fourier_ipr_pooled": "Fourier IPR, pooled (ours)",
+    "gromov_ipr": "Gromov's IPR, per column",
+    "rqi": "RQI (Liu et al.), 10 % tolerance",
+    "distance_irrelevance": "distance irrelevance",
+    "gradient_symmetricity": "gradient symmetricity",
+}
+
+
 def geometry_figure(table: pd.DataFrame, t_mem: int | None, t_grok: int | None, out: Path) -> str:
     """The geometry columns over training (log epoch): circularity (key frequencies, best
     frequency, PCA), Fourier IPR, RQI, and the clock-vs-pizza pair, with t_mem and t_grok."""
     t = table[table["epoch"] > 0].sort_values("epoch")
     fig, axes = subplots(1, 3, figsize=(13, 3.5))
     panels = (
-        (("circularity_key", "circularity_best", "pca_circularity"), "circularity"),
-        (("fourier_ipr", "rqi"), "Fourier IPR / RQI"),
+        (("circularity_keys", "circularity_best", "pca_circularity"), "circularity"),
+        (("fourier_ipr_pooled", "gromov_ipr", "rqi"), "Fourier IPR / RQI"),
         (("distance_irrelevance", "gradient_symmetricity"), "clock (q~1, s~0.3) vs pizza"),
     )
     for ax, (cols, label) in zip(axes, panels, strict=True):
         for col in cols:
             if col in t and t[col].notna().any():
-                ax.plot(t["epoch"], t[col].astype(float), marker=".", ms=3, label=col)
+                ax.plot(t["epoch"], t[col].astype(float), marker=".", ms=3, label=LABELS[col])
         for when, color in ((t_mem, "tab:blue"), (t_grok, "tab:red")):
             if when:
                 ax.axvline(when, color=color, ls=":", lw=1)

@@ -9,8 +9,10 @@
   two checkpoints, as a run directory written by this version of grokscope.
 
 ``tests/test_kind_fixtures.py`` recomputes the same runs and compares them with ``expected/``
-bit for bit on the machine that recorded them, and analyses ``old_runs/``. Re-record only when
-a change is meant to change the numbers, and say so in the commit.
+bit for bit on the machine that recorded them, and analyses ``old_runs/``. Re-record
+``expected/`` only when a change is meant to change the numbers, and say so in the commit
+(``python tests/kind_fixtures/record.py algorithmic``); ``old_runs/`` stay as the version before
+the kind protocol wrote them (``--old-runs`` rewrites them too).
 """
 
 from __future__ import annotations
@@ -157,7 +159,8 @@ def trim(run: Path, out: Path) -> None:
 def main() -> None:
     import tempfile
 
-    kinds = sys.argv[1:] or list(RUNS)
+    old = "--old-runs" in sys.argv
+    kinds = [a for a in sys.argv[1:] if a != "--old-runs"] or list(RUNS)
     with tempfile.TemporaryDirectory() as tmp:
         for kind in kinds:
             run = train_and_analyse(kind, Path(tmp))
@@ -166,7 +169,8 @@ def main() -> None:
             record.update(outputs(run))
             path = HERE / "expected" / f"{kind}.json"
             path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-            trim(run, HERE / "old_runs" / kind)
+            if old:
+                trim(run, HERE / "old_runs" / kind)
             print(f"recorded {path}")
 
 
