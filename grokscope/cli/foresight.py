@@ -61,8 +61,8 @@ def predict(
 ) -> None:
     """Predict a run's grokking step from its memorization, or say why it cannot yet.
 
-    T_mem plus the first-passage delay law's delay, with the interval of the law's held-out
-    errors. A run that has not memorized gets an answer that says so, not a number.
+    T_mem plus the first-passage delay law's delay, with the law's jackknife+ interval (from
+    its leave-one-out fits). A run that has not memorized gets an answer that says so.
 
     Example: grokscope predict runs/quick --law sweeps/delay/delay_law.json
     """
@@ -75,7 +75,8 @@ def predict(
     lo, hi = out["interval"]
     say(
         f"T_mem step {out['t_mem']}; predicted T_grok step {out['prediction']} "
-        f"(90 % interval {lo}..{hi}; law fitted on {out['law']['n']} runs, held-out error "
+        f"({out['law']['coverage']:.0%} interval {lo}..{hi}; law fitted on {out['law']['n']} "
+        f"runs, held-out error "
         f"{out['law']['mape_loo']:.1%})"
     )
     if out["t_grok_observed"] is not None:

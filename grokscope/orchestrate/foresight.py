@@ -195,14 +195,20 @@ def predict_run(run: Path, law: DelayLaw) -> dict:
     if not math.isfinite(delay) or delay <= 0:
         why = f"the law gives a delay of {delay:.0f} steps for this run: outside the law's range"
         return {**out, "prediction": None, "reason": why}
-    lo, hi = law.interval(delay)
+    lo, hi = (float(v) for v in law.interval(pd.DataFrame([row]))[0])
     return {
         **out,
         "prediction": round(row["t_mem"] + delay),
-        "interval": [round(row["t_mem"] + lo), round(row["t_mem"] + hi)],
+        "interval": [round(row["t_mem"] + lo), _round_or_inf(row["t_mem"] + hi)],
         "delay": delay,
-        "law": {"kind": law.kind, "n": law.n_, "mape_loo": law.mape_loo_},
+        "law": {
+            "kind": law.kind, "n": law.n_, "mape_loo": law.mape_loo_, "coverage": law.coverage,
+        },
     }
+
+
+def _round_or_inf(x: float) -> float | int:
+    return x if math.isinf(x) else round(x)
 
 
 def analysed_runs(folder: Path | list[Path]) -> list[tuple[str, pd.DataFrame, dict]]:
