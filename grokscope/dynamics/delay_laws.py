@@ -29,9 +29,9 @@ alpha = 1 - ``coverage`` (0.9 by default). These finite-sample ranks guarantee c
 least 1 - 2 alpha for exchangeable runs whatever the law's error distribution (their Theorem 1),
 and in practice close to 1 - alpha (simulated in tests/test_delay_laws.py, 400 fits each: 0.95
 with 9 runs, 0.90 with 20 and with 40, 0.91 with no relation between delay and features; the
-earlier 5th-95th percentiles of the held-out errors covered about 0.74). A rank beyond the n runs leaves that side open: a 90 %
-interval needs n >= 9 runs for a finite upper end. A held-out prediction of zero or less gives
-that run an infinite score.
+earlier 5th-95th percentiles of the held-out errors covered about 0.74). A rank beyond the n
+runs leaves that side open: a 90 % interval needs n >= 9 runs for a finite upper end. A
+held-out prediction of zero or less gives that run an infinite score.
 """
 
 from __future__ import annotations
