@@ -39,7 +39,10 @@ class TaskConfig:
     ``max_len`` the longest Dyck string kept (0 = no limit).
     Tree languages: ``tree_levels`` L, ``tree_vocab`` v symbols per level, ``tree_rules`` m
     synonymous rules per symbol, ``tree_branching`` s, ``tree_filter`` the filter level k of the
-    training and test data (-1 = the full grammar, k = L likewise), ``tree_units`` independent
+    training and test data (-1 = the full grammar, k = L likewise), ``tree_filter_rule`` how:
+    ``garnier_brun`` (the paper's released code: the level-k nodes independent given the root)
+    or ``marginal`` (ours: independent from their marginals, the root removed too; the default,
+    which runs made before the rule existed used), ``tree_units`` independent
     trees per sequence, ``tree_boundary`` a ``<sep>`` token between them; ``n_train`` is the
     training-set size P.
     """
@@ -67,6 +70,7 @@ class TaskConfig:
     tree_filter: int = -1
     tree_units: int = 1
     tree_boundary: bool = False
+    tree_filter_rule: str = "marginal"
 
     def validate(self) -> None:
         """Raise ConfigError naming the first problem of the task's own settings."""
@@ -241,6 +245,7 @@ TREE_ONLY = (
     "task.tree_rules",
     "task.tree_branching",
     "task.tree_filter",
+    "task.tree_filter_rule",
     "task.tree_units",
     "task.tree_boundary",
 )
@@ -529,6 +534,11 @@ def _validate_tree(t: TaskConfig) -> None:
             f"{t.tree_vocab} symbols x {t.tree_rules} rules need {t.tree_vocab * t.tree_rules} "
             f"distinct {t.tree_branching}-tuples but only {tuples} exist (at most "
             f"{tuples // t.tree_vocab} rules)"
+        )
+    if t.tree_filter_rule not in ("marginal", "garnier_brun"):
+        raise ConfigError(
+            f"unknown task.tree_filter_rule {t.tree_filter_rule!r}; choose garnier_brun (the "
+            "paper's: level-k nodes independent given the root) or marginal (ours)"
         )
     if not -1 <= t.tree_filter <= t.tree_levels:
         raise ConfigError(

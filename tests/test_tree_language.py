@@ -16,6 +16,7 @@ from grokscope.tasks.tree_language import (
     layout,
     level_references,
     make_grammar,
+    node_given_root,
     node_priors,
     perturb,
     position_levels,
@@ -24,12 +25,20 @@ from grokscope.tasks.tree_language import (
 )
 
 
-def enumerate_language(g, k):
+def enumerate_language(g, k, rule="marginal"):
     """{leaf tuple: probability} of the level-k filtered language, every tree enumerated: the
-    level-k nodes independently from their marginals, then every rule choice below them."""
+    level-k nodes independently from their marginals (``marginal``), or independently given
+    each root symbol (``garnier_brun``), then every rule choice below them."""
     priors = node_priors(g)
+    given = node_given_root(g, k)
     n_top = g.branching ** (g.levels - k)
     dist: dict[tuple, float] = defaultdict(float)
+
+    def p_top(top):
+        if rule == "marginal":
+            return np.prod([priors[k][i, a] for i, a in enumerate(top)])
+        return np.mean([np.prod([given[r, i, a] for i, a in enumerate(top)])
+                        for r in range(g.vocab)])  # fmt: skip
 
     def expand(symbols, lev):
         """[(leaves, prob)] of the level-`lev` symbols' expansions."""
@@ -44,11 +53,11 @@ def enumerate_language(g, k):
         return out
 
     for top in itertools.product(range(g.vocab), repeat=n_top):
-        p_top = np.prod([priors[k][i, a] for i, a in enumerate(top)])
-        if p_top == 0:
+        weight = p_top(top)
+        if weight == 0:
             continue
         for leaves, p in expand(list(top), k):
-            dist[leaves] += p_top * p
+            dist[leaves] += weight * p
     return dict(dist)
 
 
@@ -219,3 +228,87 @@ def test_a_perturbation_swaps_one_node_and_stays_grammatical(level):
     outside = np.ones(8, bool)
     outside[node * span : (node + 1) * span] = False
     assert (new[0][outside] == lat[0][outside]).all()
+
+
+@pytest.mark.parametrize("levels,vocab,rules,s", TINY)
+def test_garnier_brun_predictors_equal_brute_force_at_every_level(levels, vocab, rules, s):
+    """Under Garnier-Brun et al.'s rule (level-k nodes independent given the root) the exact
+    predictor of every level equals the enumerated filtered language's conditional."""
+    g = make_grammar(levels, vocab, rules, s, seed=3)
+    strings = np.array(sorted(enumerate_language(g, levels)))
+    for k in range(levels + 1):
+        filtered = enumerate_language(g, k, "garnier_brun")
+        assert abs(sum(filtered.values()) - 1) < 1e-12
+        q = bayes_predictive(g, strings, k, "garnier_brun")
+        for row, leaves in enumerate(strings):
+            for j in range(g.leaves):
+                want = conditional(filtered, leaves[:j], vocab)
+                np.testing.assert_allclose(q[row, j], want, atol=1e-12)
+    # at k = L both rules are the full grammar
+    np.testing.assert_allclose(
+        bayes_predictive(g, strings, levels, "garnier_brun"), bayes_predictive(g, strings, levels)
+    )
+
+
+def test_garnier_brun_sampler_draws_the_enumerated_distribution():
+    g = make_grammar(2, 3, 2, 2, seed=5)
+    n = 60_000
+    for k in (1, 0):
+        exact = enumerate_language(g, k, "garnier_brun")
+        lat = sample_units(g, n, np.random.default_rng(10 + k), k, "garnier_brun")
+        counts = Counter(map(tuple, lat[0]))
+        assert set(counts) <= set(exact)
+        tv = 0.5 * sum(abs(counts.get(x, 0) / n - p) for x, p in exact.items())
+        assert tv < 0.02, (k, tv)
+
+
+def _block_mi(dist, width):
+    """Exact mutual information (nats) between the first two blocks of ``width`` leaves."""
+    joint: dict = defaultdict(float)
+    for leaves, p in dist.items():
+        joint[(leaves[:width], leaves[width : 2 * width])] += p
+    pa, pb = defaultdict(float), defaultdict(float)
+    for (a, b), p in joint.items():
+        pa[a] += p
+        pb[b] += p
+    return sum(p * np.log(p / (pa[a] * pb[b])) for (a, b), p in joint.items() if p > 0)
+
+
+def test_the_two_filters_keep_different_correlations_between_blocks():
+    """Blocks of the level-1 filtered language: Garnier-Brun et al.'s keep some mutual
+    information through the shared root, ours none, the full language the most; on the
+    levels_cpu grammar the two level-2 nodes share 1.85, 0.82 and 0 nats."""
+    g = make_grammar(2, 3, 2, 2, seed=5)
+    full = _block_mi(enumerate_language(g, 2), 2)
+    gb = _block_mi(enumerate_language(g, 1, "garnier_brun"), 2)
+    ours = _block_mi(enumerate_language(g, 1), 2)
+    assert full > gb > 1e-3 and abs(ours) < 1e-12
+    big = make_grammar(3, 32, 4, 2, 0)  # levels_cpu's grammar (data seed 0)
+    given = node_given_root(big, 2)
+    joint_gb = np.einsum("ra,rb->ab", given[:, 0], given[:, 1]) / 32
+    joint_full = np.zeros((32, 32))
+    for r in range(32):
+        for i in range(4):
+            a, b = big.rules[2][r, i]
+            joint_full[a, b] += 1 / 128
+
+    def mi(joint):
+        outer = np.outer(joint.sum(1), joint.sum(0))
+        nz = joint > 0
+        return float((joint[nz] * np.log(joint[nz] / outer[nz])).sum())
+
+    assert mi(joint_full) == pytest.approx(1.850, abs=1e-3)
+    assert mi(joint_gb) == pytest.approx(0.822, abs=1e-3)
+
+
+def test_the_filter_rule_is_a_setting_with_one_line_errors():
+    from grokscope.config import ConfigError, apply_overrides, preset, resolve
+
+    ds = tree_language_task(2, 4, 2, 2, 1, 1, False, 50, 0, 20, 20, 0, "garnier_brun")
+    assert ds.info["filter_rule"] == "garnier_brun"
+    refs = level_references(ds, ds.splits["test"].tokens.reshape(20, -1), 1)
+    assert np.isfinite(refs[:2]).all() and np.allclose(refs[:2].sum(-1), 1.0)
+    with pytest.raises(GrammarError, match="unknown filter rule"):
+        tree_language_task(2, 4, 2, 2, 1, 1, False, 50, 0, 20, 20, 0, "magic")
+    with pytest.raises(ConfigError, match="unknown task.tree_filter_rule"):
+        resolve(apply_overrides(preset("levels_cpu"), ["task.tree_filter_rule=magic"]))

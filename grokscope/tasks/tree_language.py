@@ -9,15 +9,26 @@ symbols, each node picks one of its ``m`` rules uniformly, and the ``s ** L`` le
 are the tokens. In the docs the levels are named phrase (1), sentence (2), paragraph (3) and
 section (4): a level-k node spans ``s ** k`` tokens.
 
-Hierarchical filtering (Garnier-Brun, Mezard, Moscato & Saglietti, ICML 2025): the level-k
-filtered language draws the level-k nodes independently, each from its own marginal (the
-marginal the full grammar gives that node), and generates below them with the grammar. It keeps
-every correlation inside a level-k block and none between blocks, so the data contain the levels
-0..k only; filtering at k = L is the full grammar.
+Filtering at level k, two rules (``filter_rule``):
+
+- ``garnier_brun``: hierarchical filtering as Garnier-Brun, Mezard, Moscato & Saglietti (ICML
+  2025) define it in their released code: the root is drawn, then the level-k nodes
+  independently *given the root*, each from the distribution the grammar gives that node under
+  that root, then the grammar below them. The root stays a shared variable, so blocks remain
+  correlated through it (and the level-k predictor must infer it from the earlier blocks).
+  Their k counts factorised layers from the root (k = 0: the full model): their k is our L - k.
+  Their grammar also draws rules with non-uniform weights over all tuples; ours is the Random
+  Hierarchy Model's (uniform rules, disjoint synonyms).
+- ``marginal`` (ours): the level-k nodes independently from their unconditional marginals, the
+  root removed too. It keeps every correlation inside a level-k block and none between blocks,
+  a stricter language than Garnier-Brun et al.'s: the data contain the levels 0..k only.
+
+Filtering at k = L is the full grammar under both rules.
 
 The exact references. For a prefix of a unit, ``q_k(x_i | x_<i)`` is the next-token distribution
 of the level-k filtered language: the posterior over the level-k ancestor of token i given the
-earlier tokens of its block, passed down the tree (belief propagation on a tree is exact). It is
+earlier tokens of its block (and, under the Garnier-Brun rule, the posterior over the root given
+the earlier blocks), passed down the tree (belief propagation on a tree is exact). It is
 the best prediction any model can make from correlations up to level k; ``q_0`` is the marginal
 of each position and ``q_L`` the Bayes-optimal predictor of the full language. Their
 cross-entropies on the language, H_0 >= H_1 >= ... >= H_L, are the plateaus a learner can sit
@@ -110,21 +121,61 @@ def node_priors(g: Grammar) -> list[np.ndarray]:
     return priors
 
 
+FILTER_RULES = ("marginal", "garnier_brun")
+
+
+def node_given_root(g: Grammar, level: int) -> np.ndarray:
+    """(v, s ** (L - level), v): P(level-``level`` node i = a | root = r) under the grammar, by
+    passing each root symbol down through the rule averages."""
+    v, m, s = g.vocab, g.rules_per_symbol, g.branching
+    dist = np.eye(v)[:, None, :]  # (root, node, symbol) at level L
+    for lev in range(g.levels, level, -1):
+        child = np.zeros((v, dist.shape[1], s, v))
+        for j in range(s):
+            onehot = np.zeros((v, m, v))
+            np.put_along_axis(onehot, g.rules[lev - 1][:, :, j : j + 1], 1.0, axis=2)
+            child[:, :, j] = dist @ (onehot.sum(1) / m)
+        dist = child.reshape(v, -1, v)
+    return dist
+
+
+def _check_rule(rule: str) -> None:
+    if rule not in FILTER_RULES:
+        raise GrammarError(f"unknown filter rule {rule!r}; choose {', '.join(FILTER_RULES)}")
+
+
+def _draw(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One symbol per row of the distributions ``p`` (..., v), by inverse CDF."""
+    cum = np.cumsum(p, axis=-1)
+    u = rng.random(p.shape[:-1])
+    return np.minimum((u[..., None] > cum).sum(-1), p.shape[-1] - 1).astype(np.int64)
+
+
 def sample_units(
-    g: Grammar, n: int, rng: np.random.Generator, filter_level: int | None = None
+    g: Grammar,
+    n: int,
+    rng: np.random.Generator,
+    filter_level: int | None = None,
+    rule: str = "marginal",
 ) -> list[np.ndarray]:
     """``n`` units of the (level-k filtered) language: ``latents[l]`` (n, s ** (L - l)) the
     symbols of level l (level 0: the tokens); levels above the filter level are -1 (they do not
-    exist in the filtered language)."""
+    exist in the filtered language; under the Garnier-Brun rule the root is drawn but not kept,
+    since the level-k nodes are not its grammatical children)."""
+    _check_rule(rule)
     k = g.levels if filter_level is None else filter_level
     latents = [np.zeros(0, dtype=np.int64)] * (g.levels + 1)
     for lev in range(g.levels, k, -1):
         latents[lev] = np.full((n, g.branching ** (g.levels - lev)), -1, dtype=np.int64)
-    prior = node_priors(g)[k]
-    cum = np.cumsum(prior, axis=1)
-    u = rng.random((n, prior.shape[0]))
-    top = (u[:, :, None] > cum[None, :, :]).sum(-1)
-    latents[k] = np.minimum(top, g.vocab - 1).astype(np.int64)
+    if rule == "garnier_brun" and k < g.levels:
+        root = rng.integers(0, g.vocab, size=n)
+        latents[k] = _draw(node_given_root(g, k)[root], rng)
+    else:
+        prior = node_priors(g)[k]
+        cum = np.cumsum(prior, axis=1)
+        u = rng.random((n, prior.shape[0]))
+        top = (u[:, :, None] > cum[None, :, :]).sum(-1)
+        latents[k] = np.minimum(top, g.vocab - 1).astype(np.int64)
     for lev in range(k, 0, -1):
         parent = latents[lev]
         choice = rng.integers(0, g.rules_per_symbol, size=parent.shape)
@@ -160,36 +211,71 @@ def _inside(g: Grammar, leaves: np.ndarray) -> list[np.ndarray]:
     return beta
 
 
-def bayes_predictive(g: Grammar, leaves: np.ndarray, level: int) -> np.ndarray:
+def bayes_predictive(
+    g: Grammar, leaves: np.ndarray, level: int, rule: str = "marginal"
+) -> np.ndarray:
     """(n, s ** L, v) float64: ``q_level(x_j | x_<j)`` for every leaf j of every unit in ``leaves``
     (n, s ** L): the level-``level`` filtered language's exact next-token distribution (module
     docstring), by belief propagation from the leaf's level-``level`` ancestor down to the leaf.
     The left siblings along the path are fully observed (their inside messages), the right ones
-    unobserved (a message of ones)."""
-    return bayes_predictive_levels(g, leaves, [level])[0]
+    unobserved (a message of ones). Under the Garnier-Brun ``rule`` the ancestor's prior is its
+    distribution given the root, averaged over the root's posterior given the earlier blocks."""
+    return bayes_predictive_levels(g, leaves, [level], rule)[0]
 
 
-def bayes_predictive_levels(g: Grammar, leaves: np.ndarray, levels: list[int]) -> list[np.ndarray]:
+def bayes_predictive_levels(
+    g: Grammar, leaves: np.ndarray, levels: list[int], rule: str = "marginal"
+) -> list[np.ndarray]:
     """:func:`bayes_predictive` at each of ``levels``, sharing the inside messages and node
     priors (they do not depend on the level)."""
+    _check_rule(rule)
     bad = [k for k in levels if not 0 <= k <= g.levels]
     if bad:
         raise GrammarError(f"a level must lie in 0..{g.levels}, got {bad[0]}")
     beta = _inside(g, leaves)
     priors = node_priors(g)
-    return [_predict_level(g, beta, priors, k) for k in levels]
+    out = []
+    for k in levels:
+        block_prior = _root_informed_priors(g, beta, k) if rule == "garnier_brun" else None
+        out.append(_predict_level(g, beta, priors, k, block_prior))
+    return out
+
+
+def _root_informed_priors(g: Grammar, beta: list[np.ndarray], level: int) -> np.ndarray:
+    """(n, s ** (L - level), v): the prior of each level-``level`` node of the Garnier-Brun
+    filtered language given the blocks before it: sum_r P(node = a | r) P(r | earlier blocks),
+    with P(r | earlier blocks) proportional to prod_{b' < b} sum_a P(a | r) beta_b'(a) (the
+    root uniform; the inside messages' normalisations cancel over r)."""
+    cond = node_given_root(g, level)  # (v_root, B, v)
+    evidence = np.einsum("rbv,nbv->nrb", cond, beta[level])  # P(block b | r), up to a factor
+    n, v, B = evidence.shape
+    post = np.full((n, v), 1.0 / v)
+    out = np.empty((n, B, g.vocab))
+    for b in range(B):
+        out[:, b] = post @ cond[:, b]
+        post = post * evidence[:, :, b]
+        post = post / np.maximum(post.sum(-1, keepdims=True), 1e-300)
+    return out
 
 
 def _predict_level(
-    g: Grammar, beta: list[np.ndarray], priors: list[np.ndarray], level: int
+    g: Grammar,
+    beta: list[np.ndarray],
+    priors: list[np.ndarray],
+    level: int,
+    block_prior: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The message passing of :func:`bayes_predictive` from given inside messages and priors."""
+    """The message passing of :func:`bayes_predictive` from given inside messages and priors
+    (``block_prior``: per-unit priors of the level's nodes, instead of their marginals)."""
     v, m, s = g.vocab, g.rules_per_symbol, g.branching
     n = beta[0].shape[0]
     out = np.empty((n, g.leaves, v))
     for j in range(g.leaves):
         node = j // s**level
-        mu = np.broadcast_to(priors[level][node], (n, v)).copy()
+        if block_prior is None:
+            mu = np.broadcast_to(priors[level][node], (n, v)).copy()
+        else:
+            mu = block_prior[:, node].copy()
         for lev in range(level, 0, -1):
             slot = (j // s ** (lev - 1)) % s
             child = node * s + slot
@@ -279,9 +365,11 @@ def tree_language_task(
     n_test: int,
     n_gen: int,
     seed: int,
+    filter_rule: str = "marginal",
 ) -> SequenceDataset:
     """A tree-language dataset: ``train``, ``dev`` and ``test`` from the level-``filter_level``
-    filtered language (``filter_level = levels``: the full grammar), each sequence drawn
+    filtered language under ``filter_rule`` (``filter_level = levels``: the full grammar), each
+    sequence drawn
     independently (a test sequence may also occur in training: ``info['test_seen']`` is the
     share that does); ``gen`` from the full grammar. The grammar is seeded by ``seed`` alone,
     the samples by (seed, split). ``info`` holds the grammar, the layout, each split's latent
@@ -290,6 +378,7 @@ def tree_language_task(
         raise GrammarError(
             f"task.tree_filter must lie in 0..{levels} (the levels), got {filter_level}"
         )
+    _check_rule(filter_rule)
     g = make_grammar(levels, vocab, rules, branching, seed)
     lay = layout(g, units, boundary)
     words = [PAD, BOS] + ([SEP] if boundary else []) + [f"t{i}" for i in range(vocab)]
@@ -299,7 +388,7 @@ def tree_language_task(
     for index, (name, n) in enumerate(sizes.items()):
         rng = np.random.default_rng([seed, index, 6101])
         k = levels if name == "gen" else filter_level
-        lat = sample_units(g, n * units, rng, k)
+        lat = sample_units(g, n * units, rng, k, filter_rule)
         latents[name] = [a.reshape(n, units, a.shape[1]) for a in lat]
         tokens = sequences_from_units(latents[name][0], lay, boundary)
         splits[name] = _split(tokens, lay, g)
@@ -311,6 +400,7 @@ def tree_language_task(
         "layout": lay,
         "latents": latents,
         "filter_level": filter_level,
+        "filter_rule": filter_rule,
         "units": units,
         "boundary": boundary,
         "test_seen": share,
@@ -349,8 +439,9 @@ def level_references(ds: SequenceDataset, tokens: np.ndarray, top: int | None = 
     level-k exact distribution of the token at t + 1 (what the model's output at position t
     predicts), over the whole vocabulary, for k = 0..``top`` (default L); NaN above ``top``
     (filtered data: the higher levels' predictors assume correlations the data lack, and may
-    give an observed sequence probability 0). ``<sep>`` positions are certain at every level
-    (the layout fixes them)."""
+    give an observed sequence probability 0). Every level's reference follows the dataset's
+    filter rule (``info['filter_rule']``): q_k is the level-k filtered language's conditional.
+    ``<sep>`` positions are certain at every level (the layout fixes them)."""
     g: Grammar = ds.info["grammar"]
     lay: Layout = ds.info["layout"]
     off = ds.info["token_offset"]
@@ -372,7 +463,10 @@ def level_references(ds: SequenceDataset, tokens: np.ndarray, top: int | None = 
     pos = np.flatnonzero(real[1:])
     top = g.levels if top is None else top
     out[top + 1 :] = np.nan
-    per_level = bayes_predictive_levels(g, leaves.reshape(n * units, -1), list(range(top + 1)))
+    rule = ds.info.get("filter_rule", "marginal")
+    per_level = bayes_predictive_levels(
+        g, leaves.reshape(n * units, -1), list(range(top + 1)), rule
+    )
     for k, q in enumerate(per_level):
         q = q.reshape(n, units, g.leaves, -1)
         out[k][:, pos, off:] = q[:, lay.unit[pos + 1], lay.leaf[pos + 1]]

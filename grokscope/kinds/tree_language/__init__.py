@@ -45,7 +45,7 @@ class TreeLanguage(LanguageKind):
             t.tree_levels if t.tree_filter < 0 else t.tree_filter,
             t.tree_units,
             t.tree_boundary,
-            t.n_train, t.n_dev, t.n_test, t.n_gen, t.data_seed,
+            t.n_train, t.n_dev, t.n_test, t.n_gen, t.data_seed, t.tree_filter_rule,
         )  # fmt: skip
 
     def train_data(self, cfgs, datasets, device):
@@ -53,7 +53,9 @@ class TreeLanguage(LanguageKind):
 
     def describe(self, cfg: Config) -> str:
         t = cfg.task
-        filtered = "" if t.tree_filter < 0 else f" filtered at {t.tree_filter}"
+        filtered = (
+            "" if t.tree_filter < 0 else f" filtered at {t.tree_filter} ({t.tree_filter_rule})"
+        )
         return (
             f"tree language L={t.tree_levels} v={t.tree_vocab} m={t.tree_rules} "
             f"s={t.tree_branching}{filtered}, {t.n_train} training sequences"
