@@ -180,8 +180,14 @@ def test_question_formation_accuracy_tells_the_hierarchical_from_the_linear_rule
         return tok
 
     for name, want in (("test", 1.0), ("gen", 0.0)):
-        acc = data.evaluate(PrefixOracle(qf, name, first_aux), name)["acc"]
-        assert acc == want, name
+        out = data.evaluate(PrefixOracle(qf, name, first_aux), name)
+        assert out["acc"] == want, name
+        # the linear-rule agreement reads the planted rule directly: 1 wherever it is planted
+        assert out["linear"] == 1.0, name
+    # the hierarchical oracle agrees with the linear rule in distribution (the rules coincide
+    # there) and never on the generalization set (they disagree on every line by construction)
+    assert data.evaluate(PrefixOracle(qf, "gen"), "gen")["linear"] == 0.0
+    assert data.evaluate(PrefixOracle(qf, "test"), "test")["linear"] == 1.0
 
 
 def test_tense_accuracy_decodes_greedily_up_to_the_main_verb():

@@ -358,3 +358,19 @@ def test_batched_equals_naive(batch_tokens):
     assert sum(b * t for b, t in calls) == sum(n * (n + 1) // 2 for n in ns)
     if batch_tokens > 1000:
         assert len(calls) == max(ns)  # one call per row length
+
+
+def test_f1_under_both_conventions():
+    """Counting the whole-sentence span (the released code's convention) adds one span every
+    tree gets right: a tree with no correct inner span scores 0 by the standard convention and
+    2 / (|P| + |G| + 2) with the sentence counted."""
+    from grokscope.measures.tree_projection import bracketing_f1
+
+    gold = [((0, 1), (2, 3))]  # inner spans (0,1), (2,3)
+    right = [(0, ((1, 2), 3))]  # inner spans (1,3), (1,2): none right
+    std = bracketing_f1(right, gold)
+    paper = bracketing_f1(right, gold, whole_sentence=True)
+    assert std["f1"] == 0.0
+    assert paper["f1"] == pytest.approx(2 * 1 / (3 + 3))
+    same = bracketing_f1(gold, gold, whole_sentence=True)
+    assert same["f1"] == 1.0 and bracketing_f1(gold, gold)["f1"] == 1.0

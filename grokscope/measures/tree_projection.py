@@ -262,11 +262,16 @@ def _brackets(tree: Tree) -> tuple[set[tuple[int, int]], tuple[int, int]]:
     return {(a, b) for a, b in spans if b > a and (a, b) != root}, root
 
 
-def bracketing_f1(induced: Sequence[Tree], gold: Sequence[Tree]) -> dict:
+def bracketing_f1(
+    induced: Sequence[Tree], gold: Sequence[Tree], whole_sentence: bool = False
+) -> dict:
     """Unlabelled bracketing F1 of induced trees against gold parses, over spans of length >= 2
-    other than the whole sentence. ``f1``, ``precision``, ``recall``: corpus level, from summed
-    counts; ``sentence_f1``: mean of 2 |P & G| / (|P| + |G|) over the sentences that have any
-    such span; ``n_sentences``: how many those are (others, e.g. <= 2 words, are skipped).
+    other than the whole sentence (the standard convention of unsupervised parsing), or, with
+    ``whole_sentence``, counting the whole-sentence span too, as Murty et al.'s released
+    tree-projection code does (every tree gets that span right, so the number is higher and not
+    comparable with the standard one). ``f1``, ``precision``, ``recall``: corpus level, from
+    summed counts; ``sentence_f1``: mean of 2 |P & G| / (|P| + |G|) over the sentences that have
+    any such span; ``n_sentences``: how many those are (others, e.g. <= 2 words, are skipped).
     NaN where nothing is counted."""
     if len(induced) != len(gold):
         raise ValueError(f"{len(induced)} induced trees but {len(gold)} gold trees")
@@ -277,6 +282,8 @@ def bracketing_f1(induced: Sequence[Tree], gold: Sequence[Tree]) -> dict:
         g_spans, g_root = _brackets(g)
         if p_root != g_root:
             raise ValueError(f"trees over different words: {p_root} vs {g_root}")
+        if whole_sentence and p_root[1] > p_root[0]:
+            p_spans, g_spans = p_spans | {p_root}, g_spans | {g_root}
         if not p_spans and not g_spans:
             continue
         hit = len(p_spans & g_spans)
@@ -303,7 +310,8 @@ def tree_projection(
     Returns ``tree_score`` (the paper's, mean over sentences), ``tree_scores`` (per sentence,
     float64), ``random_tree_score`` / ``random_tree_scores`` (the whole-random-tree variant),
     ``trees`` (induced), ``charts`` (SCI charts, see :func:`sci_charts`) and, with gold trees,
-    the keys of :func:`bracketing_f1`."""
+    the keys of :func:`bracketing_f1` (standard convention) and ``f1_with_sentence`` (the
+    released code's, whole-sentence span counted)."""
     charts = sci_charts(encode, sentences, batch_tokens)
     trees = [induce_tree(c) for c in charts]
     scores = np.array([tree_score(c, t) for c, t in zip(charts, trees, strict=True)])
@@ -318,4 +326,5 @@ def tree_projection(
     }
     if gold_trees is not None:
         out.update(bracketing_f1(trees, gold_trees))
+        out["f1_with_sentence"] = bracketing_f1(trees, gold_trees, whole_sentence=True)["f1"]
     return out

@@ -67,19 +67,26 @@ class SplitTensors:
     lengths: np.ndarray
     answer_start: np.ndarray
     target: np.ndarray
+    sentence_len: np.ndarray  # words of each line's input sentence
 
     @classmethod
     def of(cls, split: SequenceSplit, rows: np.ndarray | None = None) -> SplitTensors:
         """The split's lines ``rows`` (all of them by default: its own arrays, not copied)."""
         if rows is None:
-            return cls(split.tokens, split.offsets, split.lengths, split.answer_start, split.target)
+            return cls(
+                split.tokens, split.offsets, split.lengths, split.answer_start, split.target,
+                split.sentence_len,
+            )  # fmt: skip
         idx = rows
         seqs = [split.sequence(int(i)) for i in idx]
         lengths = np.array([len(s) for s in seqs], dtype=np.int64)
         offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         flat = np.concatenate(seqs) if seqs else np.zeros(0, dtype=np.int64)
-        return cls(flat, offsets, lengths, split.answer_start[idx], split.target[idx])
+        return cls(
+            flat, offsets, lengths, split.answer_start[idx], split.target[idx],
+            split.sentence_len[idx],
+        )  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -187,16 +194,17 @@ class SeqData:
     def grade(
         self, logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, rows: np.ndarray,
         split: SplitTensors, model,
-    ) -> tuple[int, int]:  # fmt: skip
-        """(correct, graded) of the kind's accuracy on one padded chunk; none by default."""
-        return 0, 0
+    ) -> dict[str, int]:  # fmt: skip
+        """Counts on one padded chunk: ``correct`` and ``graded`` of the kind's accuracy, and any
+        other count a kind keeps (each reported as its share of ``graded``); none by default."""
+        return {"correct": 0, "graded": 0}
 
     @torch.no_grad()
     def evaluate(self, model, name: str) -> dict:
-        """Loss (mean over predicted tokens, float64) and the kind's accuracy (:meth:`grade`)
-        on one evaluation set."""
+        """Loss (mean over predicted tokens, float64), the kind's accuracy (:meth:`grade`) and
+        the share of every other count it keeps, on one evaluation set."""
         split = self.evals[name]
-        total, count, correct, graded = 0.0, 0, 0, 0
+        total, count, counts = 0.0, 0, {}
         for rows in _chunks(split, self.dataset.d_vocab):
             tokens, lengths = split.padded(rows, self.device)
             logits = model(tokens)
@@ -204,10 +212,11 @@ class SeqData:
             each, mask = lm_losses(logits, tokens, mask)
             total += float(each.sum())
             count += int(mask.sum())
-            c, g = self.grade(logits, tokens, mask, rows, split, model)
-            correct += c
-            graded += g
-        return {"loss": total / max(count, 1), "acc": correct / graded if graded else float("nan")}
+            for key, n in self.grade(logits, tokens, mask, rows, split, model).items():
+                counts[key] = counts.get(key, 0) + n
+        graded = counts.pop("graded", 0)
+        shares = {k: v / graded if graded else float("nan") for k, v in counts.items()}
+        return {"loss": total / max(count, 1), "acc": shares.pop("correct"), **shares}
 
     def extra_columns(self, out: dict[str, dict]) -> dict:
         """Columns a kind adds to the row from the evaluations ``out`` (by split name)."""

@@ -58,12 +58,12 @@ def copy_dataset(t: TaskConfig) -> SequenceDataset:
 class CopyData(SeqData):
     """Accuracy: the copied tokens predicted exactly."""
 
-    def grade(self, logits, tokens, mask, rows, split: SplitTensors, model) -> tuple[int, int]:
+    def grade(self, logits, tokens, mask, rows, split: SplitTensors, model) -> dict[str, int]:
         start = torch.as_tensor(split.answer_start[rows], device=self.device)
         pos = torch.arange(1, tokens.shape[1], device=self.device)[None, :]
         copied = mask & (pos >= start[:, None])
         hit = (logits[:, :-1].argmax(-1) == tokens[:, 1:]) & copied
-        return int(hit.sum()), int(copied.sum())
+        return {"correct": int(hit.sum()), "graded": int(copied.sum())}
 
 
 class CopyAnalysis:

@@ -77,6 +77,7 @@ class StructuralAnalysis:
             "tree_score_random": tp["random_tree_score"],
             "bracket_f1": tp["f1"],
             "bracket_sentence_f1": tp["sentence_f1"],
+            "bracket_f1_with_sentence": tp["f1_with_sentence"],
             "weight_norm": math.sqrt(weight_norm_sq(weights.values())),
             "attn_entropy": att["mean"],
             **{f"attn_entropy_l{j}": v for j, v in enumerate(att["per_layer"])},

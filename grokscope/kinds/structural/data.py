@@ -3,7 +3,11 @@ Andreas & Manning, ACL 2023): language modelling on question formation, tense in
 Dyck lines, graded by the paper's metrics.
 
 - question formation: the first word of the question, argmax over the four auxiliaries (do,
-  does, don't, doesn't), on the lines that ask for a question;
+  does, don't, doesn't), on the lines that ask for a question; beside it ``linear``, the share
+  of those lines where that choice is the first auxiliary of the input sentence: agreement
+  with the linear rule ("front the first auxiliary"), measured directly rather than read from
+  a generalization accuracy near 0 (on the generalization set the two rules disagree, so the
+  two shares add to at most 1; the column ``gen_linear_acc``);
 - tense inflection: the main verb of the output under greedy decoding (the output is decoded
   token by token from the task marker up to the main verb's position, and the token there is
   compared with the gold one);
@@ -46,7 +50,7 @@ class StructuralData(SeqData):
     def grade(
         self, logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, rows: np.ndarray,
         split: SplitTensors, model,
-    ) -> tuple[int, int]:  # fmt: skip
+    ) -> dict[str, int]:  # fmt: skip
         info, device = self.dataset.info, self.device
         ar = torch.arange(len(rows), device=device)
         if self.task == "question_formation":
@@ -55,14 +59,36 @@ class StructuralData(SeqData):
             aux = torch.as_tensor(info["aux_ids"], device=device)
             asks = torch.isin(gold, aux)
             choice = aux[logits[ar, tgt - 1][:, aux].argmax(-1)]
-            return int(((choice == gold) & asks).sum()), int(asks.sum())
+            words = torch.as_tensor(split.sentence_len[rows], device=device)
+            first = _first_aux(tokens, words, aux)
+            return {
+                "correct": int(((choice == gold) & asks).sum()),
+                "graded": int(asks.sum()),
+                "linear": int(((choice == first) & asks).sum()),
+            }
         if self.task == "tense_inflection":
             tgt = torch.as_tensor(split.target[rows], device=device)
             start = torch.as_tensor(split.answer_start[rows], device=device)
             pred = greedy_targets(model, tokens, start, tgt)
-            return int((pred == tokens[ar, tgt]).sum()), len(rows)
+            return {"correct": int((pred == tokens[ar, tgt]).sum()), "graded": len(rows)}
         close = torch.as_tensor(info["close_ids"], device=device)
         nxt = tokens[:, 1:]
         need = torch.isin(nxt, close) & mask
         choice = close[logits[:, :-1][..., close].argmax(-1)]
-        return int(((choice == nxt) & need).sum()), int(need.sum())
+        return {"correct": int(((choice == nxt) & need).sum()), "graded": int(need.sum())}
+
+    def extra_columns(self, out: dict[str, dict]) -> dict:
+        if self.task != "question_formation":
+            return {}
+        return {"gen_linear_acc": out["gen"]["linear"]}
+
+
+def _first_aux(tokens: torch.Tensor, sentence_len: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+    """The first auxiliary of each line's input sentence (positions < ``sentence_len``); -1 for a
+    sentence without one."""
+    pos = torch.arange(tokens.shape[1], device=tokens.device)[None, :]
+    is_aux = torch.isin(tokens, aux) & (pos < sentence_len[:, None])
+    first = torch.where(is_aux, pos, tokens.shape[1]).min(dim=1).values
+    found = first < tokens.shape[1]
+    return torch.where(found, tokens.gather(1, first.clamp(max=tokens.shape[1] - 1)[:, None])[:, 0],
+                       torch.full_like(first, -1))  # fmt: skip
