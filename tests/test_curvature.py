@@ -88,12 +88,12 @@ def test_hessian_trace_of_diagonal_is_exact() -> None:
 
 
 @pytest.mark.parametrize("eta", [0.0, 0.1])
-def test_adaptive_sharpness_is_top_eigenvalue_of_dad(eta: float) -> None:
+def test_scaled_hessian_sharpness_is_top_eigenvalue_of_dad(eta: float) -> None:
     a = planted_matrix([10.0, 5.0, 2.0, 1.0, -4.0, *BULK], seed=5)
     loss_fn, params = quadratic(a)
     d = torch.diag(cv.flatten(params).abs() + eta)
     want = float(torch.linalg.eigvalsh(d @ a @ d)[-1])
-    got = cv.adaptive_sharpness(loss_fn, params, eta=eta, tol=1e-10)
+    got = cv.scaled_hessian_sharpness(loss_fn, params, eta=eta, tol=1e-10)
     assert got == pytest.approx(want, rel=1e-8)
 
 
@@ -128,7 +128,7 @@ def test_hvp_equals_dense_hessian_times_vector() -> None:
         torch.testing.assert_close(hvp(v), dense @ v, rtol=0, atol=1e-10)
 
 
-def test_adaptive_sharpness_ignores_neuron_rescaling_but_top_eigenvalue_does_not() -> None:
+def test_scaled_hessian_sharpness_ignores_neuron_rescaling_but_top_eigenvalue_does_not() -> None:
     # ReLU: scaling hidden neuron i's input weights and bias by s_i > 0 and its output weights
     # by 1 / s_i leaves the loss unchanged (a diagonal symmetry theta -> s * theta)
     loss_fn, params = mlp_loss(torch.relu)
@@ -136,8 +136,8 @@ def test_adaptive_sharpness_ignores_neuron_rescaling_but_top_eigenvalue_does_not
     scaled = {"W1": params["W1"] * s[:, None], "b1": params["b1"] * s}
     scaled |= {"W2": params["W2"] / s, "b2": params["b2"]}
     assert float(loss_fn(scaled)) == pytest.approx(float(loss_fn(params)), rel=1e-12)
-    before = cv.adaptive_sharpness(loss_fn, params, tol=1e-10)
-    after = cv.adaptive_sharpness(loss_fn, scaled, tol=1e-10)
+    before = cv.scaled_hessian_sharpness(loss_fn, params, tol=1e-10)
+    after = cv.scaled_hessian_sharpness(loss_fn, scaled, tol=1e-10)
     assert after == pytest.approx(before, rel=1e-8)
     top_before = cv.top_hessian_eigenvalues(loss_fn, params, k=1, tol=1e-10)[0]
     top_after = cv.top_hessian_eigenvalues(loss_fn, scaled, k=1, tol=1e-10)[0]
@@ -263,7 +263,7 @@ def test_same_seed_same_numbers() -> None:
             (
                 cv.top_hessian_eigenvalues(loss_fn, params, k=3, iters=8, seed=seed),
                 cv.hessian_trace(loss_fn, params, n_samples=5, seed=seed),
-                cv.adaptive_sharpness(loss_fn, params, iters=8, seed=seed),
+                cv.scaled_hessian_sharpness(loss_fn, params, iters=8, seed=seed),
                 cv.local_learning_coefficient(
                     loss_fn, params, 100, num_chains=2, num_steps=30, num_burnin=5, seed=seed
                 )["loss_trace"],
@@ -323,7 +323,8 @@ def test_checkpoint_curvature_columns(tiny_checkpoint) -> None:
         llc_kwargs=dict(num_chains=2, num_steps=20, num_burnin=5),
     )
     want = ["hessian_top1", "hessian_top2", "hessian_top3", "hessian_trace", "hessian_trace_se"]
-    want += ["sharpness_norm_scaled", "sharpness_adaptive", "llc", "llc_se"]
+    want += ["sharpness_norm_scaled", "sharpness_scaled_hessian", "llc", "llc_se"]
+    want += ["llc_reliable", "llc_gamma", "llc_epsilon"]
     assert sorted(out) == sorted(want)
     assert all(math.isfinite(v) for v in out.values())
     assert out["hessian_top1"] >= out["hessian_top2"] >= out["hessian_top3"]
@@ -339,3 +340,61 @@ def test_bad_arguments_raise() -> None:
         cv.hessian_trace(loss_fn, params, n_samples=1)
     with pytest.raises(ValueError):
         cv.local_learning_coefficient(loss_fn, params, 100, num_steps=10, num_burnin=10)
+
+
+# -- the calibrated LLC: right where it answers, says so where it cannot ---------------------------
+#
+# A regular quadratic in d = 60 dimensions has coefficient d / 2 = 30 at every curvature; the
+# fixed settings of the analysis before calibration (gamma 100, epsilon 1e-4) read curvature
+# instead. The calibrated estimate carries the step-size bias of STEP_CONTRACTION (about +2.5 %)
+# and the localisation's (-0.1 %); 10 % covers them and the Monte Carlo error (4 chains of 300
+# kept steps of 60 coordinates: about 1 %).
+
+D_BIG, N_BIG = 60, 1000
+ORIGIN_BIG = {"w": torch.zeros(D_BIG, dtype=F64)}
+
+
+@pytest.mark.parametrize("curvature", [1e-4, 1e-2, 1.0, 10.0])
+def test_calibrated_llc_of_a_regular_quadratic_at_any_curvature(curvature):
+    def loss(p: cv.Params) -> torch.Tensor:
+        return 0.5 * curvature * (p["w"] ** 2).sum()
+
+    out = cv.calibrated_llc(loss, ORIGIN_BIG, N_BIG, seed=1)
+    assert out["llc"] == pytest.approx(D_BIG / 2, rel=0.1)
+    assert out["reliable"] and out["settled"] and out["gamma_stable"]
+    fixed = cv.local_learning_coefficient(
+        loss, ORIGIN_BIG, N_BIG, epsilon=1e-4, gamma=100.0, num_chains=2, num_steps=100,
+        num_burnin=20,
+    )  # fmt: skip
+    if curvature <= 1e-2:  # the old fixed settings were out of their regime here
+        assert fixed["llc"] < 0.5 * D_BIG / 2
+
+
+def test_calibrated_llc_of_degenerate_minima():
+    """r / 2 for a quadratic in r of the d coordinates, d / 4 for a quartic (flat at w*: the
+    pilot finds the curvature of the typical set)."""
+
+    def rank_half(p: cv.Params) -> torch.Tensor:
+        return 0.5 * (p["w"][: D_BIG // 2] ** 2).sum()
+
+    def quart(p: cv.Params) -> torch.Tensor:
+        return (p["w"] ** 4).sum()
+
+    out = cv.calibrated_llc(rank_half, ORIGIN_BIG, N_BIG, seed=2)
+    assert out["llc"] == pytest.approx(D_BIG / 4, rel=0.1) and out["reliable"]
+    out = cv.calibrated_llc(quart, ORIGIN_BIG, N_BIG, seed=3, num_steps=1500, num_burnin=500)
+    assert out["llc"] == pytest.approx(D_BIG / 4, rel=0.15)
+
+
+def test_an_unsettled_estimate_is_flagged():
+    """Chains too short to reach the posterior from a point far from the minimum: not settled,
+    not reliable (the flag is what a reader checks before reading the number)."""
+
+    def loss(p: cv.Params) -> torch.Tensor:
+        return 0.5 * (p["w"] ** 2).sum()
+
+    far = {"w": torch.full((D_BIG,), 0.0, dtype=F64)}
+    out = cv.local_learning_coefficient(
+        loss, far, N_BIG, epsilon=1e-6, gamma=0.0, num_chains=4, num_steps=60, num_burnin=0
+    )
+    assert not cv._settled(out, 0)  # still climbing from w* at the end: a drift, flagged

@@ -22,15 +22,17 @@ by the Hessian"), linearised once per point and reused for every vector.
 * Scale-aware sharpness, so that a shrinking weight norm (weight decay) does not read as rising
   curvature. Two definitions:
 
-  - :func:`adaptive_sharpness` = lambda_max(D H D), D = diag(|theta| + eta): the top Hessian
-    eigenvalue in the coordinates theta = (|theta| + eta) * u, i.e. the second-order
-    coefficient of the elementwise adaptive sharpness of Kwon, Kim, Park & Choi (2021, ASAM)
-    and Andriushchenko, Croce, Mueller, Hein & Flammarion (2023, "A modern look at the
-    relationship between sharpness and generalization"): for a perturbation delta with
-    |delta / (|theta| + eta)|_2 <= rho, max L(theta + delta) - L(theta) = rho |D g| +
-    rho^2 / 2 lambda_max(D H D) + O(rho^3), g the gradient; we report the curvature term alone
-    (no rho to choose). With eta = 0 it is *exactly* invariant under every elementwise rescaling
-    symmetry theta -> s * theta (s > 0) of the loss: the Hessian becomes S^-1 H S^-1 and D
+  - :func:`scaled_hessian_sharpness` = lambda_max(D H D), D = diag(|theta| + eta) (ours; the
+    column ``sharpness_scaled_hessian``): the top Hessian eigenvalue in the coordinates
+    theta = (|theta| + eta) * u. It is not the elementwise adaptive sharpness of Kwon, Kim,
+    Park & Choi (2021, ASAM) and Andriushchenko, Croce, Mueller, Hein & Flammarion (2023),
+    max over |delta / (|theta| + eta)|_2 <= rho of L(theta + delta) - L(theta), which needs a
+    radius rho and an inner maximisation. It is that quantity's curvature coefficient at a
+    minimum: where the gradient g vanishes the maximum is rho^2 / 2 lambda_max(D H D) +
+    O(rho^3); where it does not, rho |D g| + rho^2 / 2 lambda_max(D H D) is only an upper bound
+    (the two terms are maximised by different delta). No rho to choose. With eta = 0 it is
+    *exactly* invariant under every elementwise rescaling symmetry theta -> s * theta (s > 0)
+    of the loss: the Hessian becomes S^-1 H S^-1 and D
     becomes S D, so D H D is unchanged. The one-layer transformer has many: per ReLU neuron
     (W_in column and b_in entry times a, W_out row times 1/a), per head W_Q times a and W_K times
     1/a, W_V times a and W_O times 1/a, and any global rescaling of a scale-invariant loss.
@@ -45,7 +47,7 @@ by the Hessian"), linearised once per point and reused for every vector.
     and its exact symmetries are the rebalancings of one layer against the next (the ReLU neuron
     or Q/K symmetries above), under which |theta|^2 and lambda_max change differently. So (a) is
     a normalisation, not an invariant, for the Nanda et al. transformer (not homogeneous at all,
-    through the attention softmax); prefer the adaptive one.
+    through the attention softmax); prefer the scaled-Hessian one.
 
 * :func:`local_learning_coefficient`: the SGLD estimator of Lau, Furman, Wang, Murfet & Wei
   (2023), "Quantifying degeneracy in singular models via the learning coefficient":
@@ -292,7 +294,7 @@ def hessian_trace(
 # -- scale-aware sharpness -------------------------------------------------------------------------
 
 
-def adaptive_sharpness(
+def scaled_hessian_sharpness(
     loss_fn: LossFn,
     params: Params,
     eta: float = 0.0,
@@ -301,9 +303,9 @@ def adaptive_sharpness(
     tol: float = 1e-5,
 ) -> float:
     """lambda_max(D H D), D = diag(|theta| + eta): the top Hessian eigenvalue in the elementwise
-    relative coordinates theta = (|theta| + eta) * u (the curvature term of the adaptive
-    sharpness of Kwon et al. 2021 and Andriushchenko et al. 2023; definition and invariance in
-    the module docstring). Lanczos on v -> D H (D v)."""
+    relative coordinates theta = (|theta| + eta) * u (ours: the curvature coefficient, at a
+    minimum, of the adaptive sharpness of Kwon et al. 2021 and Andriushchenko et al. 2023; the
+    definition and its invariance in the module docstring). Lanczos on v -> D H (D v)."""
     d = flatten(params).detach().to(torch.float64).abs() + eta
     op = _scaled(hvp_fn(loss_fn, params), d)
     return float(lanczos(op, d.numel(), 1, iters, seed, tol)[0])
@@ -338,8 +340,11 @@ def local_learning_coefficient(
     num_steps: int = 200,
     num_burnin: int = 50,
     seed: int = 0,
+    keep_last: bool = False,
 ) -> dict:
-    """The SGLD estimate of the local learning coefficient at w* = ``params`` (Lau et al. 2023).
+    """The SGLD estimate of the local learning coefficient at w* = ``params`` (Lau et al. 2023),
+    at the given settings (:func:`calibrated_llc` chooses them from the checkpoint and says
+    whether the estimate is in its regime).
 
     lambda_hat = n beta (E_w[L_n(w)] - L_n(w*)), beta = 1 / log n (``nbeta`` overrides n beta),
     the expectation over the localised tempered posterior
@@ -357,7 +362,8 @@ def local_learning_coefficient(
     Returns a dict: ``llc`` (mean over chains), ``llc_se`` (their standard error; nan for one
     chain), ``llc_per_chain``, ``loss_trace`` (chains x steps, the loss at each visited point,
     burn-in included), ``init_loss`` L_n(w*), ``nbeta``, ``epsilon``, ``gamma``, ``diverged``
-    (a chain met a non-finite loss; its estimate and so ``llc`` are then nan)."""
+    (a chain met a non-finite loss; its estimate and so ``llc`` are then nan); with
+    ``keep_last`` also ``last``, the last chain's final point."""
     if n < 2:
         raise ValueError("n must be at least 2 (beta = 1 / log n)")
     if not 0 <= num_burnin < num_steps:
@@ -391,6 +397,7 @@ def local_learning_coefficient(
                         drift.add_(g, alpha=nb)
                     noise = torch.randn(p.shape, generator=gen, dtype=p.dtype)
                     p.add_(drift, alpha=-epsilon / 2).add_(noise, alpha=sd)
+    last = {k: v.detach().clone() for k, v in w.items()} if keep_last else None
     per_chain = nb * (trace[:, num_burnin:].mean(axis=1) - init_loss)
     se = per_chain.std(ddof=1) / math.sqrt(num_chains) if num_chains > 1 else math.nan
     return {
@@ -403,7 +410,123 @@ def local_learning_coefficient(
         "epsilon": epsilon,
         "gamma": gamma,
         "diverged": bool(not np.all(np.isfinite(trace))),
+        **({"last": last} if keep_last else {}),
     }
+
+
+# the calibration of :func:`calibrated_llc`: each SGLD step contracts the stiffest direction by
+# STEP_CONTRACTION / 2 (5 %); the localisation is LOCALISATION times the stiffest n beta lambda;
+# the estimate must move less than GAMMA_TOLERANCE when the localisation is divided by 10, and
+# the second half of every chain's kept samples may differ from the first by at most
+# SETTLE_TOLERANCE of the estimate (or 3 standard errors of the difference)
+STEP_CONTRACTION = 0.1
+LOCALISATION = 1e-3
+PILOT_ROUNDS, PILOT_STEPS = 12, 50
+GAMMA_TOLERANCE = 0.1
+SETTLE_TOLERANCE = 0.05
+
+
+def _stiffness(loss_fn: LossFn, params: Params, nbeta: float, seed: int) -> float:
+    """n beta times the largest Hessian eigenvalue at ``params`` (0 when the loss is flat or
+    concave there)."""
+    top = float(top_hessian_eigenvalues(loss_fn, params, k=1, tol=1e-2, seed=seed)[0])
+    return nbeta * max(top, 0.0)
+
+
+def _settled(result: dict, num_burnin: int, batches: int = 10) -> bool:
+    """Whether the kept samples show no drift: the mean loss of the second half of the chains'
+    kept steps against the first half, within :data:`SETTLE_TOLERANCE` of the estimate or 3
+    standard errors of the difference. The standard error comes from batch means (``batches``
+    per chain, pooled over chains), which account for the autocorrelation of SGLD samples."""
+    kept = result["nbeta"] * result["loss_trace"][:, num_burnin:]
+    if not np.isfinite(kept).all():
+        return False
+    chains, length = kept.shape
+    size = length // batches
+    if size < 2:
+        return False
+    means = kept[:, : size * batches].reshape(chains, batches, size).mean(-1)
+    var_batch = float(means.var(axis=1, ddof=1).mean())
+    half = batches // 2
+    drift = abs(float(means[:, half:].mean() - means[:, :half].mean()))
+    se = math.sqrt(var_batch * (1 / half + 1 / (batches - half)) / chains)
+    return bool(drift <= max(SETTLE_TOLERANCE * abs(result["llc"]), 3 * se))
+
+
+def calibrated_llc(
+    loss_fn: LossFn,
+    params: Params,
+    n: int,
+    *,
+    step_loss_fn: StepLossFn | None = None,
+    nbeta: float | None = None,
+    num_chains: int = 4,
+    num_steps: int = 400,
+    num_burnin: int = 100,
+    seed: int = 0,
+) -> dict:
+    """The local learning coefficient with its SGLD settings chosen from the checkpoint, and a
+    verdict on whether the estimate is in its regime (the calibration devinterp's guidance asks
+    for: a step size the stiffest direction tolerates, a localisation small against the
+    curvature, chains that have settled).
+
+    On a regular quadratic minimum, n beta E[L] = (1/2) sum_i n beta h_i / (n beta h_i + gamma)
+    exactly: d / 2 at any curvature only when gamma << n beta h_i; with a fixed gamma the
+    estimate tracks curvature instead of degeneracy (0.1 ... 555 for a 1,000-dimensional
+    quadratic of true coefficient 500 over curvatures 1e-4 ... 10, at the fixed settings of
+    :func:`local_learning_coefficient`'s defaults). So: s = n beta lambda_max of the Hessian,
+    the largest of its values at w* and along a pilot chain (:data:`PILOT_ROUNDS` rounds of
+    :data:`PILOT_STEPS` steps at most, each at the step size the stiffness so far allows, until
+    it grows by less than a quarter (a pilot that diverges multiplies s by 10 and tries again): a
+    degenerate minimum is flat at w* but not in the posterior's typical set);
+    epsilon = :data:`STEP_CONTRACTION` / (s + gamma) and gamma = :data:`LOCALISATION` s
+    (directions with n beta h below about gamma are read as flat,
+    which they are at this sample size up to that factor). The verdict ``reliable`` needs: no
+    chain diverged, the chains settled (:func:`_settled`), and the estimate moved less than
+    :data:`GAMMA_TOLERANCE` when gamma is divided by 10 (``llc_gamma_check``): a localisation
+    that still matters shows there.
+
+    Returns :func:`local_learning_coefficient`'s dict plus ``reliable``, ``settled``,
+    ``gamma_stable``, ``llc_gamma_check`` and ``stiffness`` (s)."""
+    nb = float(n / math.log(n) if nbeta is None else nbeta)
+    center = {k: v.detach().clone() for k, v in params.items()}
+    s = _stiffness(loss_fn, center, nb, seed)
+    point = center
+    for r in range(PILOT_ROUNDS):  # walk out to the typical set, re-reading the stiffness there
+        pilot = local_learning_coefficient(
+            loss_fn, point, n, step_loss_fn=step_loss_fn, nbeta=nb,
+            epsilon=STEP_CONTRACTION / s if s > 0 else 1e-3 / nb, gamma=LOCALISATION * s,
+            num_chains=1, num_steps=PILOT_STEPS, num_burnin=0, seed=seed + 1 + r, keep_last=True,
+        )  # fmt: skip
+        if pilot["diverged"]:  # the step was too long for where the chain went: shorten it
+            s = 10 * s if s > 0 else 1.0
+            continue
+        point = pilot["last"]
+        before, s = s, max(s, _stiffness(loss_fn, point, nb, seed))
+        if r and s <= 1.25 * before:  # the stiffness has stopped growing: in the typical set
+            break
+    if s <= 0:
+        raise ValueError("the loss is flat at and around the checkpoint: no curvature to calibrate")
+    gamma = LOCALISATION * s
+    eps = STEP_CONTRACTION / (s + gamma)
+    kw = dict(step_loss_fn=step_loss_fn, nbeta=nb, epsilon=eps, num_chains=num_chains,
+              num_steps=num_steps, num_burnin=num_burnin, seed=seed)  # fmt: skip
+    out = local_learning_coefficient(loss_fn, center, n, gamma=gamma, **kw)
+    check = local_learning_coefficient(loss_fn, center, n, gamma=gamma / 10, **kw)
+    settled = not out["diverged"] and _settled(out, num_burnin)
+    stable = (
+        not check["diverged"]
+        and math.isfinite(out["llc"])
+        and abs(check["llc"] - out["llc"]) <= GAMMA_TOLERANCE * max(abs(out["llc"]), 1e-12)
+    )
+    out.update(
+        stiffness=s,
+        settled=settled,
+        gamma_stable=bool(stable),
+        llc_gamma_check=check["llc"],
+        reliable=bool(settled and stable and not out["diverged"]),
+    )
+    return out
 
 
 # -- one checkpoint --------------------------------------------------------------------------------
@@ -424,15 +547,16 @@ def checkpoint_curvature(
     """Every curvature measure of one checkpoint's training loss (:func:`training_loss` of
     ``model`` on ``tokens``, ``labels``) at the model's own dtype: ``hessian_top{i}`` (i = 1..k),
     ``hessian_trace`` and ``hessian_trace_se``, ``sharpness_norm_scaled``,
-    ``sharpness_adaptive``, ``llc`` and ``llc_se`` (SGLD with ``llc_kwargs``, on mini-batches of
-    ``llc_batch_size`` examples, 0 = full batch; n = the number of training examples).
+    ``sharpness_scaled_hessian``, ``llc`` and ``llc_se`` (:func:`calibrated_llc` with
+    ``llc_kwargs`` (chains, steps, burn-in), on mini-batches of ``llc_batch_size`` examples, 0 =
+    full batch; n = the number of training examples), ``llc_reliable`` (1.0 when the estimate
+    is in its regime, 0.0 when not: read ``llc`` only where it is 1), ``llc_gamma`` and
+    ``llc_epsilon`` (the settings the calibration chose).
 
     The three Hessian measures share one linearisation. ``tol`` 1e-3 (Lanczos residual relative
     to lambda_max) suffices for columns: a Ritz value's error is about the residual squared over
     the gap (on the nanda2023 model at initialisation, tol 1e-3 and 1e-5 give top-3 eigenvalues
-    that agree to 1e-6 relative, for 31 instead of 37 HVPs). Check ``llc_kwargs``' epsilon
-    against the stability bound in :func:`local_learning_coefficient` (an unstable chain gives
-    a huge ``llc``, or nan once its loss overflows)."""
+    that agree to 1e-6 relative, for 31 instead of 37 HVPs)."""
     loss_fn = training_loss(model, tokens, labels)
     params = model_params(model)
     hvp, dim = hvp_fn(loss_fn, params), _n_params(params)  # one linearisation for all three
@@ -441,10 +565,12 @@ def checkpoint_curvature(
     out["hessian_trace"], out["hessian_trace_se"] = hutchinson(hvp, dim, trace_samples, seed)
     out["sharpness_norm_scaled"] = norm_scaled_sharpness(top[0], params)
     d = flatten(params).to(torch.float64).abs()
-    out["sharpness_adaptive"] = float(lanczos(_scaled(hvp, d), dim, 1, seed=seed, tol=tol)[0])
+    out["sharpness_scaled_hessian"] = float(lanczos(_scaled(hvp, d), dim, 1, seed=seed, tol=tol)[0])
     step = minibatch_loss(model, tokens, labels, llc_batch_size, seed) if llc_batch_size else None
-    llc = local_learning_coefficient(
+    llc = calibrated_llc(
         loss_fn, params, len(labels), step_loss_fn=step, seed=seed, **(llc_kwargs or {})
     )
     out["llc"], out["llc_se"] = llc["llc"], llc["llc_se"]
+    out["llc_reliable"] = float(llc["reliable"])
+    out["llc_gamma"], out["llc_epsilon"] = llc["gamma"], llc["epsilon"]
     return out

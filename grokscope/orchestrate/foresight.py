@@ -41,7 +41,7 @@ SIGNALS = (
     ("ildr", "up"),
     ("weight_norm_sq", "down"),
     ("hessian_top1", "up"),
-    ("sharpness_adaptive", "up"),
+    ("sharpness_scaled_hessian", "up"),
     ("llc", "down"),
     ("test_loss", "down"),
 )

@@ -114,17 +114,24 @@ def geometry_figure(table: pd.DataFrame, t_mem: int | None, t_grok: int | None, 
 
 def curvature_figure(table: pd.DataFrame, t_mem: int | None, t_grok: int | None, out: Path) -> str:
     """Curvature of the training loss over training (log-log): top Hessian eigenvalue, Hessian
-    trace, norm-scaled and adaptive sharpness, with the training loss they scale with; beside
-    it the local learning coefficient (with its spread over chains); t_mem and t_grok dotted."""
+    trace, norm-scaled and scaled-Hessian sharpness, with the training loss they scale with;
+    beside it the local learning coefficient (with its spread over chains; hollow grey where the
+    calibration found it outside its regime); t_mem and t_grok dotted."""
     t = table[table["hessian_top1"].notna() & (table["epoch"] > 0)].sort_values("epoch")
     fig, (ax, bx) = subplots(1, 2, figsize=(12, 3.8))
-    for col in ("hessian_top1", "hessian_trace", "sharpness_norm_scaled", "sharpness_adaptive",
-                "train_loss"):  # fmt: skip
+    cols = ("hessian_top1", "hessian_trace", "sharpness_norm_scaled", "sharpness_scaled_hessian",
+            "train_loss")  # fmt: skip
+    for col in cols:
         v = t[col].astype(float)
         keep = v > 0
         ax.plot(t["epoch"][keep], v[keep], marker=".", label=col)
     ax.set_yscale("log")
-    bx.errorbar(t["epoch"], t["llc"], yerr=t["llc_se"], marker=".", color="k", label="llc")
+    ok = t["llc_reliable"].astype(float) > 0.5 if "llc_reliable" in t else t["llc"].notna()
+    bx.errorbar(t["epoch"][ok], t["llc"][ok], yerr=t["llc_se"][ok], marker=".", color="k",
+                ls="none", label="llc (calibrated, reliable)")  # fmt: skip
+    if (~ok).any():
+        bx.plot(t["epoch"][~ok], t["llc"][~ok], marker="o", mfc="none", color="0.6", ls="none",
+                label="llc, not reliable")  # fmt: skip
     for a in (ax, bx):
         for when, color in ((t_mem, "tab:blue"), (t_grok, "tab:red")):
             if when:

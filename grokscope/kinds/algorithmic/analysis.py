@@ -236,16 +236,11 @@ def _ildr(ctx: _Context) -> float:
     return geometry.class_distance_ratio(reps, ctx.ds.labels[ctx.ds.test_idx])
 
 
-# the local learning coefficient's sampler (Lau et al. 2023): 2 SGLD chains of 100 steps (20
-# burn-in), step 1e-4, localisation 100, mini-batches of 512, n beta = n / log n; Hessian top-3
-# by Lanczos to a 1e-3 residual, trace by 50 Hutchinson probes (benchmarks/bench_curvature.py)
-CURVATURE_LLC = {
-    "num_chains": 2,
-    "num_steps": 100,
-    "num_burnin": 20,
-    "epsilon": 1e-4,
-    "gamma": 100.0,
-}
+# the local learning coefficient (Lau et al. 2023), its step size and localisation calibrated at
+# each checkpoint (curvature.calibrated_llc): 2 SGLD chains of 200 steps (50 burn-in),
+# mini-batches of 512, n beta = n / log n; Hessian top-3 by Lanczos to a 1e-3 residual, trace
+# by 50 Hutchinson probes (benchmarks/bench_curvature.py)
+CURVATURE_LLC = {"num_chains": 2, "num_steps": 200, "num_burnin": 50}
 CURVATURE_COLUMNS = (
     "hessian_top1",
     "hessian_top2",
@@ -253,9 +248,12 @@ CURVATURE_COLUMNS = (
     "hessian_trace",
     "hessian_trace_se",
     "sharpness_norm_scaled",
-    "sharpness_adaptive",
+    "sharpness_scaled_hessian",
     "llc",
     "llc_se",
+    "llc_reliable",
+    "llc_gamma",
+    "llc_epsilon",
 )
 
 

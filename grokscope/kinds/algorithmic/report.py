@@ -27,7 +27,8 @@ CAPTIONS = {
     "frequencies, best frequency, PCA-based), Fourier IPR and RQI, and the clock-vs-pizza "
     "diagnostics (distance irrelevance, gradient symmetricity); dotted: t_mem, t_grok.",
     "curvature": "Curvature of the training loss (top Hessian eigenvalue, trace, norm-scaled and "
-    "adaptive sharpness, with the training loss) and the local learning coefficient.",
+    "scaled-Hessian sharpness λ_max(D H D), with the training loss) and the local learning "
+    "coefficient.",
 }
 
 
