@@ -425,3 +425,25 @@ def test_the_core_clips_before_the_step(tiny):
         norms[clip] = float(torch.sqrt(sum((p.grad.double() ** 2).sum() for p in state.params)))
     assert norms["0.05"] <= 0.05 * (1 + 1e-6)
     assert norms["0.0"] > 0.5
+
+
+def test_intervention_arms_are_identical_until_t_mem(tmp_path, tiny):
+    """The three at_mem arms compute the same run up to and including the evaluation that finds
+    T_mem (bit for bit: the same kernels on the same values), and part after it."""
+    from grokscope.orchestrate.train import train_run
+    from grokscope.store import rundir
+
+    tables, t_mems = {}, set()
+    for arm in ("none", "drop_wd", "freeze_norm"):
+        status = train_run(
+            tiny(f"optim.at_mem={arm}", "train.epochs=300", "train.eval_every=5"), tmp_path / arm
+        )
+        t_mems.add(status["t_mem_epoch"])
+        tables[arm] = rundir.read_metrics(tmp_path / arm).set_index("epoch")
+    (t_mem,) = t_mems
+    assert t_mem is not None and t_mem < 300
+    cols = ["train_loss", "test_loss", "weight_norm_sq"]
+    for arm in ("drop_wd", "freeze_norm"):
+        before = tables[arm].loc[:t_mem, cols]
+        pd.testing.assert_frame_equal(before, tables["none"].loc[:t_mem, cols])
+        assert not tables[arm].loc[300, cols].equals(tables["none"].loc[300, cols])
