@@ -427,6 +427,7 @@ def test_the_core_clips_before_the_step(tiny):
     assert norms["0.0"] > 0.5
 
 
+@pytest.mark.equality
 def test_intervention_arms_are_identical_until_t_mem(tmp_path, tiny):
     """The three at_mem arms compute the same run up to and including the evaluation that finds
     T_mem (bit for bit: the same kernels on the same values), and part after it."""
