@@ -90,3 +90,32 @@ def test_unwarnable_runs_and_silent_controls_are_left_out():
     ev = evaluate_rule(rule, grok + [never_memorized, instant])
     assert ev["hit"]["n"] == 2 and ev["false_alarm"]["n"] == 0
     assert ev["j"] is None  # no held-out control: undecided
+
+
+def test_onset_is_the_test_loss_leaving_its_plateau():
+    """A planted fall: the test loss sits at 2 after memorization and falls two decades at
+    epoch 1,000; the onset is the first evaluation held 0.5 decade below the peak. No fall, no
+    onset; a fall that has not held 3 evaluations by the end is censored."""
+    from grokscope.dynamics.early_warning import onset_time
+
+    t = np.arange(0, 2000, 50)
+    loss = np.where(t < 1000, 2.0, 0.02)
+    loss[t < 100] = 1.0  # before memorization
+    assert onset_time(t, loss, 100) == 1000
+    assert onset_time(t, np.full(len(t), 2.0), 100) is None
+    late = np.where(t < 1900, 2.0, 0.02)
+    assert onset_time(t, late, 100) is None
+    assert onset_time(t, loss, None) is None
+
+
+def test_ties_take_the_middle_threshold_not_the_largest():
+    """A signal that separates at every c of a range: J is tied over it, and the chosen c is the
+    middle of the tied values, so leads are neither the shortest nor the longest possible."""
+    from grokscope.dynamics.early_warning import DEFAULT_GRID, AlarmRule, SignalRun
+
+    t = np.arange(0, 3000, 50)
+    grok = [SignalRun(t, np.where(t < 1000, 1.0, 100.0), 100, 2000, f"g{i}") for i in range(4)]
+    ctrl = [SignalRun(t, np.ones(len(t)), 100, None, f"c{i}") for i in range(4)]
+    rule = AlarmRule("s", "up").fit(grok + ctrl)
+    tied = [c for c in sorted(DEFAULT_GRID) if c <= 100.0]
+    assert rule.j_ == 1.0 and rule.c_ == tied[(len(tied) - 1) // 2]

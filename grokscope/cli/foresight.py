@@ -99,13 +99,18 @@ def warn(
     from grokscope.orchestrate.foresight import warning_signals, write_warning_table
 
     table = warning_signals(folders, folds)
-    out = Table("signal", "held-out hits", "false alarms", "J", "median lead", "lead range", "c")
+    out = Table(
+        "signal", "held-out hits", "false alarms", "J", "median lead to T_grok", "lead range",
+        "median lead to onset", "warned before onset", "c",
+    )  # fmt: skip
     for _, r in table.iterrows():
         out.add_row(
             r["signal"], r["hits"], r["false_alarms"],
             "-" if isnull(r["j"]) else f"{r['j']:.2f}",
             "-" if isnull(r["lead_median"]) else f"{r['lead_median']:g}",
             "-" if isnull(r["lead_min"]) else f"{r['lead_min']:g}..{r['lead_max']:g}",
+            "-" if isnull(r["onset_lead_median"]) else f"{r['onset_lead_median']:g}",
+            r["before_onset"],
             ", ".join(f"{c:g}" for c in r["c"]),
         )  # fmt: skip
     console().print(out)

@@ -15,11 +15,16 @@ arithmetic (fire at 2.5x the baseline) is this rule with c = 2.5.
 
 Choosing c (``fit``): on calibration runs, for every c of a grid, the hit rate (share of grokking
 runs whose alarm comes strictly before T_grok) and the false-alarm rate (share of control runs,
-which never grok, with any alarm); c maximises hit rate minus false-alarm rate (Youden's J), the
-largest such c on ties (the most conservative). Choosing on the runs it is then scored on would
-flatter the rule, so :func:`evaluate_rule` scores a fitted rule on held-out runs only: lead times
+which never grok, with any alarm); c maximises hit rate minus false-alarm rate (Youden's J), and
+among tied c the middle one (the median of the tied grid values): the largest would give the
+latest alarms and so the shortest leads, the smallest the longest; the middle favours neither.
+Choosing on the runs it is then scored on would flatter the rule, so :func:`evaluate_rule`
+scores a fitted rule on held-out runs only: lead times
 T_grok - T_alarm of the held-out grokking runs that were warned (median and a bootstrap
-percentile interval; runs not warned are misses, counted, never given a lead of 0), the hit rate
+percentile interval; runs not warned are misses, counted, never given a lead of 0), the lead to
+the *onset* of generalization T_onset - T_alarm (:func:`onset_time`; T_grok, test accuracy >=
+0.99, is its completion, so leads to it overstate how early a signal sees grokking coming) and
+how many warned runs were warned before the onset, the hit rate
 and the false-alarm rate on held-out controls, each with a Clopper-Pearson 95 % interval
 (exact for small counts). A signal that carries no information gives J near 0 on held-out runs:
 its hit rate is its false-alarm rate. J is undecided (None) without held-out controls.
@@ -38,11 +43,36 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.stats import binomtest
+from scipy.stats import binomtest, bootstrap
 
 from grokscope.events import first_sustained
 
 DEFAULT_GRID = tuple(float(c) for c in np.round(np.geomspace(1.05, 20.0, 40), 4))
+# the onset of generalization: the test loss held this many decades below its peak after T_mem
+ONSET_DECADES = 0.5
+ONSET_SUSTAIN = 3
+
+
+def onset_time(
+    times: np.ndarray, test_loss: np.ndarray, t_mem: int | None, decades: float = ONSET_DECADES
+) -> int | None:
+    """When generalization begins: the first evaluation after the test loss's peak at or after
+    T_mem from which the test loss stays at least ``decades`` (0.5) decades below that peak for
+    :data:`ONSET_SUSTAIN` evaluations (:func:`grokscope.events.first_sustained`): the test loss
+    leaving its memorization plateau. None without T_mem or when it never leaves it (a control).
+    An event for scoring warnings against, read with hindsight (the peak is the whole run's)."""
+    if t_mem is None:
+        return None
+    times, loss = np.asarray(times), np.asarray(test_loss, dtype=np.float64)
+    after = (times >= t_mem) & np.isfinite(loss) & (loss > 0)
+    if not after.any():
+        return None
+    idx = np.flatnonzero(after)
+    peak = idx[np.argmax(loss[idx])]
+    rest = idx[idx > peak]
+    ok = np.log10(loss[rest]) <= np.log10(loss[peak]) - decades
+    i = first_sustained(ok, ONSET_SUSTAIN)
+    return None if i is None else int(times[rest[i]])
 
 
 @dataclass
@@ -55,6 +85,7 @@ class SignalRun:
     t_mem: int | None
     t_grok: int | None
     name: str = ""
+    t_onset: int | None = None  # the onset of generalization (:func:`onset_time`)
 
 
 def ratio_to_baseline(run: SignalRun, direction: str) -> tuple[np.ndarray, np.ndarray]:
@@ -126,13 +157,13 @@ class AlarmRule:
         """Choose c on calibration ``runs`` (at least one warnable grokking run)."""
         if not warnable(runs):
             raise ValueError("fitting an alarm rule needs at least one run that groks")
-        best = None
+        scores = []
         for c in sorted(self.grid):
             hit, false = _rates(runs, self.direction, c, self.sustain)
-            j = hit - false
-            if best is None or j >= best[0]:
-                best = (j, c, hit, false)
-        self.j_, self.c_, self.hit_rate_, self.false_alarm_rate_ = best
+            scores.append((hit - false, c, hit, false))
+        top = max(s[0] for s in scores)
+        tied = [s for s in scores if s[0] == top]
+        self.j_, self.c_, self.hit_rate_, self.false_alarm_rate_ = tied[(len(tied) - 1) // 2]
         return self
 
     def predict(self, run: SignalRun) -> int | None:
@@ -156,11 +187,13 @@ def evaluate_rule(
     grokking runs (median, bootstrap 95 % interval), hit rate and false-alarm rate with exact
     intervals, and J."""
     grok, ctrl = warnable(runs), controls(runs)
-    leads, misses = [], 0
+    leads, onset_leads, misses = [], [], 0
     for r in grok:
         a = rule.predict(r)
         if a is not None and a < r.t_grok:
             leads.append(r.t_grok - a)
+            if r.t_onset is not None:
+                onset_leads.append(r.t_onset - a)  # negative: warned after the onset
         else:
             misses += 1
     false = sum(rule.predict(r) is not None for r in ctrl)
@@ -174,11 +207,16 @@ def evaluate_rule(
         "lead_median": float(np.median(leads)) if leads else None,
         "lead_lo": None,
         "lead_hi": None,
+        "onset_leads": onset_leads,
+        "before_onset": sum(x > 0 for x in onset_leads),
+        "onset_lead_median": float(np.median(onset_leads)) if onset_leads else None,
     }
     if len(leads) >= 2:
-        rng = np.random.default_rng(seed)
-        boots = np.median(rng.choice(leads, size=(n_boot, len(leads)), replace=True), axis=1)
-        out["lead_lo"], out["lead_hi"] = (float(x) for x in np.percentile(boots, [2.5, 97.5]))
+        ci = bootstrap(
+            (np.asarray(leads, dtype=float),), np.median, n_resamples=n_boot, method="percentile",
+            random_state=np.random.default_rng(seed),
+        ).confidence_interval  # fmt: skip
+        out["lead_lo"], out["lead_hi"] = float(ci.low), float(ci.high)
     hit, fa = out["hit"]["rate"], out["false_alarm"]["rate"]
     out["j"] = None if hit is None or fa is None else hit - fa
     return out

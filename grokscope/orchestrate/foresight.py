@@ -21,6 +21,7 @@ from grokscope.dynamics.early_warning import (
     SignalRun,
     controls,
     cross_validate,
+    onset_time,
     warnable,
 )
 from grokscope.errors import GrokscopeError, RunDirError
@@ -31,6 +32,10 @@ from grokscope.store.query import collect_runs
 
 # (analysis.parquet column, direction towards generalization); the held-out test loss is the
 # reference every other signal is read against (it watches the very labels grokking is about)
+# signals that need the key frequencies: causal (computable during training) only when the
+# analysis took them at every checkpoint (grokscope analyze --per-checkpoint-keys); with the
+# final checkpoint's keys they read the future, and warn leaves them out
+KEY_SIGNALS = ("restricted_loss", "circularity_keys")
 SIGNALS = (
     ("restricted_loss", "down"),
     ("gini_embed", "up"),
@@ -99,6 +104,10 @@ def run_row(run: Path) -> dict:
         "norm_grok": None if e_grok is None else float(norm[e_grok]),
         "epochs_done": int(metrics["epoch"].iloc[-1]) if len(metrics) else 0,
         "off_clock": law_clock_reason(cfg),
+        "t_onset_epoch": onset_time(
+            metrics["epoch"].to_numpy(), metrics["test_loss"].to_numpy(float), e_mem
+        ),
+        "per_checkpoint_keys": bool((loaded.summary or {}).get("per_checkpoint_keys")),
     }
 
 
@@ -230,6 +239,8 @@ def signal_runs(
     for name, table, row in analysed_runs(folder) if analysed is None else analysed:
         if signal not in table or table[signal].isna().all():
             continue
+        if signal in KEY_SIGNALS and not row.get("per_checkpoint_keys"):
+            continue  # keys from the final checkpoint: not computable during training
         out.append(
             SignalRun(
                 table["epoch"].to_numpy(),
@@ -237,6 +248,7 @@ def signal_runs(
                 row["t_mem_epoch"],
                 row["t_grok_epoch"],
                 name,
+                row.get("t_onset_epoch"),
             )
         )
     return out
@@ -262,6 +274,7 @@ def rank_signals(folder: Path | list[Path], n_folds: int = 2) -> pd.DataFrame:
         if not results:
             continue
         leads = [x for r in results for x in r["leads"]]
+        onset = [x for r in results for x in r["onset_leads"]]
         hits = sum(r["hit"]["k"] for r in results)
         n_grok = sum(r["hit"]["n"] for r in results)
         if not n_grok:  # no held-out grokking run carries the signal: nothing was scored
@@ -283,6 +296,8 @@ def rank_signals(folder: Path | list[Path], n_folds: int = 2) -> pd.DataFrame:
                 "lead_median": float(np.median(leads)) if leads else math.nan,
                 "lead_min": float(np.min(leads)) if leads else math.nan,
                 "lead_max": float(np.max(leads)) if leads else math.nan,
+                "onset_lead_median": float(np.median(onset)) if onset else math.nan,
+                "before_onset": f"{sum(x > 0 for x in onset)}/{len(onset)}",
             }
         )
     table = pd.DataFrame(rows)
