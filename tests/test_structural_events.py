@@ -29,8 +29,23 @@ def test_no_effect_generalization_with_id_is_not_flagged():
     # generalization rises as in-distribution accuracy saturates: no delay, no flag
     ev = structural_events(curves(3000, 3000))
     assert ev["lag_steps"] == 0 and ev["structural_grokking"] is False
-    ev = structural_events(curves(3000, 5500))  # ratio 1.83 < 2
+    ev = structural_events(curves(3000, 5500, every=100))  # ratio 1.83 < 2
     assert ev["structural_grokking"] is False
+    # on a grid of 500 steps the same curves leave T_id anywhere in (2500, 3000] and T_gen in
+    # (5000, 5500]: the ratio may be 1.67 or 2.2, so the flag is left undecided
+    ev = structural_events(curves(3000, 5500))
+    assert ev["structural_grokking"] is None
+    assert ev["t_id_interval"] == [2500, 3000] and ev["t_gen_interval"] == [5000, 5500]
+
+
+@pytest.mark.parametrize("every", [250, 500, 1000, 2000])
+def test_the_flag_never_contradicts_a_finer_grid(every):
+    """Read on a coarse grid the flag is the fine grid's or undecided, never the opposite."""
+    for t_id in (1000, 2000, 3000):
+        for t_gen in (1000, 3000, 5500, 6000, 9000):
+            fine = structural_events(curves(t_id, t_gen, every=50))["structural_grokking"]
+            coarse = structural_events(curves(t_id, t_gen, every=every))["structural_grokking"]
+            assert coarse is None or coarse == fine, (t_id, t_gen, every)
 
 
 def test_budget_ending_first_is_censored_not_grokked():

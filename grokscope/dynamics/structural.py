@@ -19,6 +19,12 @@ From a run's metrics table (one row per evaluation, ``epoch`` = optimizer step f
   the first single crossing;
 - ``lag`` = t_gen - t_id.
 
+Each event is read at an evaluation, so it happened somewhere in (previous evaluation, that
+evaluation]: ``t_id_interval`` and ``t_gen_interval``. The flag is decided only where that
+grid cannot change it (:func:`_grid_safe_flag`): with t_id at the first to third evaluation,
+as in every run of docs/structural.md, "t_gen > 2 t_id" read at the evaluations alone would
+be decided by the grid, not by the dynamics.
+
 The flag (``structural_grokking``) is the phase rule of the algorithmic tasks
 (:mod:`grokscope.dynamics.sweep_stats`) with the in-distribution event in the place of training
 accuracy: generalization counts as delayed when t_gen > ``ratio`` x t_id. A ratio is free of the
@@ -40,6 +46,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from grokscope.events import event_epoch, sustained_epoch
@@ -83,9 +90,35 @@ def structural_events(
         return out
     after = t.loc[t["epoch"] >= t_id, "gen_acc"]
     out["gen_dip"] = float(after.min()) if len(after) else None
+    steps = t["epoch"].to_numpy()
+    id_lo = _previous(steps, t_id)
+    out["t_id_interval"] = [id_lo, t_id]
     if t_gen is not None:
         out["lag_steps"] = t_gen - t_id
-        out["structural_grokking"] = bool(t_gen > ratio * t_id)
+        gen_lo = _previous(steps, t_gen)
+        out["t_gen_interval"] = [gen_lo, t_gen]
+        out["structural_grokking"] = _grid_safe_flag(id_lo, t_id, gen_lo, t_gen, ratio)
     else:
         out["lag_lower_steps"] = last - t_id
     return out
+
+
+def _previous(steps: np.ndarray, t: int) -> int:
+    """The evaluated step before ``t`` (0 for the first): an event read at ``t`` happened in
+    (previous, t]."""
+    before = steps[steps < t]
+    return int(before.max()) if len(before) else 0
+
+
+def _grid_safe_flag(
+    id_lo: int, id_hi: int, gen_lo: int, gen_hi: int, ratio: float
+) -> bool | None:
+    """The flag "T_gen > ratio T_id" decided only where the evaluation grid cannot change it:
+    each event lies somewhere in its interval (previous evaluation, evaluation]; True when even
+    the earliest possible T_gen exceeds ratio times the latest possible T_id, False when even
+    the latest T_gen does not exceed ratio times the earliest T_id, None (undecided) between."""
+    if gen_lo >= ratio * id_hi:
+        return True
+    if gen_hi <= ratio * id_lo:
+        return False
+    return None

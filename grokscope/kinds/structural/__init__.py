@@ -26,6 +26,13 @@ CAPTIONS = {
 }
 
 
+FLAG_TEXT = {
+    True: "yes",
+    False: "no",
+    None: "undecided (censored, no t_id, or the evaluation grid cannot tell)",
+}
+
+
 class Structural(LanguageKind):
     name = "structural"
     tasks = ("question_formation", "tense_inflection", "dyck")
@@ -61,7 +68,7 @@ class Structural(LanguageKind):
 
     def summary_lines(self, s: dict) -> list[str]:
         f = {k: (float("nan") if v is None else v) for k, v in s["final"].items()}
-        flag = {True: "yes", False: "no", None: "undecided (censored)"}[s["structural_grokking"]]
+        flag = FLAG_TEXT[s["structural_grokking"]]
         lag = s["lag_steps"]
         if lag is None:
             lag = "-" if s["lag_lower_steps"] is None else f"> {s['lag_lower_steps']}"
@@ -80,8 +87,7 @@ class Structural(LanguageKind):
         summary = run.summary or {}
         if summary.get("kind") != "sequence":
             return rows
-        flag = {True: "yes", False: "no", None: "undecided (censored or no t_id)"}
-        rows["structural grokking (t_gen > 2 t_id)"] = flag[summary["structural_grokking"]]
+        rows["structural grokking (t_gen > 2 t_id)"] = FLAG_TEXT[summary["structural_grokking"]]
         f = summary["final"]
         rows["final tree score / bracketing F1"] = (
             f"{_text(f['tree_score'])} / {_text(f['bracket_f1'])} "
