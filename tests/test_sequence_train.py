@@ -202,6 +202,16 @@ def test_tense_accuracy_decodes_greedily_up_to_the_main_verb():
 
     # teacher forcing would still read the right verb; greedy decoding leaves the gold path
     assert data.evaluate(PrefixOracle(ds, "gen", wrong_first_word), "gen")["acc"] == 0
+    # the released metric's part-of-speech check: an output that ends in a noun instead of the
+    # full stop keeps its main verb (verb_only 1) but fails the tag sequence (acc 0)
+    stop, noun = ds.token_ids(["."])[0], ds.token_ids(["newt"])[0]
+
+    def wrong_end(row, t, tok):
+        seen = [i for i, w in enumerate(row[: t + 1]) if w in marker]
+        return noun if seen and tok == stop and t > seen[0] else tok
+
+    out = data.evaluate(PrefixOracle(ds, "gen", wrong_end), "gen")
+    assert out["acc"] == 0 and out["verb_only"] == 1.0
 
 
 def test_dyck_accuracy_scores_every_required_closing_bracket():

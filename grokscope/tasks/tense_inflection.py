@@ -30,6 +30,11 @@ from __future__ import annotations
 import numpy as np
 
 from grokscope.tasks.grammar import (
+    DETERMINERS,
+    NOUNS_PL,
+    NOUNS_SG,
+    PREPOSITIONS,
+    RELATIVIZERS,
     VERBS_INTRANS,
     VERBS_TRANS,
     Sentence,
@@ -124,7 +129,8 @@ def tense_inflection_task(
     ``answer_start``: position of the first output word; ``target``: position of the main verb
     of the output (the token the main-verb accuracy reads is ``sequence[target]``);
     ``sentence_len``: words of the input sentence; ``trees``: its gold parse. ``info``:
-    ``marker_ids`` ({"PAST", "PRESENT"}), ``n_distinct`` (lines the grammar can produce).
+    ``marker_ids`` ({"PAST", "PRESENT"}), ``pos_ids`` (each token's coarse part of speech,
+    :data:`POS_TAGS`), ``n_distinct`` (lines the grammar can produce).
     Raises :class:`ConfigError` for negative sizes or more lines than the grammar has.
     """
     sizes = (n_train, n_dev, n_test, n_gen)
@@ -138,6 +144,7 @@ def tense_inflection_task(
     vocab = (PAD, ".", "PAST", "PRESENT", *words, *verb_forms)
     index = {w: i for i, w in enumerate(vocab)}
     markers = {"PAST": index["PAST"], "PRESENT": index["PRESENT"]}
+    pos_ids = [_part_of_speech(w) for w in vocab]
     rng = np.random.default_rng(data_seed)
 
     lines, gen_lines = sample_lines(
@@ -167,5 +174,31 @@ def tense_inflection_task(
         name="tense inflection",
         vocab=vocab,
         splits=split_lines(lines, gen_lines, n_train, n_dev, build),
-        info={"marker_ids": markers, "n_distinct": {"in_distribution": n_in, "gen": n_out}},
+        info={
+            "marker_ids": markers,
+            "pos_ids": pos_ids,
+            "n_distinct": {"in_distribution": n_in, "gen": n_out},
+        },
     )
+
+
+# coarse parts of speech of the vocabulary, for the released metric's part-of-speech check
+POS_TAGS = ("other", "det", "noun", "verb", "prep", "rel", "stop", "marker")
+
+
+def _part_of_speech(word: str) -> int:
+    """The coarse part of speech of a vocabulary word (an index into :data:`POS_TAGS`)."""
+    if word in DETERMINERS:
+        return 1
+    if word in NOUNS_SG or word in NOUNS_PL:
+        return 2
+    if word in PREPOSITIONS:
+        return 4
+    if word in RELATIVIZERS:
+        return 5
+    if word == ".":
+        return 6
+    if word in ("PAST", "PRESENT"):
+        return 7
+    verbs = {*PAST, *PAST.values(), *PRESENT["S"].values(), *PRESENT["P"].values()}
+    return 3 if word in verbs else 0

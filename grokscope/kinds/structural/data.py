@@ -8,9 +8,10 @@ Dyck lines, graded by the paper's metrics.
   with the linear rule ("front the first auxiliary"), measured directly rather than read from
   a generalization accuracy near 0 (on the generalization set the two rules disagree, so the
   two shares add to at most 1; the column ``gen_linear_acc``);
-- tense inflection: the main verb of the output under greedy decoding (the output is decoded
-  token by token from the task marker up to the main verb's position, and the token there is
-  compared with the gold one);
+- tense inflection: as Murty et al.'s released metric, the whole output is decoded greedily
+  token by token from the task marker, and a line is correct when the decoded output's
+  part-of-speech sequence matches the gold one (coarse tags: determiner, noun, verb,
+  preposition, relativizer, full stop) and its main verb is the gold verb;
 - Dyck (Hewitt et al. 2020): at every position whose next token is a closing bracket, the argmax
   over the k closing brackets.
 """
@@ -24,11 +25,11 @@ from grokscope.train.lm_data import SeqData, SplitTensors
 
 
 @torch.no_grad()
-def greedy_targets(
+def greedy_decode(
     model, tokens: torch.Tensor, start: torch.Tensor, target: torch.Tensor
 ) -> torch.Tensor:
-    """Greedy decoding from each row's ``start`` up to its ``target`` position: the token the model
-    writes at ``target`` (Murty et al. 2023's main-verb accuracy)."""
+    """Greedy decoding of each row from its ``start`` to its ``target`` position (inclusive),
+    every decoded token fed back: the rows with the model's tokens at those positions."""
     buf = tokens.clone()
     rows = torch.arange(len(buf), device=buf.device)
     for offset in range(int((target - start).max()) + 1):
@@ -41,7 +42,7 @@ def greedy_targets(
         p = pos.clamp(max=width - 1)
         pred = logits[rows, p - 1].argmax(-1)
         buf[rows[live], pos[live]] = pred[live]
-    return buf[rows, target]
+    return buf
 
 
 class StructuralData(SeqData):
@@ -69,8 +70,18 @@ class StructuralData(SeqData):
         if self.task == "tense_inflection":
             tgt = torch.as_tensor(split.target[rows], device=device)
             start = torch.as_tensor(split.answer_start[rows], device=device)
-            pred = greedy_targets(model, tokens, start, tgt)
-            return {"correct": int((pred == tokens[ar, tgt]).sum()), "graded": len(rows)}
+            last = torch.as_tensor(split.lengths[rows] - 1, device=device)
+            out = greedy_decode(model, tokens, start, last)
+            pos = torch.as_tensor(info["pos_ids"], device=device)
+            col = torch.arange(tokens.shape[1], device=device)[None, :]
+            span = (col >= start[:, None]) & (col <= last[:, None])
+            tags_ok = ((pos[out] == pos[tokens]) | ~span).all(dim=1)
+            verb_ok = out[ar, tgt] == tokens[ar, tgt]
+            return {
+                "correct": int((tags_ok & verb_ok).sum()),
+                "graded": len(rows),
+                "verb_only": int(verb_ok.sum()),
+            }
         close = torch.as_tensor(info["close_ids"], device=device)
         nxt = tokens[:, 1:]
         need = torch.isin(nxt, close) & mask
@@ -78,6 +89,8 @@ class StructuralData(SeqData):
         return {"correct": int(((choice == nxt) & need).sum()), "graded": int(need.sum())}
 
     def extra_columns(self, out: dict[str, dict]) -> dict:
+        if self.task == "tense_inflection":  # the main verb alone, without the tag check
+            return {"gen_verb_acc": out["gen"]["verb_only"]}
         if self.task != "question_formation":
             return {}
         return {"gen_linear_acc": out["gen"]["linear"]}
