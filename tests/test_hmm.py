@@ -255,6 +255,13 @@ def test_n_free_parameters() -> None:
     assert n_free_parameters(3, 4, "diag") == 32
     assert n_free_parameters(3, 4, "full") == 50
     assert n_free_parameters(1, 2, "diag") == 4
+    # the count hmmlearn's own bic uses (the map's model choice calls GaussianHMM.bic)
+    from hmmlearn.hmm import GaussianHMM
+
+    x = np.random.default_rng(0).normal(size=(60, 4))
+    for cov in ("diag", "full"):
+        model = GaussianHMM(3, covariance_type=cov, random_state=0, n_iter=3).fit(x)
+        assert sum(model._get_n_fit_scalars_per_param().values()) == n_free_parameters(3, 4, cov)
 
 
 def test_runs_from_table() -> None:

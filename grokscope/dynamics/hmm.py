@@ -597,7 +597,6 @@ class TrainingMap(BaseEstimator):
         len_fit = self.lengths_[fit]
         X_eval = np.concatenate([z_runs[i] for i in eval_runs])
         len_eval = self.lengths_[eval_runs]
-        d = X_fit.shape[1]
 
         self.bic_: dict[int, float] = {}
         self.heldout_loglik_: dict[int, float] = {}
@@ -612,10 +611,10 @@ class TrainingMap(BaseEstimator):
                 self.bic_[int(n)] = math.inf
                 self.heldout_loglik_[int(n)] = -math.inf
                 continue
-            ll = float(model.score(X_eval, len_eval))
-            k = n_free_parameters(int(n), d, self.covariance_type)
-            self.heldout_loglik_[int(n)] = ll
-            self.bic_[int(n)] = -2.0 * ll + k * math.log(len(X_eval))
+            self.heldout_loglik_[int(n)] = float(model.score(X_eval, len_eval))
+            # hmmlearn's own BIC, -2 log L + k ln T, on the held-out runs (k: the model's free
+            # parameters, n_free_parameters; equal to the count hmmlearn uses, tested)
+            self.bic_[int(n)] = float(model.bic(X_eval, len_eval))
         if all(math.isinf(b) for b in self.bic_.values()):
             raise RuntimeError("model selection failed for every number of states")
         self.n_states_ = min(self.bic_, key=self.bic_.__getitem__)

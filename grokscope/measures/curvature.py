@@ -182,7 +182,13 @@ def lanczos(
     residual, and typically its square over the gap), after ``iters`` products, or when the
     Krylov space fills R^dim. A breakdown (an invariant subspace) restarts from a fresh random
     vector orthogonal to the basis, so repeated eigenvalues are found with their multiplicity.
-    The start vector is Gaussian from ``seed``: same seed, same numbers."""
+    The start vector is Gaussian from ``seed``: same seed, same numbers.
+
+    Why not ``scipy.sparse.linalg.eigsh`` (ARPACK) on a ``LinearOperator``: it agrees (tested)
+    but spends about three times the products here, since its implicitly restarted Lanczos
+    keeps at least 20 vectors and checks convergence only at restarts (top 3 of a planted
+    3,000-dimensional spectrum at tolerance 1e-3: 21 products against 7), and a product is a
+    Hessian-vector product, the cost of this whole measure."""
     if k < 1 or k > dim:
         raise ValueError(f"k must be in [1, {dim}], got {k}")
     m_max = min(iters, dim)
