@@ -13,9 +13,10 @@ import torch
 from grokscope import cli
 from grokscope.config import Config, apply_overrides, resolve
 from grokscope.errors import GrokscopeError, RunDirError
+from grokscope.kinds.algorithmic.analysis import BASE_COLUMNS
 from grokscope.measures.weights import WEIGHT_STAT_COLUMNS
 from grokscope.models import build_model
-from grokscope.orchestrate.analyze import BASE_COLUMNS, analyze_run, select_epochs
+from grokscope.orchestrate.analyze import analyze_run, select_epochs
 from grokscope.orchestrate.train import train_run
 from grokscope.store import rundir
 from tests.conftest import tiny_config
@@ -257,7 +258,7 @@ def test_an_interrupt_checkpoint_is_not_an_analysis_row(tiny):
 
 
 def test_curvature_columns_at_every_kth_checkpoint(trained_run):
-    from grokscope.orchestrate.analyze import CURVATURE_COLUMNS
+    from grokscope.kinds.algorithmic.analysis import CURVATURE_COLUMNS
 
     analyze_run(trained_run, figures=False, curvature_every=4)
     table = pd.read_parquet(trained_run / "analysis.parquet")

@@ -23,6 +23,7 @@ import pandas as pd
 
 from grokscope.config import Config, TaskConfig
 from grokscope.errors import GrokscopeError
+from grokscope.events import event_epoch
 
 
 @dataclass(frozen=True)
@@ -232,8 +233,6 @@ class Kind:
 
     def convergence(self, run: RunLike, threshold: float | None) -> int | None:
         """When the run converged, for the training map (None: never within its budget)."""
-        from grokscope.events import event_epoch
-
         col = self.events[1].column
         own = getattr(run.config.train, self.events[1].threshold)
         limit = own if threshold is None else threshold

@@ -17,12 +17,11 @@ from pathlib import Path
 
 from grokscope.config import Config
 from grokscope.errors import GrokscopeError, RunDirError
-from grokscope.kinds.algorithmic.analysis import BASE_COLUMNS, CURVATURE_COLUMNS
 from grokscope.orchestrate.load import load_run
 from grokscope.store import rundir
 from grokscope.train.core import checkpoint_epochs
 
-__all__ = ["BASE_COLUMNS", "CURVATURE_COLUMNS", "analyze_run", "scheduled_epochs", "select_epochs"]
+__all__ = ["analyze_run", "scheduled_epochs", "select_epochs"]
 
 
 def select_epochs(epochs: list[int], every: int) -> list[int]:

@@ -17,7 +17,6 @@ def write_report(run: Path) -> Path:
     first = next(iter(kind.figure_captions), None)
     if first is None or not (folder / f"{first}.png").is_file():
         kind.curves_figure(loaded, folder)
-        loaded = load_run(run)
     summary = loaded.summary or {}
     return write_page(
         Path(run),
