@@ -95,3 +95,12 @@ def test_run_directories_written_before_still_load_and_analyse(kind, tmp_path, m
     code, out, err = run_cli(monkeypatch, capsys, "report", str(run))
     assert (run / "report.html").is_file() and code in (0, None)
     assert summary["analysis_wall_s"] >= 0
+
+
+@pytest.mark.parametrize("kind", ["structural", "tree_language"])
+def test_foresight_refuses_language_model_runs_in_one_line(kind):
+    from grokscope.errors import GrokscopeError
+    from grokscope.orchestrate.foresight import run_row
+
+    with pytest.raises(GrokscopeError, match="delay laws and alarms are for algorithmic runs"):
+        run_row(HERE / "old_runs" / kind)

@@ -84,6 +84,11 @@ class Kind:
         Event("t_mem", "train_acc", "mem_threshold", "train accuracy"),
         Event("t_grok", "test_acc", "grok_threshold", "test accuracy"),
     )
+    # whether the delay laws and early-warning alarms (grokscope.dynamics) apply to its runs
+    delay_laws: bool = False
+
+    # -- names and events ------------------------------------------------------------------------
+
     def event_columns(self) -> tuple[str, str]:
         """The metrics columns of the two events the trainer tracks (``t_mem_epoch`` /
         ``t_grok_epoch`` in the core's status; named for the kind in status.json,
