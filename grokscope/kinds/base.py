@@ -224,8 +224,9 @@ class Kind:
         """The report's headline table, labelled in words."""
         return {}
 
-    def report_sections(self, run: RunLike) -> list[tuple[str, list[str], list[list]]]:
-        """Extra tables of the report: (title, header, rows)."""
+    def report_sections(self, run: RunLike) -> list[tuple[str, str]]:
+        """Extra sections of the report: (title, an HTML table, e.g. from
+        :func:`grokscope.report.html.html_table`)."""
         return []
 
     def curves_figure(self, run: RunLike, folder: Path) -> Path:
