@@ -168,6 +168,8 @@ class TrainConfig:
     seed lives in the task). ``threads`` is the CPU thread count of torch and of NumPy's BLAS
     (0 keeps the libraries' default of one per core); one thread per process is the default
     because it is fastest as soon as anything else shares the cores (measured in the README).
+    ``portable`` runs with fixed kernels on the CPU, one thread, so that the same seed gives the
+    same bits on any x86-64 CPU with AVX2 (:mod:`grokscope.portable`; ``--portable``).
     """
 
     epochs: int = 25000
@@ -180,6 +182,7 @@ class TrainConfig:
     mem_threshold: float = 0.99
     grok_threshold: float = 0.99
     early_stop_after: int = -1
+    portable: bool = False
 
     def validate(self) -> None:
         """Raise ConfigError naming the first problem of the schedule, seeds or device."""
@@ -457,6 +460,11 @@ def _validate_train(r: TrainConfig) -> None:
     for name in ("mem_threshold", "grok_threshold"):
         if not 0.0 < getattr(r, name) <= 1.0:
             raise ConfigError(f"train.{name} must lie in (0, 1], got {getattr(r, name)}")
+    if r.portable and (r.threads != 1 or r.device not in ("cpu", "auto")):
+        raise ConfigError(
+            "train.portable runs on the CPU with one thread: set train.device=cpu (or auto) and "
+            "train.threads=1; GPUs give no bitwise guarantee across machines"
+        )
 
 
 # practical limits of the sequence tasks: far above the published settings (100k lines, Dyck-20

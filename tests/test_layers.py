@@ -15,7 +15,7 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "grokscope"
 RANK = {
-    "errors": -1, "config": 0, "events": 0, "display": 0,
+    "errors": -1, "config": 0, "events": 0, "display": 0, "portable": 0,
     "tasks": 1, "models": 1,
     "train": 2, "store": 2, "measures": 2, "dynamics": 2, "report": 2,
     "kinds": 2.5,

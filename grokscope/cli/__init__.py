@@ -29,8 +29,15 @@ __all__ = ["app", "console", "err", "main", "Console", "PLAIN_EVERY_S"]
 
 
 def main() -> None:
-    """Entry point: run the app, turning user mistakes into one line and exit status 2."""
+    """Entry point: run the app, turning user mistakes into one line and exit status 2. With
+    ``--portable`` the command first re-executes itself in the portable environment
+    (:mod:`grokscope.portable`), before torch is imported."""
     try:
+        if "--portable" in sys.argv[1:]:
+            from grokscope.portable import in_portable_env, reexec_portable
+
+            if not in_portable_env():
+                reexec_portable(sys.argv[1:])
         app()
     except GrokscopeError as e:
         err.print(f"error: {e}", highlight=False, soft_wrap=True, markup=False)

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from grokscope.cli.output import console, say
-from grokscope.cli.root import THREADS_HELP, app, check_threads
+from grokscope.cli.root import PORTABLE_HELP, THREADS_HELP, app, check_threads
 from grokscope.errors import GrokscopeError
 
 
@@ -104,6 +104,7 @@ def analyze(
         "--curvature-every",
         help="add Hessian, sharpness and LLC columns at every k-th analysed checkpoint (slow)",
     ),
+    portable: bool = typer.Option(False, "--portable", help=PORTABLE_HELP),
 ) -> None:
     """Progress measures, key frequencies and phases of a run (Nanda et al. 2023).
 

@@ -14,6 +14,10 @@ app = typer.Typer(
     help="Train small networks on algorithmic tasks, watch them grok, and measure why.",
 )
 
+PORTABLE_HELP = (
+    "the same bits on any x86-64 CPU with AVX2: fixed kernels, MKL's vendor-neutral branch, one "
+    "thread, on the CPU (slower; see the README's Reproducibility)"
+)
 THREADS_HELP = (
     "CPU threads (default 1: fastest when anything else shares the cores; 0: the libraries' "
     "default, one per core unless OMP_NUM_THREADS says otherwise)"

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from grokscope.cli.output import console, err, say
-from grokscope.cli.root import app
+from grokscope.cli.root import PORTABLE_HELP, app
 from grokscope.errors import GrokscopeError
 
 
@@ -25,6 +25,7 @@ def sweep(
         0, "--threads", help="torch threads per worker (0: OMP_NUM_THREADS, else cores/workers)"
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    portable: bool = typer.Option(False, "--portable", help=PORTABLE_HELP),
 ) -> None:
     """Run every grid cell x seed of a sweep file; re-running finishes what is missing.
 
@@ -33,7 +34,7 @@ def sweep(
     from grokscope.sweep.executor import count_finished, run_sweep, start_sweep
     from grokscope.sweep.summary import summarize_sweep
 
-    spec, root, tasks = start_sweep(file, out, executor)
+    spec, root, tasks = start_sweep(file, out, executor, portable)
     total = sum(len(t["runs"]) for t in tasks)
     done0 = count_finished(tasks)
     console().print(

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from grokscope.cli.output import console, err, progress, say
-from grokscope.cli.root import THREADS_HELP, app, check_threads
+from grokscope.cli.root import PORTABLE_HELP, THREADS_HELP, app, check_threads
 
 
 @app.command()
@@ -29,6 +29,7 @@ def train(
     ),
     threads: int = typer.Option(None, "--threads", "-t", help=THREADS_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
+    portable: bool = typer.Option(False, "--portable", help=PORTABLE_HELP),
 ) -> None:
     """Train one model and write its run directory.
 
@@ -37,6 +38,8 @@ def train(
     from grokscope.orchestrate.plan import plan_training
 
     check_threads(threads)
+    if portable and resume is None:
+        set_ = [*set_, "train.portable=true"]
     plan = plan_training(preset, set_, out, name, resume)
     if plan.nothing_to_do is not None:
         console().print(plan.nothing_to_do, highlight=False)

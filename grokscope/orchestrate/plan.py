@@ -15,6 +15,7 @@ from grokscope import config as config_mod
 from grokscope.errors import GrokscopeError
 from grokscope.kinds import kind_of
 from grokscope.orchestrate.train import extend_budget, finished_reason, run_is_finished
+from grokscope.portable import check_portable_process
 from grokscope.store import rundir
 from grokscope.train.core import check_device
 
@@ -59,6 +60,7 @@ def _plan_resume(resume: Path, overrides: list[str], name: str) -> TrainPlan:
     if name:
         raise GrokscopeError("--resume continues a run under its own name; drop --name")
     cfg = rundir.read_config(resume)
+    check_portable_process(cfg.train.portable)  # before a new budget is written
     if overrides:
         cfg = extend_budget(resume, overrides)
     elif (why := finished_reason(resume)) is not None:

@@ -27,6 +27,7 @@ from grokscope.errors import RunDirError
 from grokscope.kinds import build_dataset, kind_of, trains_alone
 from grokscope.models import check_context
 from grokscope.orchestrate.threads import use_threads
+from grokscope.portable import check_portable_machine, check_portable_process, portable_record
 from grokscope.store import rundir
 from grokscope.train.core import (
     TrainState,
@@ -138,6 +139,16 @@ def extend_budget(run: Path, overrides: list[str]) -> config_mod.Config:
     return new
 
 
+def _check_mode(cfg: config_mod.Config, threads: int | None) -> None:
+    """A portable run needs this process in the portable environment and a machine where it
+    holds, and one thread; a native run must not run inside it (:mod:`grokscope.portable`)."""
+    check_portable_process(cfg.train.portable)
+    if cfg.train.portable:
+        check_portable_machine()
+        if threads not in (None, 0, 1):
+            raise config_mod.ConfigError(f"a portable run uses one thread, not --threads {threads}")
+
+
 def _status_fields(state: TrainState, slot: int, name: str) -> dict:
     return {
         "state": name,
@@ -186,12 +197,14 @@ def train_runs(
             )
         check_batch(cfgs)
         check_device(cfgs[0].train.device)
+        _check_mode(cfgs[0], threads)
     else:
         assert cfgs is not None and len(cfgs) == len(runs)
         for cfg in cfgs:
             config_mod.resolve(cfg)
         check_batch(cfgs)
         check_device(cfgs[0].train.device)  # before any directory is made
+        _check_mode(cfgs[0], threads)
         for run in runs:
             if (run / "config.json").exists():
                 raise RunDirError(f"{run} already holds a run; use --resume to continue it")
@@ -209,8 +222,9 @@ def train_runs(
             rundir.write_config(run, cfg)
         rows = [[] for _ in runs]
 
-    with use_threads(cfgs[0].train.threads if threads is None else threads):
-        device = resolve_device(cfgs[0].train.device)
+    portable = cfgs[0].train.portable
+    with use_threads(1 if portable else cfgs[0].train.threads if threads is None else threads):
+        device = resolve_device("cpu" if portable else cfgs[0].train.device)
         set_determinism(cfgs[0].train.deterministic, device)
         if resume:
             datasets = [build_dataset(c.task) for c in cfgs]
@@ -231,6 +245,7 @@ def train_runs(
                 t_grok_epoch=state.t_grok_epoch[slot],
                 error=None,
                 diverged_epoch=None,
+                portable=portable_record() if portable else None,
             )
         return _drive(cfgs, runs, rows, state, data, kind.event_rules(), progress)
 

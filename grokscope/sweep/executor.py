@@ -79,9 +79,11 @@ def prepare(spec: SweepSpec, root: Path) -> list[dict[str, Any]]:
 
 
 def start_sweep(
-    file: Path, out: Path, executor: str = "local"
+    file: Path, out: Path, executor: str = "local", portable: bool = False
 ) -> tuple[SweepSpec, Path, list[dict[str, Any]]]:
-    """Load a sweep file and get its folder ready to run: (spec, sweep folder, tasks).
+    """Load a sweep file and get its folder ready to run: (spec, sweep folder, tasks);
+    ``portable`` makes every run portable (``train.portable``; part of the spec, so a sweep
+    keeps the mode it was started in).
 
     Refuses an unknown executor and, for the local one, a device this machine lacks (Ray nodes
     may have devices it lacks), before sweep.json is written; see :func:`prepare`.
@@ -89,6 +91,8 @@ def start_sweep(
     from grokscope.train.core import check_device
 
     spec = load_sweep(file)
+    if portable:
+        spec.set["train.portable"] = True
     check_executor(executor)
     if executor == "local":
         check_device(spec.config(spec.cells()[0], spec.seeds[0]).train.device)
