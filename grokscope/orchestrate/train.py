@@ -245,7 +245,7 @@ def train_runs(
                 t_grok_epoch=state.t_grok_epoch[slot],
                 error=None,
                 diverged_epoch=None,
-                portable=portable_record() if portable else None,
+                **({"portable": portable_record()} if portable else {}),
             )
         return _drive(cfgs, runs, rows, state, data, kind.event_rules(), progress)
 
