@@ -14,8 +14,8 @@ def write_report(run: Path) -> Path:
     loaded = load_run(run)
     kind, cfg = loaded.kind, loaded.config
     folder = Path(run) / "figures"
-    first = next(iter(kind.figure_captions), None)
-    if first is None or not (folder / f"{first}.png").is_file():
+    first = next(iter(kind.figure_captions), None)  # the kind's training-curves figure
+    if first is not None and not (folder / f"{first}.png").is_file():
         kind.curves_figure(loaded, folder)
     summary = loaded.summary or {}
     return write_page(
