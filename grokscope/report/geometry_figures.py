@@ -84,6 +84,11 @@ LABELS = {
     "rqi": "RQI (Liu et al.), 10 % tolerance",
     "distance_irrelevance": "distance irrelevance",
     "gradient_symmetricity": "gradient symmetricity",
+    "hessian_top1": "top Hessian eigenvalue",
+    "hessian_trace": "Hessian trace",
+    "sharpness_norm_scaled": "norm-scaled sharpness λ_max |θ|²",
+    "sharpness_scaled_hessian": "scaled-Hessian sharpness λ_max(DHD)",
+    "train_loss": "training loss",
 }
 
 
@@ -124,7 +129,7 @@ def curvature_figure(table: pd.DataFrame, t_mem: int | None, t_grok: int | None,
     for col in cols:
         v = t[col].astype(float)
         keep = v > 0
-        ax.plot(t["epoch"][keep], v[keep], marker=".", label=col)
+        ax.plot(t["epoch"][keep], v[keep], marker=".", label=LABELS[col])
     ax.set_yscale("log")
     ok = t["llc_reliable"].astype(float) > 0.5 if "llc_reliable" in t else t["llc"].notna()
     bx.errorbar(t["epoch"][ok], t["llc"][ok], yerr=t["llc_se"][ok], marker=".", color="k",
