@@ -35,7 +35,6 @@ class Event:
     name: str
     column: str
     threshold: str  # "mem_threshold" or "grok_threshold"
-    label: str  # words for reports: "train accuracy"
     sustain: int = 1  # evaluations in a row it must hold (grokscope.events.first_sustained)
 
 
@@ -81,8 +80,8 @@ class Kind:
     tasks: tuple[str, ...] = ()
     unit: str = "epoch"  # the loop's time: epochs (full passes) or optimizer steps
     events: tuple[Event, Event] = (
-        Event("t_mem", "train_acc", "mem_threshold", "train accuracy"),
-        Event("t_grok", "test_acc", "grok_threshold", "test accuracy"),
+        Event("t_mem", "train_acc", "mem_threshold"),
+        Event("t_grok", "test_acc", "grok_threshold"),
     )
     # whether the delay laws and early-warning alarms (grokscope.dynamics) apply to its runs
     delay_laws: bool = False

@@ -20,10 +20,10 @@ class LanguageKind(Kind):
 
     unit = "step"
     events = (
-        Event("t_id", "id_acc", "mem_threshold", "in-distribution accuracy"),
+        Event("t_id", "id_acc", "mem_threshold"),
         # held for 3 evaluations, as structural_events reads it from the metrics: the trainer,
         # show, runs, analyze and the report give the same t_gen
-        Event("t_gen", "gen_acc", "grok_threshold", "generalization accuracy", STRUCTURAL_SUSTAIN),
+        Event("t_gen", "gen_acc", "grok_threshold", STRUCTURAL_SUSTAIN),
     )
 
     def trains_alone(self, cfg: Config) -> bool:

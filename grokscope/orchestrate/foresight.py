@@ -76,10 +76,10 @@ def law_clock_reason(cfg) -> str | None:
     return None
 
 
-def run_row(run: Path) -> dict:
+def run_row(run: Path, loaded=None) -> dict:
     """One run's delay-law inputs: t_mem / t_grok (steps; None: not reached), lr, wd, train
-    fraction, squared weight norms at both events, seed."""
-    loaded = load_run(run)
+    fraction, squared weight norms at both events, seed (``loaded``: the run already read)."""
+    loaded = load_run(run) if loaded is None else loaded
     cfg, kind, metrics = loaded.config, loaded.kind, loaded.metrics
     if not kind.delay_laws:
         raise GrokscopeError(f"{run}: delay laws and alarms are for algorithmic runs")
@@ -222,11 +222,12 @@ def _round_or_inf(x: float) -> float | int:
 
 def analysed_runs(folder: Path | list[Path]) -> list[tuple[str, pd.DataFrame, dict]]:
     """(name, analysis table, :func:`run_row`) of every analysed run of ``folder``, read once."""
-    return [
-        (run.name, pd.read_parquet(run / "analysis.parquet"), run_row(run))
-        for run in collect_runs(folder)
-        if (run / "analysis.parquet").is_file()
-    ]
+    out = []
+    for run in collect_runs(folder):
+        loaded = load_run(run)
+        if loaded.analysis is not None:
+            out.append((run.name, loaded.analysis, run_row(run, loaded)))
+    return out
 
 
 def signal_runs(
