@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from grokscope.dynamics.levels import (
     first_sustained_time,
     in_order,
     level_events,
     level_progress,
+    positional_progress,
+    progress_measure,
 )
 
 STEPS = np.arange(0, 10_000, 100)
@@ -94,3 +97,26 @@ def test_sustain_rule_and_order_helper():
     assert in_order([200, None, None]) is None
     assert in_order([200]) is None
     assert in_order([None, None, None]) is None  # no effect: nothing reached
+
+
+def test_events_read_the_level_coefficient_when_the_run_recorded_it():
+    # positional progress says level 2 crossed at 1000 (carried by level 3, say); the
+    # coefficient, which is level-specific, puts level 2 at 5000: the events follow the
+    # coefficient, and say so
+    m = curves({1: {"test": 500}, 2: {"test": 1000}, 3: {"test": 8000}})
+    for k, c in {1: 500, 2: 5000, 3: 8000}.items():
+        m[f"coef_l{k}_test"] = 1 / (1 + np.exp(-(STEPS - c) / 150))
+    ev = level_events(m, 3)
+    assert ev["measure"] == "coefficient"
+    assert abs(ev["levels"]["2"]["test"]["t_star"] - 5000) <= 100
+    assert ev["levels"]["2"]["test"]["final_positional"] == pytest.approx(1.0, abs=0.05)
+    assert ev["in_order"] is True
+    # a coefficient that leads the level below it breaks the order, whatever f_k says
+    m["coef_l2_test"] = 1 / (1 + np.exp(-(STEPS - 300) / 150))
+    assert level_events(m, 3)["in_order"] is False
+
+
+def test_runs_without_coefficients_fall_back_to_the_positional_progress():
+    m = curves({1: {"test": 1000}})
+    assert progress_measure(m) == "positional"
+    np.testing.assert_array_equal(level_progress(m, 1), positional_progress(m, 1))

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from grokscope.measures.levels import perturbation_cascade, perturbed_pairs
+from grokscope.measures.levels import (
+    level_coefficients,
+    perturbation_cascade,
+    perturbed_pairs,
+    score_levels,
+)
 from grokscope.tasks.tree_language import level_references, tree_language_task
 
 
@@ -56,3 +61,60 @@ def test_twins_differ_only_inside_unit_zero_from_the_perturbed_span(ds):
     assert not differ[:, lay.unit != 0].any()
     first = np.argmax(differ, axis=1)
     assert (lay.leaf[first] >= pair["start"]).all()
+
+
+def observed(ds, tokens, logp_all):
+    """Log-probabilities of the observed next tokens at the leaf positions."""
+    nxt = tokens[:, 1:]
+    leaf = ds.info["layout"].need[1:] >= 0
+    return np.take_along_axis(logp_all, nxt[..., None], -1)[..., 0][:, leaf]
+
+
+@pytest.fixture(scope="module")
+def level_logps(ds):
+    tokens = ds.splits["gen"].tokens.reshape(len(ds.splits["gen"]), -1)
+    with np.errstate(divide="ignore"):
+        refs = np.log(level_references(ds, tokens))
+    obs = np.stack([observed(ds, tokens, refs[k]) for k in range(4)])
+    return obs
+
+
+@pytest.mark.parametrize("j", [0, 1, 2, 3])
+def test_level_coefficients_of_each_exact_predictor_are_ones_then_zeros(level_logps, j):
+    coef, fit = level_coefficients(level_logps[j], level_logps)
+    np.testing.assert_allclose(coef, [1.0 if k <= j else 0.0 for k in (1, 2, 3)], atol=1e-9)
+    if j:
+        assert fit == pytest.approx(1.0, abs=1e-9)
+
+
+def test_level_coefficients_are_specific_to_their_level_and_do_not_force_an_order(level_logps):
+    # a planted 'model' that carries level 2's evidence and not level 1's: the coefficients
+    # say so, so an order of levels read from them is a finding, not a construction
+    d = np.diff(level_logps, axis=0)
+    coef, _ = level_coefficients(level_logps[0] + d[1], level_logps)
+    np.testing.assert_allclose(coef, [0.0, 1.0, 0.0], atol=1e-9)
+    # half of every level: one half each
+    coef, _ = level_coefficients(level_logps[0] + 0.5 * d.sum(0), level_logps)
+    np.testing.assert_allclose(coef, [0.5, 0.5, 0.5], atol=1e-9)
+
+
+def test_level_coefficients_of_unrelated_noise_are_near_zero(level_logps):
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0.0, 1.0, level_logps[0].shape)
+    coef, fit = level_coefficients(level_logps[0] + noise, level_logps)
+    assert np.abs(coef).max() < 0.1
+    assert fit < 0.05
+
+
+def test_the_positional_progress_is_not_level_specific_but_the_coefficient_is(ds):
+    """The defect the coefficient fixes: on the positions that need level 1, the exact full
+    predictor scores f_1 above 1 (higher levels also inform them); its c_1 is exactly 1."""
+    tokens = ds.splits["gen"].tokens.reshape(len(ds.splits["gen"]), -1)
+    with np.errstate(divide="ignore"):
+        refs = level_references(ds, tokens)
+        logp = np.log(refs[3])
+    scores = score_levels(logp, tokens, refs, ds.info["layout"].need, 3)
+    f1 = (scores["ceil_l1"] - scores["loss_l1"]) / (scores["ceil_l1"] - scores["floor_l1"])
+    assert f1 > 1.05
+    assert scores["coef_l1"] == pytest.approx(1.0, abs=1e-9)
+    assert scores["coef_fit"] == pytest.approx(1.0, abs=1e-9)

@@ -1,30 +1,36 @@
 """Level-by-level learning of a tree language: when the model's predictor leaves level k - 1 for
 level k, on training and test sequences.
 
-The observable of level k is the model's loss on the token positions whose prediction needs
-level k (:mod:`grokscope.tasks.tree_language`), read against two exact references on the same
-positions: the ceiling, the loss of the level-(k - 1) predictor (what a model that has not
-learned level k can do at best), and the floor, the loss of the level-k predictor. The level's
-progress is
+**The progress of level k** is its level coefficient c_k
+(:func:`grokscope.measures.levels.level_coefficients`, ours): the least-squares weight of level
+k's evidence log q_k - log q_{k-1} in the model's log-likelihood over every observed token, 0
+for a model that has not taken in level k, 1 for one that carries all of it. It is specific to
+level k (a model equal to the exact predictor q_j scores exactly 1 up to j and 0 above), and it
+does not order the levels by construction (a model could carry level 2's evidence without level
+1's and would score (0, 1)), so an order read from it is a finding.
 
-    f_k(t) = (ceil_k - loss_k(t)) / (ceil_k - floor_k),
+Runs recorded before the coefficient existed have only the **positional progress** (also ours)
 
-0 at the ceiling, 1 at the floor. The floor is not the optimum: at the positions that need level
-k, the predictors of higher levels see more of the past than q_k does, so a model that has also
-learned higher levels goes above 1 on fresh sequences (the exact full predictor reaches 1.3-1.5
-at levels 1 and 2 of small grammars); on training sequences a model that memorizes goes above
-1 too. The transition time t*_k is the first evaluation from which f_k >= 1/2 holds for
-``sustain`` evaluations in a row: the model then gets at least half of level k's gain over
-level k - 1 at these positions. A single evaluation over the line does not count (evaluation
-sets are finite and the curves are noisy), nor does a crossing in the last ``sustain - 1``
-evaluations (too few to tell; censored); a level never reached by the end of the budget is
-censored (None), never the budget. The rise of a transition is the time between f_k first
-holding 0.1 and 0.9 (sustained likewise); ``rise_ratio`` = rise / t90 lies in [0, 1]: near 0
-sudden (the whole gain arrives late and at once), near 1 gradual (it builds from the start).
-The train/test gap of level k is t*_k(test) - t*_k(train): positive when the level is
-first fitted on the training sequences and only later generalizes (memorize, then generalize).
-Levels whose ceiling and floor differ by less than ``min_gap`` nats carry no measurable signal
-and are reported as such (``measurable`` False).
+    f_k(t) = (ceil_k - loss_k(t)) / (ceil_k - floor_k)
+
+on the token positions whose prediction needs level k, between the loss of q_{k-1} there (the
+ceiling) and that of q_k (the floor). It is not specific to level k: the higher levels also
+inform these positions, so a model that has learned them goes above 1 (the exact full
+predictor reaches 1.3-1.5 at levels 1 and 2 of small grammars), and a level's crossing can be
+carried by the level above. Their events are read on f_k and say so (``measure``).
+
+The transition time t*_k is the first evaluation from which the progress is >= 1/2 at
+``sustain`` evaluations in a row (:func:`grokscope.events.first_sustained`, the one rule): a
+single evaluation over the line does not count (evaluation sets are finite and the curves are
+noisy), nor does a crossing in the last ``sustain - 1`` evaluations (too few to tell;
+censored); a level never reached by the end of the budget is censored (None), never the
+budget. The rise of a transition is the time between the progress first holding 0.1 and 0.9
+(sustained likewise); ``rise_ratio`` = rise / t90 lies in [0, 1]: near 0 sudden (the whole gain
+arrives late and at once), near 1 gradual (it builds from the start). The train/test gap of
+level k is t*_k(test) - t*_k(train): positive when the level is first fitted on the training
+sequences and only later generalizes (memorize, then generalize). A level without signal (its
+coefficient undefined; for f_k, ceiling and floor within ``MIN_GAP`` nats) is reported as such
+(``measurable`` False).
 
 Cagnetta & Wyart (2024) predict that the levels are resolved one after another, each needing
 more data (steps in the learning curve); Garnier-Brun et al. (ICML 2025) observe transformers
@@ -51,8 +57,25 @@ SUSTAIN = 3
 MIN_GAP = 1e-3
 
 
+def progress_measure(metrics: pd.DataFrame) -> str:
+    """``"coefficient"`` when the run recorded level coefficients, else ``"positional"``."""
+    return "coefficient" if any(c.startswith("coef_l") for c in metrics.columns) else "positional"
+
+
 def level_progress(metrics: pd.DataFrame, level: int, split: str = "test") -> np.ndarray:
-    """f_k over the evaluations (module docstring); NaN where the level has no signal."""
+    """The progress of level k over the evaluations: its coefficient c_k where the run recorded
+    it, else the positional progress f_k (module docstring); NaN where the level has no signal."""
+    if progress_measure(metrics) == "coefficient":
+        col = f"coef_l{level}_{split}"
+        if col not in metrics:
+            return np.full(len(metrics), np.nan)
+        return metrics[col].to_numpy(float)
+    return positional_progress(metrics, level, split)
+
+
+def positional_progress(metrics: pd.DataFrame, level: int, split: str = "test") -> np.ndarray:
+    """f_k over the evaluations (module docstring; not level-specific); NaN where the level
+    has no signal."""
     loss = metrics[f"loss_l{level}_{split}"].to_numpy(float)
     ceil = metrics[f"ceil_l{level}_{split}"].to_numpy(float)
     floor = metrics[f"floor_l{level}_{split}"].to_numpy(float)
@@ -61,9 +84,7 @@ def level_progress(metrics: pd.DataFrame, level: int, split: str = "test") -> np
         return np.where(gap > MIN_GAP, (ceil - loss) / gap, np.nan)
 
 
-def first_sustained_time(
-    times: np.ndarray, ok: np.ndarray, sustain: int = SUSTAIN
-) -> int | None:
+def first_sustained_time(times: np.ndarray, ok: np.ndarray, sustain: int = SUSTAIN) -> int | None:
     """The first time from which ``ok`` holds at ``sustain`` consecutive evaluations
     (:func:`grokscope.events.first_sustained`, the one rule; censored: None)."""
     i = first_sustained(ok, sustain)
@@ -79,7 +100,8 @@ def level_events(
     """Transition times per level and split, rises, train/test gaps and the ordering verdict
     (module docstring). ``metrics`` needs the per-level columns of a tree-language run."""
     times = metrics[time_col].to_numpy()
-    out: dict = {"levels": {}, "sustain": sustain, "time_unit": time_col}
+    measure = progress_measure(metrics)
+    out: dict = {"levels": {}, "sustain": sustain, "time_unit": time_col, "measure": measure}
     reached = {}
     for k in range(1, levels + 1):
         entry: dict = {}
@@ -101,6 +123,7 @@ def level_events(
                 "rise_ratio": rise / t90 if rise is not None and t90 else None,
                 "final_progress": _last_finite(f),
                 "max_progress": float(np.nanmax(f)) if measurable else None,
+                "final_positional": _last_finite(positional_progress(metrics, k, split)),
             }
         tr, te = entry.get("train", {}).get("t_star"), entry.get("test", {}).get("t_star")
         entry["gap"] = te - tr if tr is not None and te is not None else None

@@ -136,6 +136,8 @@ def score_levels(
       (the data's own Bayes predictor; 1 for an optimal model);
     - ``kl_l{k}``: mean KL(q_k || model) in nats, the model's distance to level k's predictor;
     - ``h_l{k}``: mean cross-entropy of q_k on the observed tokens (the level-k plateau);
+    - ``coef_l{k}`` (k >= 1) and ``coef_fit``: the level coefficients of
+      :func:`level_coefficients`, level-specific and over all leaf positions;
     - ``loss_l{k}``: the model's mean loss on the positions whose prediction needs level k,
       ``floor_l{k}`` that of q_k there, ``ceil_l{k}`` that of q_{k - 1} there (k >= 1) and
       ``best_l{k}`` that of q_top there: a model that has not learned level k sits at or above
@@ -155,6 +157,10 @@ def score_levels(
     with np.errstate(divide="ignore", invalid="ignore"):
         # each defined level's loss on the observed tokens, (top + 1, n, T - 1)
         obs = -np.log(np.take_along_axis(refs[: top + 1], nxt[None, ..., None], -1)[..., 0])
+        coef, fit = level_coefficients(obs_model[:, leaf], -obs[:, :, leaf])
+        out.update({f"coef_l{k}": float(c) for k, c in enumerate(coef, start=1)})
+        out.update({f"coef_l{k}": float("nan") for k in range(top + 1, levels + 1)})
+        out["coef_fit"] = fit
         for k in range(levels + 1):
             here = need[1:] == k
             out[f"loss_l{k}"] = _mean(-obs_model[:, here])
@@ -170,6 +176,54 @@ def score_levels(
             out[f"best_l{k}"] = _mean(obs[top][:, here])
             out[f"ceil_l{k}"] = _mean(obs[k - 1][:, here]) if k else float("nan")
     return out
+
+
+# a level whose log-ratio increments have a mean square below this (nats^2) carries no signal
+MIN_INCREMENT_SQ = 1e-8
+
+
+def level_coefficients(model_logp: np.ndarray, ref_logp: np.ndarray) -> tuple[np.ndarray, float]:
+    """How much of each level's information a model's predictions carry: a level-specific
+    progress over all positions (ours; not a published measure).
+
+    ``model_logp`` (...,) the model's log-probability of each observed token, ``ref_logp``
+    (K + 1, ...) those of the exact predictors q_0 ... q_K on the same tokens. The exact
+    predictors form a chain: log q_K = log q_0 + sum_k d_k with d_k = log q_k - log q_{k-1},
+    the evidence level k adds over the levels below it (its mean over the data is the plateau
+    drop H_{k-1} - H_k). The coefficients c_1 ... c_K are the least-squares fit, over every
+    observed token,
+
+        log p - log q_0  ~  sum_k c_k d_k        (no intercept),
+
+    so a model equal to q_j has c_k = 1 for k <= j and 0 above it, exactly; a model that knows
+    nothing beyond the positional marginals (q_0) has every c_k = 0. Unlike the positional
+    progress f_k (:mod:`grokscope.dynamics.levels`), higher levels do not raise c_k: each level
+    has its own regressor. Unlike the loss between the plateaus, c_k does not order the levels
+    by construction: a model that carried level 2's evidence but not level 1's would score
+    (0, 1). There is no intercept because each d_k has a positive mean (the level's
+    information): an intercept would absorb it. Tokens where a reference gives probability 0
+    (impossible under it) are left out. Returns the coefficients (NaN for a level whose
+    increments carry no signal, mean square below ``MIN_INCREMENT_SQ``) and the uncentred R^2
+    of the fit (1 when the model lies in the span of the references; a model far from every
+    q_k fits poorly and its coefficients say less).
+    """
+    levels = ref_logp.shape[0] - 1
+    y = (model_logp - ref_logp[0]).ravel()
+    x = np.diff(ref_logp, axis=0).reshape(levels, -1).T
+    ok = np.isfinite(y) & np.isfinite(x).all(1)
+    y, x = y[ok], x[ok]
+    coef = np.full(levels, np.nan)
+    if levels == 0 or len(y) == 0:
+        return coef, float("nan")
+    live = (x**2).mean(0) >= MIN_INCREMENT_SQ
+    if not live.any():
+        return coef, float("nan")
+    sol, *_ = np.linalg.lstsq(x[:, live], y, rcond=None)
+    coef[live] = sol
+    resid = y - x[:, live] @ sol
+    total = float(y @ y)
+    fit = 1.0 - float(resid @ resid) / total if total > 0 else float("nan")
+    return coef, fit
 
 
 def _mean(a: np.ndarray) -> float:

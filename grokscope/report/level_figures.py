@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 
-from grokscope.dynamics.levels import level_progress
+from grokscope.dynamics.levels import level_progress, progress_measure
 from grokscope.report.figure_io import save_figure, subplots
 
 LEVEL_COLORS = ("0.5", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
@@ -50,8 +50,8 @@ def loss_figure(metrics: pd.DataFrame, levels: int, events: dict, title: str, ou
 
 def kl_figure(metrics: pd.DataFrame, levels: int, events: dict, out: Path) -> Path:
     """KL(q_k || model) on the test set for every level k over steps: the model sits nearest the
-    predictor of the level it has reached. Beside it, each level's progress f_k on train (thin)
-    and test (thick)."""
+    predictor of the level it has reached. Beside it, each level's progress on train (thin) and
+    test (thick): its coefficient c_k (older runs: the positional progress f_k)."""
     m = metrics[metrics["step"] > 0].sort_values("step")
     fig, (ax, bx) = subplots(1, 2, figsize=(12, 4))
     for k in range(levels + 1):
@@ -75,7 +75,8 @@ def kl_figure(metrics: pd.DataFrame, levels: int, events: dict, out: Path) -> Pa
     bx.set_xscale("log")
     bx.set_ylim(-0.3, 1.6)
     bx.set_xlabel("step")
-    bx.set_ylabel("progress f_k (0: level k-1, 1: level k)")
+    name = "coefficient c_k" if progress_measure(m) == "coefficient" else "positional progress f_k"
+    bx.set_ylabel(f"level {name} (1: all of level k)")
     bx.legend(fontsize=7, ncol=2)
     return save_figure(fig, out)
 
@@ -135,9 +136,9 @@ def cascade_figure(table: pd.DataFrame, levels: int, out: Path) -> Path:
 
 
 def size_figure(runs: pd.DataFrame, fields: list[str], out: Path) -> Path:
-    """Across a sweep: each level's final test progress f_k against the training-set size P (log
-    x), one panel per level, one line per value of the other grid fields (mean over seeds),
-    each run a dot."""
+    """Across a sweep: each level's final test progress (coefficient c_k) against the
+    training-set size P (log x), one panel per level, one line per value of the other grid
+    fields (mean over seeds), each run a dot."""
     levels = sorted(int(c.rsplit("l", 1)[1]) for c in runs.columns if c.startswith("progress_l"))
     others = [f for f in fields if f != "task.n_train"]
     fig, axes = subplots(1, len(levels), figsize=(4 * len(levels), 3.4), sharey=True,
@@ -162,7 +163,7 @@ def size_figure(runs: pd.DataFrame, fields: list[str], out: Path) -> Path:
         ax.set_xscale("log")
         ax.set_xlabel("training sequences P")
         ax.set_title(f"level {k} ({NAMES[k]})", fontsize=9)
-    axes[0][0].set_ylabel("final test progress f_k")
+    axes[0][0].set_ylabel("final test progress of level k")
     if others:
         axes[0][-1].legend(fontsize=7)
     return save_figure(fig, out)

@@ -28,6 +28,10 @@ CAPTIONS = {
 }
 
 
+MEASURE_TEXT = {
+    "coefficient": "coefficients c_k (level-specific, every position)",
+    "positional": "positional progress f_k (recorded before the coefficients; not level-specific)",
+}
 ORDER_TEXT = {True: "yes", False: "no", None: "undecided (fewer than two levels reached, or a tie)"}
 
 
@@ -99,6 +103,7 @@ class TreeLanguage(LanguageKind):
             f"grammar L={g['levels']} v={g['vocab']} m={g['rules']} s={g['branching']}, "
             f"filter {g['filter_level']}, {s['n_train']} training sequences; "
             f"test plateaus {plateaus}",
+            f"transitions read on the level {MEASURE_TEXT[s.get('measure', 'positional')]}",
             *times,
             f"levels learned in order: {order}; final test {kl or '-'}",
         ]
@@ -120,6 +125,7 @@ class TreeLanguage(LanguageKind):
                 + ("" if te.get("rise") is None else f", rise {te['rise']} steps")
             )
         rows["levels learned in order"] = ORDER_TEXT[summary["in_order"]]
+        rows["level progress read on"] = MEASURE_TEXT[summary.get("measure", "positional")]
         return rows
 
     def convergence(self, run, threshold: float | None) -> int | None:
@@ -133,7 +139,7 @@ class TreeLanguage(LanguageKind):
     def sweep_summary(self, root: Path, manifest: dict, figures: bool, options: dict) -> SweepView:
         from grokscope.kinds.tree_language.sweep_summary import summarize_levels
 
-        _, cells, sizes, paths = summarize_levels(root, manifest, figures)
+        runs, cells, sizes, paths = summarize_levels(root, manifest, figures)
         fields = list(manifest["spec"]["grid"])
         levels = sorted(int(c.split("_l")[1]) for c in cells.columns if c.startswith("reached_l"))
         rows = []
@@ -161,10 +167,15 @@ class TreeLanguage(LanguageKind):
                 if c.startswith("p_needed_l")
             )
             lines.append(f"training-set size needed ({where or 'all runs'}): {needs}")
+        measures = set(runs["measure"].dropna()) if "measure" in runs else set()
+        lines.append(
+            "progress p_k: final test level coefficient c_k"
+            + (" (runs recorded before it: positional f_k)" if "positional" in measures else "")
+        )
         lines.append(f"wrote {Path(root) / 'summary.parquet'} and {len(paths)} figures")
         headers = [
             *[f.split(".")[-1] for f in fields], "done",
-            *[f"level {k}: reached, t*" for k in levels], *[f"f{k}" for k in levels], "in order",
+            *[f"level {k}: reached, t*" for k in levels], *[f"p{k}" for k in levels], "in order",
         ]  # fmt: skip
         return SweepView(headers, rows, lines, paths)
 

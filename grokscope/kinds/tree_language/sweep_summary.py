@@ -3,9 +3,10 @@ and the training-set size each level needs.
 
 Each run's level events come from its metrics (:func:`grokscope.dynamics.levels.level_events`,
 evaluated at every evaluation during training; no analysis needed). Per cell: for each level,
-how many runs reached its transition on the test set (f_k >= 1/2, sustained), their transition
+how many runs reached its transition on the test set (progress >= 1/2, sustained; the progress is
+the level coefficient c_k, or f_k for runs recorded before it), their transition
 times (listed, not averaged: with a few seeds and censored runs a mean would mislead, and a
-median of the reached ones alone would be biased low), the mean final progress f_k, and how many
+median of the reached ones alone would be biased low), the mean final progress, and how many
 runs learned their reached levels in order. The training-set size a level needs, per value of
 the other grid fields: the smallest P of the grid at which every finished run of the cell
 reached the level (None when none did): a bracket on the grid, not a fitted threshold.
@@ -45,6 +46,7 @@ def level_runs(root: Path, manifest: dict) -> pd.DataFrame:
         if len(metrics):
             ev = level_events(metrics, cfg.task.tree_levels)
             row["in_order"] = ev["in_order"]
+            row["measure"] = ev["measure"]
             for k, entry in ev["levels"].items():
                 te, tr = entry.get("test", {}), entry.get("train", {})
                 row[f"t_star_l{k}"] = te.get("t_star")
