@@ -119,3 +119,18 @@ def test_ties_take_the_middle_threshold_not_the_largest():
     rule = AlarmRule("s", "up").fit(grok + ctrl)
     tied = [c for c in sorted(DEFAULT_GRID) if c <= 100.0]
     assert rule.j_ == 1.0 and rule.c_ == tied[(len(tied) - 1) // 2]
+
+
+def test_like_for_like_keeps_every_grokking_run_and_only_controls_trained_alike():
+    from grokscope.dynamics.early_warning import SignalRun, like_for_like
+
+    t = np.arange(0, 100, 10)
+    v = np.ones(len(t))
+    runs = [
+        SignalRun(t, v, 10, 50, "g-a", settings="a"),
+        SignalRun(t, v, 10, 60, "g-b", settings="b"),
+        SignalRun(t, v, 10, None, "c-a", settings="a"),
+        SignalRun(t, v, 10, None, "c-z", settings="z"),  # another regime: left out
+    ]
+    assert [r.name for r in like_for_like(runs)] == ["g-a", "g-b", "c-a"]
+    assert like_for_like(runs[2:]) == []  # no grokking run: no control is like-for-like

@@ -106,7 +106,7 @@ def test_warn_ranks_the_informative_signal_first(monkeypatch, capsys, tmp_path):
     for i in range(8):
         grok = i % 2 == 0
         fake_run(
-            folder / f"r{i}", 3e-3, 1.0 if grok else 0.0, 1000, grok=grok,
+            folder / f"r{i}", 3e-3, 1.0, 1000, grok=grok,
             signal_jump=(400 + 10 * i) if grok else None, seed=i,
         )  # fmt: skip
     code, out, err = run_cli(monkeypatch, capsys, "warn", str(folder))
@@ -116,6 +116,44 @@ def test_warn_ranks_the_informative_signal_first(monkeypatch, capsys, tmp_path):
     top = table.iloc[0]
     assert top["hits"] == "4/4" and top["false_alarms"] == "0/4"
     assert top["lead_median"] > 0
+
+
+def test_warn_scores_against_like_for_like_controls_by_default(monkeypatch, capsys, tmp_path):
+    """A signal that only tells the regimes apart: it jumps in every run with weight decay 1,
+    grokking or not, and never without weight decay. Against controls from the other regime
+    (--controls all) it looks perfect; against like-for-like controls (the default: the same
+    settings, other seeds, no grokking) it fires exactly as often as in the grokking runs, so it
+    scores nothing (J <= 0 at every threshold)."""
+    folder = tmp_path / "warn"
+    for i in range(12):
+        grok, wd = (i % 3 == 0), (0.0 if i % 3 == 2 else 1.0)
+        jump = 400 + 10 * i if wd else None
+        fake_run(folder / f"r{i}", 3e-3, wd, 1000, grok=grok, signal_jump=jump, seed=i)
+    code, out, err = run_cli(monkeypatch, capsys, "warn", str(folder))
+    assert code in (0, None), err
+    like = pd.read_parquet(folder / "early_warning.parquet").set_index("signal").loc["gini_embed"]
+    assert like["false_alarms"].endswith("/4") and like["j"] <= 0.0
+    code, out, err = run_cli(monkeypatch, capsys, "warn", str(folder), "--controls", "all")
+    assert code in (0, None), err
+    every = pd.read_parquet(folder / "early_warning.parquet").set_index("signal").loc["gini_embed"]
+    assert every["false_alarms"].endswith("/8") and every["j"] >= 0.4
+    code, _, err = run_cli(monkeypatch, capsys, "warn", str(folder), "--controls", "some")
+    assert code == 2 and "--controls must be one of like, all" in err
+
+
+def test_warn_says_when_there_are_no_like_for_like_controls(monkeypatch, capsys, tmp_path):
+    folder = tmp_path / "warn"
+    for i in range(8):
+        grok = i % 2 == 0
+        fake_run(
+            folder / f"r{i}", 3e-3, 1.0 if grok else 0.0, 1000, grok=grok,
+            signal_jump=(400 + 10 * i) if grok else None, seed=i,
+        )  # fmt: skip
+    code, out, err = run_cli(monkeypatch, capsys, "warn", str(folder))
+    assert code in (0, None), err
+    assert "no like-for-like controls" in out
+    table = pd.read_parquet(folder / "early_warning.parquet")
+    assert (table["false_alarms"] == "0/0").all() and table["j"].isna().all()
 
 
 def test_fit_delay_only_and_an_unphysical_law(monkeypatch, capsys, tmp_path):

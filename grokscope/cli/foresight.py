@@ -87,18 +87,25 @@ def predict(
 def warn(
     folders: list[Path] = typer.Argument(..., help="sweeps or folders of analysed runs, pooled"),
     folds: int = typer.Option(2, "--folds", help="cross-validation folds"),
+    controls: str = typer.Option(
+        "like",
+        "--controls",
+        help="like: only runs with a grokking run's hyperparameters that did not grok (other "
+        "seeds); all: every run that memorized and did not grok",
+    ),
 ) -> None:
     """Rank early-warning signals by their held-out hits, false alarms and lead time.
 
     Each signal's alarm rule is fitted on some runs and scored on the others (hit rate,
-    false-alarm rate on runs that never grok, lead time in epochs). Writes early_warning.parquet
-    into the first folder.
+    false-alarm rate on runs that never grok, lead time in epochs). Controls are like-for-like
+    by default: runs trained as a grokking run was, that did not grok. Writes
+    early_warning.parquet into the first folder.
 
     Example: grokscope warn sweeps/early_warning
     """
     from grokscope.orchestrate.foresight import warning_signals, write_warning_table
 
-    table = warning_signals(folders, folds)
+    table = warning_signals(folders, folds, controls)
     out = Table(
         "signal", "held-out hits", "false alarms", "J", "median lead to T_grok", "lead range",
         "median lead to onset", "warned before onset", "c",
@@ -114,4 +121,9 @@ def warn(
             ", ".join(f"{c:g}" for c in r["c"]),
         )  # fmt: skip
     console().print(out)
+    if controls == "like" and (table["false_alarms"].str.endswith("/0")).all():
+        say(
+            "no like-for-like controls (runs with a grokking run's settings that did not grok): "
+            "J is undecided; --controls all scores against runs from other regimes"
+        )
     say(f"wrote {write_warning_table(folders[0], table)}")

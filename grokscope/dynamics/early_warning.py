@@ -34,7 +34,10 @@ T_grok): others have no baseline and are left out, not counted as misses. A cont
 never grokked within its budget and memorized (one that never memorizes cannot alarm, and would
 lower the false-alarm rate for nothing). Controls are watched to the end of their budget,
 grokking runs until T_grok, so a longer control budget makes false alarms likelier: the rate is
-conservative for the rule. A run that would grok after its budget counts as a control.
+conservative for the rule. A run that would grok after its budget counts as a control. By
+default only like-for-like controls count (:func:`like_for_like`: the grokking runs'
+hyperparameters, other seeds); controls from other regimes measure how well a signal tells the
+regimes apart, not whether it sees grokking coming.
 """
 
 from __future__ import annotations
@@ -86,6 +89,7 @@ class SignalRun:
     t_grok: int | None
     name: str = ""
     t_onset: int | None = None  # the onset of generalization (:func:`onset_time`)
+    settings: str = ""  # the run's hyperparameters, seeds left out (:func:`like_for_like`)
 
 
 def ratio_to_baseline(run: SignalRun, direction: str) -> tuple[np.ndarray, np.ndarray]:
@@ -121,6 +125,24 @@ def warnable(runs: list[SignalRun]) -> list[SignalRun]:
 def controls(runs: list[SignalRun]) -> list[SignalRun]:
     """The runs that memorized and never grokked (module docstring)."""
     return [r for r in runs if r.t_grok is None and r.t_mem is not None]
+
+
+CONTROL_CHOICES = ("like", "all")
+
+
+def like_for_like(runs: list[SignalRun]) -> list[SignalRun]:
+    """The runs with the controls restricted to those trained with the same hyperparameters as
+    some grokking run (``settings`` equal; only the seeds differ).
+
+    A control from another regime (weight decay 0, a tenth of the data) differs from a grokking
+    run in more than whether it groks: a signal that tells the regimes apart (the weight norm
+    falls only under weight decay) scores no false alarm there without seeing grokking coming.
+    Like-for-like controls are runs that could have grokked and did not within their budget,
+    e.g. seeds of a train fraction near the critical one, where some seeds grok and some do
+    not: a false alarm there is a signal firing on a run that looked the same and did not
+    grok. Grokking runs are all kept."""
+    grokking = {r.settings for r in runs if r.t_grok is not None}
+    return [r for r in runs if r.t_grok is not None or r.settings in grokking]
 
 
 def _rates(runs: list[SignalRun], direction: str, c: float, sustain: int) -> tuple[float, float]:

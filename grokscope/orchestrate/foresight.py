@@ -15,12 +15,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from grokscope.config import to_dict
 from grokscope.dynamics.delay_laws import KINDS, DelayLaw
 from grokscope.dynamics.early_warning import (
+    CONTROL_CHOICES,
     AlarmRule,
     SignalRun,
     controls,
     cross_validate,
+    like_for_like,
     onset_time,
     warnable,
 )
@@ -108,7 +111,18 @@ def run_row(run: Path, loaded=None) -> dict:
             metrics["epoch"].to_numpy(), metrics["test_loss"].to_numpy(float), e_mem
         ),
         "per_checkpoint_keys": bool((loaded.summary or {}).get("per_checkpoint_keys")),
+        "settings": settings_key(cfg),
     }
+
+
+def settings_key(cfg) -> str:
+    """A run's hyperparameters as text, its seeds left out (the task, model and optimizer
+    sections without ``task.data_seed``): two runs with equal keys differ only by seed (and
+    schedule: budget, evaluation and checkpoint intervals)."""
+    parts = to_dict(cfg)
+    parts = {k: parts[k] for k in ("task", "model", "optim")}
+    parts["task"] = {k: v for k, v in parts["task"].items() if k != "data_seed"}
+    return json.dumps(parts, sort_keys=True)
 
 
 def matches(run: Path, only: dict[str, str]) -> bool:
@@ -211,7 +225,10 @@ def predict_run(run: Path, law: DelayLaw) -> dict:
         "interval": [round(row["t_mem"] + lo), _round_or_inf(row["t_mem"] + hi)],
         "delay": delay,
         "law": {
-            "kind": law.kind, "n": law.n_, "mape_loo": law.mape_loo_, "coverage": law.coverage,
+            "kind": law.kind,
+            "n": law.n_,
+            "mape_loo": law.mape_loo_,
+            "coverage": law.coverage,
         },
     }
 
@@ -250,21 +267,28 @@ def signal_runs(
                 row["t_grok_epoch"],
                 name,
                 row.get("t_onset_epoch"),
+                row.get("settings", ""),
             )
         )
     return out
 
 
-def rank_signals(folder: Path | list[Path], n_folds: int = 2) -> pd.DataFrame:
+def rank_signals(
+    folder: Path | list[Path], n_folds: int = 2, control: str = "like"
+) -> pd.DataFrame:
     """Each signal's alarm rule, cross-validated over ``n_folds`` folds of the runs (grokking
     runs and controls dealt out in turn, so each fold has both when there are at least
     ``n_folds`` of each): held-out hit rate,
     false-alarm rate, median lead time (epochs) and J, pooled over folds; ranked by J, then by
-    lead time."""
+    lead time. ``control``: ``"like"`` (default) counts only like-for-like controls
+    (:func:`grokscope.dynamics.early_warning.like_for_like`), ``"all"`` every run that
+    memorized and did not grok."""
     rows = []
     analysed = analysed_runs(folder)
     for signal, direction in SIGNALS:
         runs = signal_runs(folder, signal, analysed)
+        if control == "like":
+            runs = like_for_like(runs)
         if not any(r.t_grok is not None for r in runs):
             continue
         grok_ids, ctrl_ids = {id(r) for r in warnable(runs)}, {id(r) for r in controls(runs)}
@@ -307,12 +331,18 @@ def rank_signals(folder: Path | list[Path], n_folds: int = 2) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
-def warning_signals(folders: Path | list[Path], n_folds: int = 2) -> pd.DataFrame:
+def warning_signals(
+    folders: Path | list[Path], n_folds: int = 2, control: str = "like"
+) -> pd.DataFrame:
     """:func:`rank_signals` over the pooled folders, refusing (GrokscopeError) fewer than 2
-    folds and folders without an analysed grokking run that scores any signal."""
+    folds, an unknown ``control`` and folders without an analysed grokking run that scores any
+    signal."""
     if n_folds < 2:
         raise GrokscopeError(f"--folds must be >= 2, got {n_folds}")
-    table = rank_signals(folders, n_folds)
+    if control not in CONTROL_CHOICES:
+        choices = ", ".join(CONTROL_CHOICES)
+        raise GrokscopeError(f"--controls must be one of {choices}, got {control!r}")
+    table = rank_signals(folders, n_folds, control)
     if not len(table):
         first = folders if isinstance(folders, str | Path) else folders[0]
         raise GrokscopeError(f"no analysed grokking runs under {first} (run grokscope analyze)")
