@@ -134,3 +134,21 @@ def test_like_for_like_keeps_every_grokking_run_and_only_controls_trained_alike(
     ]
     assert [r.name for r in like_for_like(runs)] == ["g-a", "g-b", "c-a"]
     assert like_for_like(runs[2:]) == []  # no grokking run: no control is like-for-like
+
+
+def test_stratified_folds_partition_the_runs_with_both_classes_in_every_fold():
+    from grokscope.dynamics.early_warning import SignalRun, stratified_folds
+
+    t = np.arange(0, 100, 10)
+    v = np.ones(len(t))
+    grok = [SignalRun(t, v, 10, 50, f"g{i}") for i in range(5)]
+    ctrl = [SignalRun(t, v, 10, None, f"c{i}") for i in range(7)]
+    never = [SignalRun(t, v, None, None, "n")]  # never memorized: in no fold
+    runs = grok + never + ctrl
+    folds = stratified_folds(runs, 3)
+    held = sorted(i for f in folds for i in f)
+    assert held == sorted(set(range(len(runs))) - {5})
+    for f in folds:
+        assert any(runs[i].t_grok is not None for i in f)
+        assert any(runs[i].t_grok is None for i in f)
+    assert stratified_folds(grok[:1], 2) == [[0]]

@@ -43,6 +43,7 @@ regimes apart, not whether it sees grokking coming.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -242,6 +243,27 @@ def evaluate_rule(
     hit, fa = out["hit"]["rate"], out["false_alarm"]["rate"]
     out["j"] = None if hit is None or fa is None else hit - fa
     return out
+
+
+def stratified_folds(runs: list[SignalRun], n_folds: int) -> list[list[int]]:
+    """Held-out index sets (into ``runs``) of ``n_folds`` folds over the warnable grokking runs
+    and the controls, stratified so that each fold gets its share of both
+    (``sklearn.model_selection.StratifiedKFold`` without shuffling: the folds depend on the
+    runs' order only, so the ranking is reproducible). Runs that are neither are in no fold.
+    With fewer runs of a class than folds some folds get none of it (scikit-learn warns; the
+    warning is silenced, and a fold without a grokking run to fit on is skipped by
+    :func:`cross_validate`); with fewer runs than folds every run is its own fold."""
+    from sklearn.model_selection import StratifiedKFold
+
+    grok_ids, ctrl_ids = {id(r) for r in warnable(runs)}, {id(r) for r in controls(runs)}
+    idx = [i for i, r in enumerate(runs) if id(r) in grok_ids or id(r) in ctrl_ids]
+    labels = np.array([id(runs[i]) in grok_ids for i in idx], dtype=int)
+    if len(idx) < n_folds:
+        return [[i] for i in idx]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        splits = StratifiedKFold(n_splits=n_folds).split(np.zeros(len(idx)), labels)
+        return [[idx[j] for j in held] for _, held in splits]
 
 
 def cross_validate(rule: AlarmRule, runs: list[SignalRun], folds: list[list[int]]) -> list[dict]:

@@ -21,11 +21,10 @@ from grokscope.dynamics.early_warning import (
     CONTROL_CHOICES,
     AlarmRule,
     SignalRun,
-    controls,
     cross_validate,
     like_for_like,
     onset_time,
-    warnable,
+    stratified_folds,
 )
 from grokscope.errors import GrokscopeError, RunDirError
 from grokscope.events import event_epoch
@@ -276,9 +275,8 @@ def signal_runs(
 def rank_signals(
     folder: Path | list[Path], n_folds: int = 2, control: str = "like"
 ) -> pd.DataFrame:
-    """Each signal's alarm rule, cross-validated over ``n_folds`` folds of the runs (grokking
-    runs and controls dealt out in turn, so each fold has both when there are at least
-    ``n_folds`` of each): held-out hit rate,
+    """Each signal's alarm rule, cross-validated over ``n_folds`` folds of the runs (stratified:
+    :func:`grokscope.dynamics.early_warning.stratified_folds`): held-out hit rate,
     false-alarm rate, median lead time (epochs) and J, pooled over folds; ranked by J, then by
     lead time. ``control``: ``"like"`` (default) counts only like-for-like controls
     (:func:`grokscope.dynamics.early_warning.like_for_like`), ``"all"`` every run that
@@ -291,10 +289,7 @@ def rank_signals(
             runs = like_for_like(runs)
         if not any(r.t_grok is not None for r in runs):
             continue
-        grok_ids, ctrl_ids = {id(r) for r in warnable(runs)}, {id(r) for r in controls(runs)}
-        grok = [i for i, r in enumerate(runs) if id(r) in grok_ids]
-        ctrl = [i for i, r in enumerate(runs) if id(r) in ctrl_ids]
-        folds = [grok[k::n_folds] + ctrl[k::n_folds] for k in range(n_folds)]
+        folds = stratified_folds(runs, n_folds)
         results = cross_validate(AlarmRule(signal, direction), runs, folds)
         if not results:
             continue
