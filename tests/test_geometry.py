@@ -469,3 +469,22 @@ def test_rqi_of_exact_circles_at_the_analysis_tolerance(p, low, high):
     assert geo.rqi(circles([5]), 0.0, relative=True) == 0.0
     assert low < geo.rqi(circles([5]), geo.RQI_DELTA, relative=True) < high
     assert geo.rqi(circles([5, 17, 31, 42]), geo.RQI_DELTA, relative=True) < 0.002
+
+
+@pytest.mark.parametrize("modular", [True, False])
+def test_closed_parallelograms_count_exactly_what_the_residuals_threshold(modular):
+    """The Gram-matrix count equals thresholding the directly computed residuals, at random
+    tolerances, at tolerances equal to residuals themselves (ties) and at 0 on exact
+    structure (a line closes every integer parallelogram; a circle no modular one)."""
+    rng = np.random.default_rng(0)
+    p = 23
+    for E in (rng.normal(size=(p, 6)), np.outer(np.arange(p), rng.normal(size=4))):
+        res = geo.parallelogram_residuals(E, modular)
+        deltas = [0.0, *np.quantile(res, [0.1, 0.5, 0.9]), *rng.choice(res, 5)]
+        for delta in deltas:
+            closed, total = geo.closed_parallelograms(E, float(delta), modular)
+            assert total == len(res)
+            assert closed == int(np.count_nonzero(res <= delta))
+    t = 2 * np.pi * 3 * np.arange(p) / p
+    circle = np.stack([np.cos(t), np.sin(t)], 1)
+    assert geo.closed_parallelograms(circle, 0.0, True)[0] == 0

@@ -184,3 +184,39 @@ def test_mlp_without_bias_has_no_bias_parameters():
     cfg = ModelConfig(kind="mlp", d_embed=0, d_mlp=16, act="quad", bias=False)
     names = [n for n, _ in build_model(cfg, 12, 3, 0).named_parameters()]
     assert names == ["layers.0.W", "unembed.W_U"]
+
+
+@pytest.mark.parametrize(
+    "kw", [{}, {"n_layers": 2}, {"layernorm": True}, {"n_layers": 2, "layernorm": True}]
+)
+def test_answer_pass_reads_the_answer_position_as_the_full_cached_pass_does(kw):
+    """One fast pass gives the logits, the last MLP's neurons and the residual stream entering
+    the unembedding at the answer position: equal to the full pass's cache read there, to
+    float32 rounding (the same sums in another order)."""
+    cfg = ModelConfig(d_model=32, n_heads=4, d_head=8, d_mlp=64, **kw)
+    model = build_model(cfg, d_vocab=24, n_ctx=3, seed=3)
+    last = cfg.n_layers - 1
+    names = [f"blocks.{last}.mlp.hook_post", f"blocks.{last}.hook_resid_post"]
+    tokens = torch.randint(0, 24, (50, 3))
+    logits, got = model.answer_pass(tokens, names)
+    full, cache = model.run_with_cache(tokens, names)
+    torch.testing.assert_close(logits, full[:, -1], rtol=1e-4, atol=1e-5)
+    for n in names:
+        assert got[n].shape == (50, cache[n].shape[-1])
+        torch.testing.assert_close(got[n], cache[n][:, -1], rtol=1e-4, atol=1e-5)
+    assert model._last is None  # nothing is recorded outside answer_pass
+
+
+def test_answer_pass_falls_back_to_the_cache_for_other_names_and_models():
+    model = build_model(ModelConfig(d_model=32, n_heads=4, d_head=8, d_mlp=64), 24, 3, seed=3)
+    tokens = torch.randint(0, 24, (20, 3))
+    logits, got = model.answer_pass(tokens, ["blocks.0.hook_resid_mid"])
+    full, cache = model.run_with_cache(tokens, ["blocks.0.hook_resid_mid"])
+    torch.testing.assert_close(
+        got["blocks.0.hook_resid_mid"], cache["blocks.0.hook_resid_mid"][:, -1]
+    )
+    mlp = build_model(ModelConfig(kind="mlp", d_embed=8, d_mlp=16), 24, 3, seed=1)
+    logits, got = mlp.answer_pass(tokens, [mlp.neuron_hook])
+    _, cache = mlp.run_with_cache(tokens, [mlp.neuron_hook])
+    torch.testing.assert_close(logits, mlp(tokens))
+    torch.testing.assert_close(got[mlp.neuron_hook], cache[mlp.neuron_hook])

@@ -192,6 +192,50 @@ def parallelogram_residuals(E: np.ndarray, modular: bool = True) -> np.ndarray:
     return out
 
 
+@lru_cache(maxsize=8)
+def _sum_classes(p: int, modular: bool) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """The unordered pairs (i <= j) and, per sum class, the indices of its pairs (the
+    parallelograms of :func:`parallelograms` are the pairs of distinct pairs within a class)."""
+    i, j = np.triu_indices(p)
+    s = (i + j) % p if modular else i + j
+    order = np.argsort(s, kind="stable")
+    bounds = np.flatnonzero(np.r_[True, s[order][1:] != s[order][:-1], True])
+    return i, j, [order[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def closed_parallelograms(E: np.ndarray, delta: float, modular: bool = True) -> tuple[int, int]:
+    """(closed, total): how many parallelograms of :func:`parallelograms` have a residual
+    ``|E_i + E_j - E_m - E_n| <= delta``, and how many there are; the same count as thresholding
+    :func:`parallelogram_residuals`, about 20x faster (p = 113).
+
+    Within a sum class every pair of pair-sums S_a, S_b is a parallelogram, so its squared
+    residual is |S_a|^2 + |S_b|^2 - 2 S_a . S_b: one small Gram matrix per class. That form
+    cancels when the residual is tiny, so every parallelogram whose Gram value lies within a
+    rounding bound of delta^2 (10^-12 (|S_a|^2 + |S_b|^2), far above the float64 error of a sum
+    of d products) is decided by its residual computed directly: the count is exact."""
+    E = _embedding(E)
+    p = E.shape[0]
+    i, j, classes = _sum_classes(p, modular)
+    S = E[i] + E[j]
+    sq = np.einsum("ad,ad->a", S, S)
+    d2 = delta * delta
+    closed = total = 0
+    for idx in classes:
+        if len(idx) < 2:
+            continue
+        a, b = np.triu_indices(len(idx), 1)
+        block = S[idx]
+        r2 = (sq[idx][:, None] + sq[idx][None, :] - 2.0 * (block @ block.T))[a, b]
+        bound = 1e-12 * (sq[idx][a] + sq[idx][b])
+        near = np.abs(r2 - d2) <= bound
+        closed += int(np.count_nonzero(r2[~near] <= d2))
+        if near.any():
+            diff = block[a[near]] - block[b[near]]
+            closed += int(np.count_nonzero(np.sqrt(np.einsum("qd,qd->q", diff, diff)) <= delta))
+        total += len(a)
+    return closed, total
+
+
 def embedding_scale(E: np.ndarray) -> float:
     """Median over residues of |E_r - mean_r E|: the scale of ``E``, for scale-free tolerances."""
     return float(np.median(np.linalg.norm(_centred(_embedding(E)), axis=1)))
@@ -225,10 +269,8 @@ def rqi(E: np.ndarray, delta: float, modular: bool = True, relative: bool = Fals
         if scale <= 0.0:
             return float("nan")
         delta = delta * scale
-    residuals = parallelogram_residuals(E, modular)
-    if len(residuals) == 0:
-        return float("nan")
-    return float(np.mean(residuals <= delta + RQI_RTOL * scale))
+    closed, total = closed_parallelograms(E, delta + RQI_RTOL * scale, modular)
+    return closed / total if total else float("nan")
 
 
 # -- Fourier localisation ------------------------------------------------------------------------

@@ -71,6 +71,25 @@ def model_logits(model: HookedModule, tokens: np.ndarray) -> np.ndarray:
     return torch.cat(parts).numpy()
 
 
+@torch.no_grad()
+def answer_pass(
+    model: HookedModule, tokens: np.ndarray, names: list[str]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(N, d_vocab_out) float64 logits and the named activations at the answer position (name
+    -> (N, width), in the model's float32: a consumer that needs float64 converts the rows it
+    reads) of ``model`` on every row of ``tokens``, from one forward pass per chunk of CHUNK
+    rows (:meth:`HookedModule.answer_pass`): what the per-checkpoint measures read (logits, the
+    neurons, the penultimate layer) without a pass each."""
+    x = torch.as_tensor(tokens, dtype=torch.int64)
+    parts = [model.answer_pass(x[i : i + CHUNK], names) for i in range(0, len(x), CHUNK)]
+
+    def joined(ts: list[torch.Tensor]) -> np.ndarray:
+        return (ts[0] if len(ts) == 1 else torch.cat(ts)).numpy()
+
+    logits = joined([out for out, _ in parts]).astype(np.float64)
+    return logits, {n: joined([got[n] for _, got in parts]) for n in names}
+
+
 def neuron_activations(model: HookedModule, tokens: np.ndarray) -> np.ndarray:
     """(N, n_neurons) float64 activations of ``model.neuron_hook`` (last MLP layer after the
     non-linearity) at the position the answer is read from."""

@@ -27,6 +27,7 @@ class HookedModule(nn.Module):
         self._cache: dict[str, torch.Tensor] | None = None
         self._cache_names: set[str] | None = None
         self._patches: dict[str, HookFn] = {}
+        self._last: dict[str, torch.Tensor] | None = None
 
     @property
     def hooks_active(self) -> bool:
@@ -61,6 +62,33 @@ class HookedModule(nn.Module):
             return logits, self._cache
         finally:
             self._cache, self._cache_names = None, None
+
+    def record_last(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """Record activation ``name`` at the answer position, (batch, width), computed by the
+        fast last-position pass, while :meth:`answer_pass` asks for it; free otherwise."""
+        if self._last is not None:
+            self._last[name] = x.detach()
+        return x
+
+    @torch.no_grad()
+    def answer_pass(
+        self, tokens: torch.Tensor, names: list[str]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits at the answer position (batch, vocab) and the named activations there (name ->
+        (batch, width)), from one forward pass. The fast last-position pass serves when it
+        computes every name (a transformer's last MLP and residual stream, its answer-position
+        outputs); otherwise the full cached pass does, read at the last position. The two agree
+        to float32 rounding (tests/test_models.py)."""
+        self._last = {}
+        try:
+            logits = self(tokens)
+            got = self._last
+        finally:
+            self._last = None
+        if all(n in got for n in names):
+            return logits, {n: got[n] for n in names}
+        logits, cache = self.run_with_cache(tokens, names)
+        return logits[:, -1], {n: (a[:, -1] if a.ndim == 3 else a) for n, a in cache.items()}
 
     def run_with_hooks(
         self, tokens: torch.Tensor, fwd_hooks: list[tuple[str, HookFn]]

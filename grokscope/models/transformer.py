@@ -236,7 +236,8 @@ class Transformer(HookedModule):
         q = x[:, -1] @ heads_to_cols(attn.W_Q)
         resid = resid[:, -1] + self._attend_last(i, q, k, v)
         x = self.blocks[i].ln2(resid) if self.cfg.layernorm else resid
-        return self._unembed(resid + self._mlp_fast(i, x))
+        resid = self.record_last(f"blocks.{i}.hook_resid_post", resid + self._mlp_fast(i, x))
+        return self._unembed(resid)
 
     def _forward_tables(self, tokens: torch.Tensor) -> torch.Tensor:
         attn, mlp = self.blocks[0].attn, self.blocks[0].mlp
@@ -274,12 +275,18 @@ class Transformer(HookedModule):
         v = take_rows(v_table, key_rows).unflatten(-1, (H, E))
         z = (pattern * v).sum(dim=-3).flatten(-2)
         resid = take_rows(x_table[..., -1, :, :], tokens[..., -1]) + z @ W_O.flatten(-3, -2)
-        mlp_out = self.act(affine(resid, W_in, b_in)) @ W_out + b_out.unsqueeze(-2)
-        return (resid + mlp_out) @ W_U
+        post = self.record_last("blocks.0.mlp.hook_post", self.act(affine(resid, W_in, b_in)))
+        resid = self.record_last(
+            "blocks.0.hook_resid_post", resid + (post @ W_out + b_out.unsqueeze(-2))
+        )
+        return resid @ W_U
 
     def _mlp_fast(self, i: int, x: torch.Tensor) -> torch.Tensor:
         mlp = self.blocks[i].mlp
-        return self.act(affine(x, mlp.W_in, mlp.b_in)) @ mlp.W_out + mlp.b_out
+        post = self.record_last(
+            f"blocks.{i}.mlp.hook_post", self.act(affine(x, mlp.W_in, mlp.b_in))
+        )
+        return post @ mlp.W_out + mlp.b_out
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits at the last position, (batch, d_vocab_out)."""

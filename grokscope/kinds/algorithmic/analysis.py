@@ -80,16 +80,23 @@ class _Context:
         """Put the weights of ``epoch`` into the model; return them as NumPy arrays."""
         return _numpy_params(self.load_weights(epoch))
 
-    def activations(self) -> np.ndarray | None:
-        """The MLP neurons' activations on every example, for the weights in the model now;
-        None off the full grid (no neuron frequencies there)."""
-        if not self.full_grid:
-            return None
-        return progress.neuron_activations(self.model, self.ds.tokens)
+    def ildr_hook(self) -> str:
+        """The penultimate layer ILDR reads: the residual stream entering the unembedding, or
+        the last hidden layer of an MLP."""
+        resid = [n for n in self.model.hook_names() if n.endswith("hook_resid_post")]
+        return resid[-1] if resid else self.model.neuron_hook
 
-    def fractions(self, acts: np.ndarray | None) -> np.ndarray | None:
-        """Each neuron's share of energy per frequency, from its activations ``acts``."""
-        if acts is None:
+    def forward(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For the weights in the model now, from one pass over every example: the logits, the
+        MLP neurons' activations and the penultimate layer's, at the answer position."""
+        neuron, penult = self.model.neuron_hook, self.ildr_hook()
+        logits, acts = progress.answer_pass(self.model, self.ds.tokens, [neuron, penult])
+        return logits, acts[neuron], acts[penult]
+
+    def fractions(self, acts: np.ndarray) -> np.ndarray | None:
+        """Each neuron's share of energy per frequency, from its activations ``acts``; None off
+        the full grid (no neuron frequencies there)."""
+        if not self.full_grid:
             return None
         return neurons.neuron_frequency_fractions(acts[self.grid.rows], self.grid.n)
 
@@ -123,6 +130,7 @@ class _Final:
     epoch: int
     params: dict[str, np.ndarray]
     logits: np.ndarray
+    penultimate: np.ndarray
     fractions: np.ndarray | None
     key_freqs: list[int] | None
     ablations: list[dict] | None
@@ -132,8 +140,8 @@ def _final_checkpoint(ctx: _Context, epoch: int) -> _Final:
     """Key frequencies from the final checkpoint's neurons, and the ablations, taken while the
     model holds the final weights."""
     params = ctx.load(epoch)
-    logits = progress.model_logits(ctx.model, ctx.ds.tokens)
-    acts = ctx.activations()
+    logits, acts, penultimate = ctx.forward()
+    acts = acts.astype(np.float64)
     fractions = ctx.fractions(acts)
     key_freqs = None
     if ctx.reason is None:
@@ -147,7 +155,7 @@ def _final_checkpoint(ctx: _Context, epoch: int) -> _Final:
     rows = None
     if ctx.reason is None and key_freqs:
         rows = ablations.ablation_rows(logits, acts, ctx.model, ctx.ds, key_freqs)
-    return _Final(epoch, params, logits, fractions, key_freqs, rows)
+    return _Final(epoch, params, logits, penultimate, fractions, key_freqs, rows)
 
 
 def _checkpoint_row(
@@ -157,11 +165,12 @@ def _checkpoint_row(
     ``weights``)."""
     at_final = epoch == final.epoch
     params = final.params if at_final else _numpy_params(weights)
-    logits = final.logits if at_final else progress.model_logits(ctx.model, ctx.ds.tokens)
+    if at_final:
+        logits, penultimate, fractions = final.logits, final.penultimate, final.fractions
+    else:
+        logits, acts, penultimate = ctx.forward()
+        fractions = ctx.fractions(acts) if per_checkpoint_keys else None
     row: dict = {"epoch": int(epoch), **progress.basic_row(logits, ctx.ds)}
-    fractions = final.fractions if at_final else None
-    if per_checkpoint_keys and not at_final:
-        fractions = ctx.fractions(ctx.activations())
     keys = final.key_freqs
     if per_checkpoint_keys and ctx.reason is None:
         keys = neurons.key_frequencies(fractions, ctx.rule)
@@ -178,7 +187,7 @@ def _checkpoint_row(
         row["key_frequencies"] = None if keys is None else [int(k) for k in keys]
     row.update(weight_stats(params))
     row["weight_stats_definition"] = WEIGHT_STATS_DEFINITION
-    row.update(_geometry(ctx, final, params, logits, keys, epoch))
+    row.update(_geometry(ctx, params, logits, penultimate, keys, epoch))
     return row
 
 
@@ -188,12 +197,15 @@ CLOCK_PIZZA_OPS = ("x+y", "x-y", "x*y", "x/y")
 
 
 def _geometry(
-    ctx: _Context, final: _Final, params: dict, logits: np.ndarray, keys, epoch: int
+    ctx: _Context, params: dict, logits: np.ndarray, penultimate: np.ndarray, keys, epoch: int
 ) -> dict:
     """The geometry columns (:func:`grokscope.measures.geometry.geometry_row`) of a checkpoint of
-    a modular task with a residue embedding; all None otherwise (a note says why)."""
+    a modular task with a residue embedding; all None otherwise (a note says why).
+    ``penultimate``: the penultimate layer's activations at the answer position on every
+    example (:meth:`_Context.forward`), read by ILDR on the held-out ones."""
     ds, grid = ctx.ds, ctx.grid
-    ildr = _ildr(ctx)
+    test = ds.test_idx
+    ildr = geometry.class_distance_ratio(penultimate[test], ds.labels[test])
     empty = {**dict.fromkeys(geometry.GEOMETRY_COLUMNS), "ildr": ildr}
     if ds.modulus is None:
         _note_once(ctx, "geometry columns are null: the task has no residues")
@@ -223,17 +235,6 @@ def _geometry(
         )
     sign = grid.sign if grid is not None else 1
     return geometry.geometry_row(E, keys, correct, sign, grads, ildr)
-
-
-def _ildr(ctx: _Context) -> float:
-    """ILDR of the penultimate layer (the residual stream entering the unembedding, or the last
-    hidden layer of an MLP) at the answer position, on the held-out examples, for the weights in
-    the model now."""
-    names = ctx.model.hook_names()
-    resid = [n for n in names if n.endswith("hook_resid_post")]
-    hook = resid[-1] if resid else ctx.model.neuron_hook
-    reps = progress.answer_activations(ctx.model, ctx.ds.tokens[ctx.ds.test_idx], hook)
-    return geometry.class_distance_ratio(reps, ctx.ds.labels[ctx.ds.test_idx])
 
 
 # the local learning coefficient (Lau et al. 2023), its step size and localisation calibrated at
