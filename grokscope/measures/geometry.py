@@ -29,6 +29,7 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+from scipy.sparse import csr_matrix
 
 from grokscope.measures.fourier import fourier_basis, frequency_of_row, n_frequencies
 from grokscope.models import HookedModule
@@ -373,9 +374,9 @@ def class_distance_ratio(reps: np.ndarray, labels: np.ndarray) -> float:
     classes, inv = np.unique(y, return_inverse=True)
     if len(classes) < 2:
         return float("nan")
-    means = np.zeros((len(classes), X.shape[1]))
-    np.add.at(means, inv, X)
-    means /= np.bincount(inv)[:, None]
+    n = len(inv)
+    member = csr_matrix((np.ones(n), (inv, np.arange(n))), shape=(len(classes), n))
+    means = np.asarray(member @ X) / np.bincount(inv)[:, None]  # class sums, one sparse product
     within = float(np.linalg.norm(X - means[inv], axis=1).mean())
     if within <= 0.0:
         return float("nan")
