@@ -1,134 +1,120 @@
-"""Speed of structural-grokking runs: LM training tokens per second against a straightforward
-padded implementation, and the tree-score time of a checkpoint.
+"""Speed of language-model training (the ``structural_cpu`` model: question formation, 4 post-LN
+layers, d_model 128, 4 heads, d_ff 512, dropout 0.1, batch 32, AdamW), one process, one thread.
 
-Training (question formation, the ``structural_cpu`` model: 4 post-LN layers, d_model 128,
-4 heads, d_ff 512, dropout 0.1, batch 32, AdamW), same sentences, one process, one thread:
+Printed side by side, timed in interleaved blocks so that a busy neighbour slows them alike
+(the figure is the median block):
 
-- ``grokscope``: the training core's step (:func:`grokscope.train.core.sequence_step`):
-  bucketed batches padded to their own longest line, fused attention;
-- ``grokscope, random batches``: the same step on random batches (padding as the baseline has),
-  which separates the two effects;
-- ``padded baseline``: ``torch.nn.TransformerEncoder`` (post-LN, causal mask, key-padding mask),
-  embedding + sinusoidal positions + linear read-out, random batches padded to the batch maximum,
-  cross-entropy ignoring pads, AdamW.
+- ``one seed, module pass``: the step as it was before seeds stacked: the model's own forward
+  (fused scaled-dot-product attention, ``F.dropout`` from the global generator) on one seed's
+  batches;
+- ``one seed, stacked pass``: the training core's step now, a batch of one
+  (:meth:`grokscope.models.lm.LMTransformer.stacked_train_logits`, per-seed dropout);
+- ``K seeds batched`` (K = 4, 8): the summed tokens/s of K seeds in one process, against K runs
+  one after another (whose summed rate is the one-seed rate);
+- the share of this core's fp32 matrix-product peak (measured here on 1024 x 1024 products)
+  that a step reaches, from the step's multiply-adds counted by hand (matrix products and
+  attention; elementwise work not counted);
+- the time of one evaluation of one seed (1k test and 1k generalization lines, as the preset);
+- padding: padded tokens per real token under the length schedule and for random batches.
 
-Tokens are the real (non-pad) tokens trained on. The three are timed in interleaved blocks so
-that a busy neighbour slows them alike; the figure is the median block.
-
-Tree score: :func:`grokscope.measures.tree_projection.tree_projection` of a 6-layer d_model 256
-(8 heads) language model on 200 question-formation sentences with their gold parses.
+Tokens are the real (non-pad) tokens trained on.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_structural.py
 """
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
+from functools import partial
 
 import numpy as np
 import torch
-from torch import nn
+from torch.func import functional_call
 
 from grokscope import config as config_mod
 from grokscope.kinds import build_dataset
-from grokscope.measures.tree_projection import tree_projection
-from grokscope.models import build_model
-from grokscope.models.lm import sinusoidal_table
+from grokscope.kinds.structural.data import StructuralData
 from grokscope.train import core
-from grokscope.train.lm_data import pass_batches
+from grokscope.train.lm_data import lm_losses, target_mask
+from grokscope.train.lm_schedule import padding_share
 
-STEPS_PER_BLOCK, BLOCKS = 25, 6
-
-
-class PaddedBaseline(nn.Module):
-    """The same model written the plain way with torch's encoder layers."""
-
-    def __init__(self, d_vocab: int, n_ctx: int, cfg: config_mod.ModelConfig) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(d_vocab, cfg.d_model)
-        self.register_buffer("pos", sinusoidal_table(n_ctx, cfg.d_model))
-        layer = nn.TransformerEncoderLayer(
-            cfg.d_model, cfg.n_heads, cfg.d_mlp, cfg.dropout, batch_first=True, norm_first=False
-        )
-        self.encoder = nn.TransformerEncoder(layer, cfg.n_layers, enable_nested_tensor=False)
-        self.out = nn.Linear(cfg.d_model, d_vocab)
-        self.scale = math.sqrt(cfg.d_model)
-
-    def forward(self, tokens: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-        n = tokens.shape[1]
-        x = self.embed(tokens) * self.scale + self.pos[:n]
-        causal = nn.Transformer.generate_square_subsequent_mask(n)
-        return self.out(self.encoder(x, mask=causal, src_key_padding_mask=pad, is_causal=True))
+STEPS_PER_BLOCK, BLOCKS = 10, 5
 
 
-def random_batches(n: int, bs: int, seed: int) -> list[np.ndarray]:
-    order = np.random.default_rng(seed).permutation(n)
-    return [order[i : i + bs] for i in range(0, n, bs)]
-
-
-def data_times() -> None:
-    """Build time of each sequence task at the published sizes (100k / 1k / 10k / 10k)."""
-    for name, extra in (("question_formation", {}), ("tense_inflection", {}), ("dyck", {})):
-        t = config_mod.TaskConfig(name=name, **extra)
+def matmul_peak() -> float:
+    """fp32 GFLOP/s of 1024 x 1024 products on one thread (best of 5)."""
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    a @ b
+    best = 0.0
+    for _ in range(5):
         t0 = time.perf_counter()
-        ds = build_dataset(t)
-        lines = sum(len(s) for s in ds.splits.values())
-        print(f"  {name:20s} {lines} lines in {time.perf_counter() - t0:.1f} s")
+        for _ in range(10):
+            a @ b
+        best = max(best, 10 * 2 * 1024**3 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def step_flops(cfg: config_mod.Config, vocab: int, tokens: int, width: float) -> float:
+    """Floating-point operations of one training step (forward + backward = 3 x forward) on
+    ``tokens`` real tokens of mean padded width ``width``: matrix products and attention."""
+    m = cfg.model
+    he = m.n_heads * m.d_head
+    per_token = m.n_layers * (3 * m.d_model * he + he * m.d_model + 2 * m.d_model * m.d_mlp)
+    per_token += m.d_model * vocab
+    attention = m.n_layers * 2 * width * he  # scores and the weighted sum
+    return 3 * 2 * tokens * (per_token + attention)
 
 
 def main() -> None:
     torch.set_num_threads(1)
-    print("data, published sizes:")
-    data_times()
-    cfg = config_mod.preset("structural_cpu")
-    cfg.task.n_train, cfg.task.n_test, cfg.task.n_gen = 20000, 200, 200
-    config_mod.resolve(cfg)
-    ds = build_dataset(cfg.task)
+    peak = matmul_peak()
+    base = config_mod.preset("structural_cpu")
+    base.task.n_train, base.task.n_test, base.task.n_gen = 20000, 1000, 1000
+    ds = build_dataset(config_mod.resolve(base).task)
     dev = torch.device("cpu")
-    state = core.new_state([cfg], [ds], dev)
-    data = core.make_data([cfg], [ds], dev)
-    train = data.train
-    bs = cfg.optim.batch_size
-    rand = random_batches(len(train), bs, 0)
 
-    state_r = core.new_state([cfg], [ds], dev)
-    data_r = core.make_data([cfg], [ds], dev)
-    data_r.batch_rows = lambda step: rand[step % len(rand)]  # same step, random batches
+    def batch(k: int):
+        cfgs = [config_mod.resolve(config_mod.apply_overrides(
+            config_mod.preset("structural_cpu"),
+            ["task.n_train=20000", "task.n_test=1000", "task.n_gen=1000", f"train.seed={s}"],
+        )) for s in range(k)]  # fmt: skip
+        state = core.new_state(cfgs, [ds] * k, dev)
+        state.total_steps = 20_000
+        return cfgs, state, StructuralData.for_batch(cfgs, [ds] * k, dev)
 
-    base = PaddedBaseline(ds.d_vocab, ds.n_ctx, cfg.model)
-    opt = torch.optim.AdamW(base.parameters(), lr=cfg.optim.lr, weight_decay=0.0, foreach=True)
-    base_step = {"i": 0}
-
-    def baseline_step() -> int:
-        rows = rand[base_step["i"] % len(rand)]
-        base_step["i"] += 1
-        tokens, lengths = train.padded(rows, dev)
-        pad = torch.arange(tokens.shape[1])[None, :] >= lengths[:, None]
-        logits = base(tokens, pad)
-        target = tokens[:, 1:].masked_fill(pad[:, 1:], -100)
-        loss = nn.functional.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100
+    def stacked(cfgs, state, data) -> int:
+        tokens = sum(
+            int(data.train.lengths[data.batch_rows(state.step, s)].sum()) for s in range(state.k)
         )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return int(lengths.sum())
+        core.train_step(cfgs[0], state, partial(data.losses, cfgs, state, 0))
+        state.step += 1
+        return tokens
 
-    def ours(st, d) -> int:
-        rows = d.batch_rows(st.step)
-        core.sequence_step(cfg, st, d)
-        return int(train.lengths[rows].sum())
+    def module_loss(state, data):
+        rows = data.batch_rows(state.step)
+        tokens, lengths = data.train.padded(rows, dev)
+        params = {n: p.squeeze(0) for n, p in zip(state.names, state.params, strict=True)}
+        torch.manual_seed(state.step)
+        logits = functional_call(state.model, params, (tokens,))
+        each, mask = lm_losses(logits, tokens, target_mask(lengths, None, tokens.shape[1]))
+        return (each.sum() / mask.sum()).reshape(1)
+
+    def module(cfgs, state, data) -> int:
+        tokens = int(data.train.lengths[data.batch_rows(state.step)].sum())
+        core.train_step(cfgs[0], state, partial(module_loss, state, data))
+        state.step += 1
+        return tokens
 
     runners = {
-        "grokscope": lambda: ours(state, data),
-        "grokscope, random batches": lambda: ours(state_r, data_r),
-        "padded baseline": baseline_step,
+        "one seed, module pass": partial(module, *batch(1)),
+        "one seed, stacked pass": partial(stacked, *batch(1)),
+        "4 seeds batched": partial(stacked, *batch(4)),
+        "8 seeds batched": partial(stacked, *batch(8)),
     }
     rates: dict[str, list[float]] = {k: [] for k in runners}
     for fn in runners.values():  # warm-up
-        for _ in range(3):
+        for _ in range(2):
             fn()
     for _ in range(BLOCKS):
         for name, fn in runners.items():
@@ -136,37 +122,35 @@ def main() -> None:
             for _ in range(STEPS_PER_BLOCK):
                 tokens += fn()
             rates[name].append(tokens / (time.perf_counter() - t0))
-    print(f"LM training, {cfg.model.n_layers} layers d_model {cfg.model.d_model}, batch {bs}, "
-          f"1 thread, median of {BLOCKS} blocks of {STEPS_PER_BLOCK} steps")  # fmt: skip
-    ref = statistics.median(rates["padded baseline"])
+    cfgs, state, data = batch(1)
+    lengths = data.train.lengths
+    mean_tokens = float(np.mean([lengths[data.batch_rows(t)].sum() for t in range(200)]))
+    mean_width = float(np.mean([data.schedule.width(t) for t in range(200)]))
+    flops = step_flops(cfgs[0], ds.d_vocab, mean_tokens, mean_width)
+    m = cfgs[0].model
+    print(
+        f"LM training, question formation, {m.n_layers} layers d_model {m.d_model}, batch "
+        f"{cfgs[0].optim.batch_size}, 1 thread; median of {BLOCKS} interleaved blocks of "
+        f"{STEPS_PER_BLOCK} steps; this core's fp32 matmul peak {peak:.0f} GFLOP/s"
+    )
+    one = statistics.median(rates["one seed, module pass"])
+    print(f"  {'':28s} {'tokens/s':>9s}  {'vs module pass':>14s}  {'share of peak':>13s}")
     for name, r in rates.items():
         med = statistics.median(r)
-        print(f"  {name:28s} {med:9.0f} tokens/s   x{med / ref:.2f} vs padded baseline")
-    bucketed = pass_batches(train.lengths, bs, cfg.train.seed, 0)
-    pad_ours = sum(len(b) * int(train.lengths[b].max()) for b in bucketed)
-    real = int(train.lengths.sum())
-    pad_rand = sum(len(b) * int(train.lengths[b].max()) for b in rand)
-    print(f"  padded tokens per real token: bucketed {pad_ours / real:.3f}, "
-          f"random {pad_rand / real:.3f}")  # fmt: skip
-
-    big = config_mod.preset("structural_cpu")
-    big.model.n_layers, big.model.d_model, big.model.n_heads, big.model.d_head = 6, 256, 8, 32
-    model = build_model(big.model, ds.d_vocab, ds.n_ctx, 0).eval()
-    test = ds.splits["test"]
-    sentences = [test.sequence(i)[: int(test.sentence_len[i])] for i in range(200)]
-    gold = [test.trees[i] for i in range(200)]
-    times = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            out = tree_projection(model.final_states, sentences, gold)
-        times.append(time.perf_counter() - t0)
-    words = sum(len(s) for s in sentences)
+        gflops = med / mean_tokens * flops / 1e9
+        print(f"  {name:28s} {med:9.0f}  x{med / one:13.2f}  {gflops / peak:13.0%}")
+    t0 = time.perf_counter()
+    data.eval_rows(cfgs, state, 0.0)
     print(
-        f"tree projection, 6 layers d_model 256, 200 sentences ({words} words), 1 thread: "
-        f"median {statistics.median(times):.2f} s (goal <= 30 s); tree score "
-        f"{out['tree_score']:.3f}, bracketing F1 {out['f1']:.3f} (random weights)"
+        f"  one evaluation of one seed (1k training-slice, 1k test, 1k generalization lines): "
+        f"{time.perf_counter() - t0:.2f} s"
     )
+    rand = np.random.default_rng(0).permutation(len(lengths))
+    bs = cfgs[0].optim.batch_size
+    batches = [rand[i : i + bs] for i in range(0, len(rand), bs)]
+    padded = sum(len(b) * int(lengths[b].max()) for b in batches) / int(lengths.sum())
+    ours = 1 / (1 - padding_share(data.schedule, data.schedule.steps_per_round))
+    print(f"  padded tokens per real token: length schedule {ours:.3f}, random {padded:.3f}")
 
 
 if __name__ == "__main__":

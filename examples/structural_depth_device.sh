@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The depth experiment of docs/structural.md on one GPU machine, within about 9 minutes:
-# examples/sweep_structural_depth.toml (2 / 4 / 6 layers x 3 seeds, the structural_cpu preset),
-# all nine runs in parallel, then `analyze` of every run, then the results without checkpoints
-# in a tarball under $OUT (or ./out). Expects grokscope importable (pip install -e . or PYTHONPATH).
+# The depth experiment of docs/structural.md on one GPU machine: a sweep file (default
+# examples/sweep_structural_depth.toml, 2 / 4 / 6 layers x 3 seeds; SWEEP_FILE=
+# examples/sweep_structural_depth_8seeds.toml for 2 / 4 / 6 / 8 layers x 8 seeds), one process
+# per cell with the cell's seeds trained together as stacked weights ($WORKERS cells side by
+# side, default 3), then `analyze` of every run, then the results without checkpoints in a
+# tarball under $OUT (or ./out). The sweep resumes where a time limit (SWEEP_SECONDS) stopped
+# it. Expects grokscope importable (pip install -e . or PYTHONPATH).
 set -u
 OUT=${OUT:-out}
 mkdir -p "$OUT"
@@ -22,7 +25,7 @@ FILE=${SWEEP_FILE:-examples/sweep_structural_depth.toml}
 NAME=$(python3 -c "import sys, tomllib; print(tomllib.load(open(sys.argv[1], 'rb'))['name'])" "$FILE")
 start=$(date +%s)
 timeout -s TERM "${SWEEP_SECONDS:-420}" python3 -m grokscope sweep "$FILE" \
-    --out sweeps --workers 9 --threads 1 -q 2>&1 | tail -5
+    --out sweeps --workers "${WORKERS:-3}" --threads 1 -q 2>&1 | tail -5
 echo "sweep: $(( $(date +%s) - start )) s"
 for r in sweeps/$NAME/runs/*; do
     (timeout 120 python3 -m grokscope analyze "$r" --every 2 --threads 1 > "$r.analyze.log" 2>&1) &

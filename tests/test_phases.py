@@ -13,6 +13,7 @@ from grokscope.dynamics.phases import (
     find_phases,
     forward_rates,
     level_off_row,
+    smoothed_log10,
 )
 
 TEST_FALL = PhaseParams(cleanup_rule="test_loss_fall")
@@ -241,3 +242,26 @@ def test_event_epoch_thresholds_and_censoring():
     assert event_epoch(df, "test_acc", 0.99) == 11000
     assert event_epoch(df, "test_acc", 1.01) is None
     assert event_epoch(df.drop(columns=["test_acc"]), "test_acc", 0.5) is None
+
+
+def test_a_late_test_loss_rise_does_not_hold_up_the_cleanup_end():
+    """The test loss reaches its floor at 12000, then climbs two decades from 14000 to 22000
+    (as a nanda2023 run did on an AMD machine). Read raw, the level-off rule would wait for the
+    climb; read through the running minimum it finds the planted cleanup end, and the climb is
+    reported in a note."""
+    df = nanda_like(end=25000)
+    ep = df["epoch"].to_numpy()
+    df["test_loss"] *= 10 ** np.interp(ep, [0, 14000, 22000, 25000], [0.0, 0.0, 2.0, 2.0])
+    out = find_phases(df)
+    assert out["details"]["cleanup_level_off_epochs"]["test_loss"] == 12000
+    assert out["cleanup_end"] == 13900
+    # from -5.125 decades at 14000 to -3.5 at 22000 (the floor itself falls 0.375 meanwhile)
+    assert out["details"]["test_late_rise_decades"] == pytest.approx(1.625, abs=0.05)
+    assert any("late rise" in n for n in out["notes"])
+    # the raw curve would have held the level-off up past the climb
+    i_c = int(np.nonzero(ep == 8000)[0][0])
+    raw = smoothed_log10(df["test_loss"].to_numpy(), PhaseParams().smooth_window)
+    row = level_off_row(ep, raw, i_c, PhaseParams(), int(np.argmax(raw)))
+    assert row is None or ep[row] >= 20000
+    # and a run without a climb gets no note
+    assert not any("late rise" in n for n in find_phases(nanda_like(end=25000))["notes"])

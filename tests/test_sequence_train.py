@@ -1,4 +1,4 @@
-"""Language-model training of the sequence tasks: bucketed batches, the loss, the paper's metrics
+"""Language-model training of the sequence tasks: the length schedule, the loss, the paper's metrics
 (checked with planted predictors whose right answers are known), resume, and the run directory."""
 
 import os
@@ -19,10 +19,10 @@ from grokscope.train.lm_data import (
     SeqData,
     SplitTensors,
     lm_losses,
-    pass_batches,
     target_mask,
     train_loss,
 )
+from grokscope.train.lm_schedule import MIN_CLASS_BATCHES, LengthSchedule, padding_share
 
 SMALL = [
     "task.n_train=1500",
@@ -59,28 +59,47 @@ def qf():
 # -- batches ----------------------------------------------------------------------------------
 
 
-def test_bucketed_batches_cover_each_sentence_once_and_pad_little(qf):
+def test_the_length_schedule_is_shared_and_each_seed_reads_every_line_once_a_round(qf):
     lengths = qf.splits["train"].lengths
     bs = 16
-    batches = pass_batches(lengths, bs, seed=0, pass_index=3)
-    flat = np.concatenate(batches)
-    assert sorted(flat.tolist()) == list(range(len(lengths)))
-    assert all(1 <= len(b) <= bs for b in batches)
-    again = pass_batches(lengths, bs, seed=0, pass_index=3)
-    assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
-    other = pass_batches(lengths, bs, seed=0, pass_index=4)
-    assert not all(np.array_equal(a, b) for a, b in zip(batches, other, strict=True))
-
-    def padded_share(bats) -> float:
-        real = sum(int(lengths[b].sum()) for b in bats)
-        padded = sum(len(b) * int(lengths[b].max()) for b in bats)
-        return padded / real
-
+    sched = LengthSchedule(lengths, bs, schedule_seed=0)
+    # classes: consecutive lengths, each with at least MIN_CLASS_BATCHES batches of lines
+    assert all(len(m) >= MIN_CLASS_BATCHES * bs for m in sched.members)
+    assert sorted(np.concatenate(sched.members).tolist()) == list(range(len(lengths)))
+    steps = sched.steps_per_round
+    for seed in (0, 5):
+        rows = [sched.rows(seed, t) for t in range(steps)]
+        for t, r in enumerate(rows):
+            assert len(r) == bs
+            assert lengths[r].max() <= sched.width(t)  # every seed fits the step's width
+            assert (sched.classes[r] == sched.step_class(t)[0]).all()
+        # one round reads every line of a class once (the last batch of a class wraps into
+        # the next shuffled copy, so a few lines are read twice)
+        seen = np.bincount(np.concatenate(rows), minlength=len(lengths))
+        assert seen.min() >= 1 and seen.max() <= 2
+        assert (seen == 2).sum() < len(sched.members) * bs
+    # the schedule (classes, widths) does not depend on the seed; the lines do
+    assert not np.array_equal(sched.rows(0, 3), sched.rows(5, 3))
+    again = LengthSchedule(lengths, bs, schedule_seed=0)
+    assert all(np.array_equal(sched.rows(2, t), again.rows(2, t)) for t in range(0, 500, 37))
+    other = LengthSchedule(lengths, bs, schedule_seed=1)
+    assert [sched.width(t) for t in range(50)] != [other.width(t) for t in range(50)]
+    # padding: a few percent, against the third a random batch padded to its longest carries
     rng = np.random.default_rng(0)
     order = rng.permutation(len(lengths))
     random_batches = [order[i : i + bs] for i in range(0, len(order), bs)]
-    assert padded_share(batches) < 1.06  # bucketed: a few percent of padding
-    assert padded_share(random_batches) > 1.2  # what padding random batches costs
+    random_pad = 1 - sum(int(lengths[b].sum()) for b in random_batches) / sum(
+        len(b) * int(lengths[b].max()) for b in random_batches
+    )
+    assert padding_share(sched, steps) < 0.05
+    assert random_pad > 0.15
+
+
+def test_a_small_tail_of_lengths_joins_the_class_before_it():
+    lengths = np.array([5] * 100 + [6] * 100 + [9] * 3)
+    sched = LengthSchedule(lengths, 10, schedule_seed=0)
+    assert [int(w) for w in sched.widths] == [5, 9]
+    assert len(sched.members[1]) == 103
 
 
 def test_padding_changes_no_logit_at_a_real_position():
@@ -267,7 +286,7 @@ def test_linear_decay_reaches_zero_at_the_budget(tmp_path):
 
 @pytest.mark.equality
 def test_interrupted_sequence_run_resumes_to_the_same_numbers(tmp_path):
-    """Dropout on, bucketed batches: Ctrl-C at step 30 and --resume equal the uninterrupted run."""
+    """Dropout on, scheduled batches: Ctrl-C at step 30 and --resume equal the uninterrupted run."""
     cfg = seq_config("question_formation", "model.dropout=0.1")
     train_run(cfg, tmp_path / "full")
 

@@ -95,10 +95,10 @@ def test_train_then_analyze_draws_curves_and_trees(monkeypatch, capsys, tmp_path
     assert "t_id" in out and "generalization acc" in out and "MLP" not in out
 
 
-def test_sequence_sweep_runs_each_seed_as_a_task_and_summarizes_per_cell(
+def test_sequence_sweep_trains_each_cell_as_one_batch_and_summarizes_per_cell(
     monkeypatch, capsys, tmp_path
 ):
-    """A sweep over depth: every seed its own task, `analyze` per run, then `sweep-summary`
+    """A sweep over depth: a cell's seeds one batched task, `analyze` per run, then `sweep-summary`
     gives per-cell means of the final measures and the Spearman correlations of the runs."""
     from scipy import stats
 
@@ -119,7 +119,7 @@ def test_sequence_sweep_runs_each_seed_as_a_task_and_summarizes_per_cell(
         '[grid]\n"model.n_layers" = [1, 2]\n'
     )
     tasks = prepare(load_sweep(spec_file), tmp_path / "prep")
-    assert [len(t["runs"]) for t in tasks] == [1, 1, 1, 1]  # sequence seeds are tasks of their own
+    assert [len(t["runs"]) for t in tasks] == [2, 2]  # a cell's seeds train as one batch
     code, _, err = run_cli(
         monkeypatch, capsys, "sweep", str(spec_file), "--out", str(tmp_path), "-w", "1", "-q"
     )

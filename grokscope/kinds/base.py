@@ -138,6 +138,11 @@ class Kind:
         """Whether seeds of this config train one at a time rather than stacked."""
         return False
 
+    def check_batch(self, cfgs: list[Config]) -> None:
+        """Raise ConfigError (one line) when these configs cannot train as one batch of this
+        kind, beyond the core's rule (:func:`grokscope.train.core.check_batch`); checked before
+        any directory is made."""
+
     def build_dataset(self, t: TaskConfig):
         """The complete dataset of a (resolved, validated) task config."""
         raise NotImplementedError

@@ -16,7 +16,8 @@ def step_text(value) -> str:
 
 
 class LanguageKind(Kind):
-    """A kind whose runs are language models trained one seed at a time, one step per epoch."""
+    """A kind whose runs are language models, one optimizer step per epoch, seeds of one
+    dataset trained together as stacked weights."""
 
     unit = "step"
     events = (
@@ -27,7 +28,13 @@ class LanguageKind(Kind):
     )
 
     def trains_alone(self, cfg: Config) -> bool:
-        return True
+        # seeds of one dataset stack (grokscope.train.lm_data); seeds of different data do not
+        return False
+
+    def check_batch(self, cfgs: list[Config]) -> None:
+        from grokscope.train.lm_data import check_one_dataset
+
+        check_one_dataset(cfgs)
 
     def status_names(self) -> dict[str, str]:
         """status.json names what a language model's run holds: its events are t_id and t_gen,

@@ -33,6 +33,7 @@ from torch import nn
 
 from grokscope.config import ModelConfig
 from grokscope.models.hooks import HookedModule
+from grokscope.models.stacked_ops import affine, heads_to_cols, take_rows
 from grokscope.models.transformer import Embed, LayerNorm, MLPBlock, PosEmbed, activation
 
 
@@ -216,3 +217,78 @@ class LMTransformer(HookedModule):
 
     def logits_all(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.forward(tokens)
+
+    # -- the training pass of K stacked seeds --------------------------------------------------
+
+    def stacked_train_logits(
+        self, params: dict[str, torch.Tensor], tokens: torch.Tensor, drop: SeedDropout
+    ) -> torch.Tensor:
+        """Logits (K, batch, pos, vocab) of K seeds' stacked ``params`` (name -> (K, *shape))
+        on their own tokens (K, batch, pos): the function :meth:`forward` computes, with dropout
+        at the same places drawn per seed by ``drop`` (so a seed draws the same masks alone or
+        in a batch), and attention written out (the fused kernel draws its dropout from the
+        global generator, which seeds cannot share)."""
+        k, batch, n = tokens.shape
+        d, h, dh = self.cfg.d_model, self.cfg.n_heads, self.cfg.d_head
+        emb = take_rows(params["embed.W_E"], tokens)
+        if self.cfg.positions == "learned":
+            pos = params["pos_embed.W_pos"][:, :n].unsqueeze(1)
+        else:
+            emb = emb * math.sqrt(d)
+            pos = self.pos_table[:n]
+        x = drop(emb + pos).reshape(k, batch * n, d)
+        causal = torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril()
+
+        def norm(y: torch.Tensor, name: str) -> torch.Tensor:
+            y = F.layer_norm(y, (d,), eps=1e-5)
+            return y * params[f"{name}.w"].unsqueeze(1) + params[f"{name}.b"].unsqueeze(1)
+
+        def attention(i: int, y: torch.Tensor) -> torch.Tensor:
+            a = f"blocks.{i}.attn"
+            w = heads_to_cols(*(params[f"{a}.W_{m}"] for m in "QKV"))
+            b = torch.cat([params[f"{a}.b_{m}"].flatten(-2) for m in "QKV"], -1)
+            qkv = affine(y, w, b).view(k, batch, n, 3, h, dh).permute(3, 0, 1, 4, 2, 5)
+            q, key, v = qkv[0], qkv[1], qkv[2]  # (K, batch, heads, pos, d_head)
+            scores = (q @ key.transpose(-1, -2)) / math.sqrt(dh)
+            pattern = drop(scores.masked_fill(~causal, float("-inf")).softmax(-1))
+            z = (pattern @ v).transpose(2, 3).reshape(k, batch * n, h * dh)
+            return affine(z, params[f"{a}.W_O"].flatten(-3, -2), params[f"{a}.b_O"])
+
+        def mlp(i: int, y: torch.Tensor) -> torch.Tensor:
+            m = f"blocks.{i}.mlp"
+            post = self.act(affine(y, params[f"{m}.W_in"], params[f"{m}.b_in"]))
+            return affine(drop(post), params[f"{m}.W_out"], params[f"{m}.b_out"])
+
+        for i in range(self.cfg.n_layers):
+            b = f"blocks.{i}"
+            if self.pre_ln:
+                x = x + drop(attention(i, norm(x, f"{b}.ln1")))
+                x = x + drop(mlp(i, norm(x, f"{b}.ln2")))
+            else:
+                x = norm(x + drop(attention(i, x)), f"{b}.ln1")
+                x = norm(x + drop(mlp(i, x)), f"{b}.ln2")
+        if self.pre_ln:
+            x = norm(x, "ln_final")
+        logits = affine(x, params["unembed.W_U"], params["unembed.b_U"])
+        return logits.view(k, batch, n, -1)
+
+
+class SeedDropout:
+    """Dropout with each seed's masks drawn from its own generator: for x (K, ...), seed k's
+    slice is kept where a uniform draw of shape x.shape[1:] from ``generators[k]`` is >= p, and
+    scaled by 1 / (1 - p), as ``F.dropout``. The draws of a seed depend on its generator and the
+    shapes alone, so a seed draws the same masks whatever else is in the batch. ``p`` = 0 or
+    no generators (evaluation): the identity."""
+
+    def __init__(self, p: float, generators: list[torch.Generator] | None) -> None:
+        self.p = p
+        self.generators = generators
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p <= 0 or not self.generators:
+            return x
+        shape = x.shape[1:]
+        keep = torch.stack(
+            [torch.rand(shape, generator=g, device=x.device) >= self.p for g in self.generators]
+        )
+        return x * keep / (1.0 - self.p)

@@ -86,7 +86,7 @@ def run_cell(task: dict[str, Any], threads: int = 1) -> list[dict[str, Any]]:
                 fresh.append((run, config_mod.from_dict(item["config"])))
         batches: list[tuple[str, list[Path], list | None]] = []
         if fresh and trains_alone(fresh[0][1]):
-            # sequence runs train one seed at a time (their bucketed batches do not stack)
+            # a kind that trains each seed alone (an intervention at memorization)
             batches += [("trained", [r], [c]) for r, c in fresh]
         elif fresh:
             batches.append(("trained", [r for r, _ in fresh], [c for _, c in fresh]))

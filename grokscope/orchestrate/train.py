@@ -42,6 +42,7 @@ from grokscope.train.core import (
     seed_tensors,
     set_determinism,
 )
+from grokscope.train.memory import check_batch_memory
 
 Progress = Callable[[int, dict], None]
 
@@ -160,6 +161,10 @@ def _status_fields(state: TrainState, slot: int, name: str) -> dict:
     }
 
 
+def _device_of(cfg: config_mod.Config):
+    return resolve_device("cpu" if cfg.train.portable else cfg.train.device)
+
+
 def train_runs(
     cfgs: list[config_mod.Config] | None,
     runs: list[Path],
@@ -212,11 +217,13 @@ def train_runs(
         # before any directory is made
         if trains_alone(cfgs[0]) and len(cfgs) > 1:
             raise config_mod.ConfigError(
-                "sequence tasks and interventions at T_mem train one seed at a time"
+                "interventions at T_mem train one seed at a time"
             )
+        kind_of(cfgs[0]).check_batch(cfgs)
         datasets = [build_dataset(c.task) for c in cfgs]
         for cfg, ds in zip(cfgs, datasets, strict=True):
             check_context(cfg.model, ds.n_ctx)
+        check_batch_memory(cfgs, datasets[0], _device_of(cfgs[0]))
         for cfg, run in zip(cfgs, runs, strict=True):
             run.mkdir(parents=True, exist_ok=True)
             rundir.write_config(run, cfg)

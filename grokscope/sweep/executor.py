@@ -70,12 +70,39 @@ def prepare(spec: SweepSpec, root: Path) -> list[dict[str, Any]]:
             {"run": run_id(cell, s), "config": config_mod.to_dict(spec.config(cell, s))}
             for s in spec.seeds
         ]
-        # a cell's seeds train as one batch; sequence runs train one seed at a time, so each of
-        # their seeds is a task of its own and the workers run them in parallel
+        # a cell's seeds train as one batch, unless the kind trains each seed alone (an
+        # intervention at memorization): then each seed is a task of its own
         groups = [[r] for r in runs] if trains_alone(spec.config(cell, 0)) else [runs]
         for group in groups:
             tasks.append({"root": str(root.resolve()), "cell": cell.name, "runs": group})
     return tasks
+
+
+def check_sweep_batches(spec: SweepSpec) -> None:
+    """Every cell's seeds can train as one batch here (the kind's rule, and the memory they
+    need: :func:`grokscope.train.memory.check_batch_memory`); ConfigError naming the cell
+    otherwise. Each distinct task is built once."""
+    import json
+
+    from grokscope.config import ConfigError
+    from grokscope.kinds import build_dataset, kind_of
+    from grokscope.train.core import resolve_device
+    from grokscope.train.memory import check_batch_memory
+
+    built: dict[str, object] = {}
+    for cell in spec.cells():
+        cfgs = [config_mod.resolve(spec.config(cell, s)) for s in spec.seeds]
+        if trains_alone(cfgs[0]):
+            cfgs = cfgs[:1]
+        key = json.dumps(config_mod.to_dict(cfgs[0])["task"], sort_keys=True)
+        try:
+            kind_of(cfgs[0]).check_batch(cfgs)
+            if key not in built:
+                built[key] = build_dataset(cfgs[0].task)
+            device = resolve_device("cpu" if cfgs[0].train.portable else cfgs[0].train.device)
+            check_batch_memory(cfgs, built[key], device)
+        except ConfigError as e:
+            raise ConfigError(f"cell {cell.name}: {e}") from None
 
 
 def start_sweep(
@@ -96,6 +123,7 @@ def start_sweep(
     check_executor(executor)
     if executor == "local":
         check_device(spec.config(spec.cells()[0], spec.seeds[0]).train.device)
+        check_sweep_batches(spec)
     root = sweep_dir(out, spec)
     return spec, root, prepare(spec, root)
 

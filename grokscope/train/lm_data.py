@@ -1,19 +1,23 @@
-"""Language-model training data for the core: bucketed batches of variable-length lines, the
-next-token loss, and the evaluation frame every language-model kind shares.
+"""Language-model training data for the core: batches of variable-length lines for K stacked
+seeds, the next-token loss, and the evaluation frame every language-model kind shares.
 
-Batches without wasted padding (bucketing): each pass over the training set is a seeded
-permutation, cut into pools of :data:`POOL_BATCHES` batches; a pool is sorted by length and cut
-into batches, and the batches of a pass are shuffled. A batch is padded to its own longest
-sequence, and sequences of similar length travel together, so padding is a few percent of the
-tokens instead of the third or more a random batch padded to its maximum carries. The batch of a
-step is a function of (model seed, step) alone, so a resumed run sees the batches the
-uninterrupted run saw.
+Batches (:mod:`grokscope.train.lm_schedule`): a schedule of length classes shared by the seeds
+of a batch fixes each step's padded width; each seed reads its own lines of that class. So K
+seeds stack into one computation, padding stays a few percent of the tokens (a random batch
+padded to its longest line carries a third or more), and a seed's batch at a step is a function
+of (its data, batch size, schedule seed, its model seed, step) alone: the same in a batch as
+alone, and in a resumed run as in the uninterrupted one. The schedule seed is ``task.data_seed``
+(the seeds of one batch share their data).
+
+The training pass runs every seed's stacked weights together
+(:meth:`grokscope.models.lm.LMTransformer.stacked_train_logits`), with dropout drawn per seed
+from a generator seeded by (model seed, step), so a seed's masks do not depend on its batch.
 
 One epoch of the training loop is one optimizer step (the ``epoch`` and ``step`` columns are
 equal; ``train.epochs`` is the step budget), the unit in which Murty et al. (2023) report
 structural grokking.
 
-Each evaluation reports, for a fixed slice of the training set (as many lines as the
+Each evaluation reports, per seed, for a fixed slice of the training set (as many lines as the
 in-distribution test set), the in-distribution test set and the generalization set: the
 language-model loss (mean per predicted token, float64) and the kind's accuracy
 (:meth:`SeqData.evaluate`, which a kind overrides). ``id_acc`` is the test set's accuracy (also
@@ -22,8 +26,7 @@ language-model loss (mean per predicted token, float64) and the kind's accuracy
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -32,30 +35,13 @@ from torch.func import functional_call
 
 from grokscope.config import Config, ConfigError
 from grokscope.models import weight_norm_sq
+from grokscope.models.lm import SeedDropout
 from grokscope.tasks.sequence import SequenceDataset, SequenceSplit
 from grokscope.train.core import TrainState
+from grokscope.train.lm_schedule import LengthSchedule
 
-# batches per length-sorted pool: large enough that lengths within a batch nearly agree, small
-# enough that consecutive batches still mix lengths
-POOL_BATCHES = 50
 # logits per evaluation forward pass (tokens x vocabulary): 2^24 float64 values, 128 MB
 EVAL_LOGITS = 1 << 24
-
-
-def pass_batches(
-    lengths: np.ndarray, batch_size: int, seed: int, pass_index: int
-) -> list[np.ndarray]:
-    """The batches (arrays of sentence indices) of one pass over a training set, bucketed by
-    length; seeded by (seed, pass_index)."""
-    rng = np.random.default_rng([seed, pass_index, 7919])
-    order = rng.permutation(len(lengths))
-    batches = []
-    pool = POOL_BATCHES * batch_size
-    for start in range(0, len(order), pool):
-        chunk = order[start : start + pool]
-        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    return [batches[i] for i in rng.permutation(len(batches))]
 
 
 @dataclass
@@ -91,10 +77,13 @@ class SplitTensors:
     def __len__(self) -> int:
         return len(self.lengths)
 
-    def padded(self, rows: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tokens (B, T) right-padded with 0 to the longest of ``rows``, and the lengths (B,)."""
+    def padded(
+        self, rows: np.ndarray, device: torch.device, width: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens (B, T) right-padded with 0 to ``width`` (default: the longest of ``rows``), and
+        the lengths (B,)."""
         lengths = self.lengths[rows]
-        width = int(lengths.max())
+        width = int(lengths.max()) if width is None else width
         cols = np.arange(width)
         idx = self.offsets[rows][:, None] + cols[None, :]
         real = cols[None, :] < lengths[:, None]
@@ -117,11 +106,22 @@ def target_mask(
     return mask
 
 
+def check_one_dataset(cfgs: list[Config]) -> None:
+    """ConfigError unless the seeds share their dataset (``task.data_seed``): they share its
+    length schedule, and a seed alone must read what it reads in the batch."""
+    data_seeds = sorted({c.task.data_seed for c in cfgs})
+    if len(data_seeds) > 1:
+        raise ConfigError(
+            "language-model seeds train together only on one dataset: task.data_seed "
+            f"differs in this batch ({', '.join(map(str, data_seeds))})"
+        )
+
+
 @dataclass
 class SeqData:
-    """A language-model task's data for the training core: the training set (bucketed batches)
-    and the evaluation sets. One seed at a time (K = 1): the variable-length batches of
-    different seeds would not stack.
+    """A language-model task's data for the training core: the training set (the shared
+    length-class schedule, per-seed lines) and the evaluation sets, for the seeds ``seeds``
+    (model seeds, one per slot of the batch).
 
     A kind of study subclasses it to say what its accuracy is (:meth:`grade`, or the whole of
     :meth:`evaluate`) and which columns it adds (:meth:`extra_columns`); the loss, the batches
@@ -131,14 +131,16 @@ class SeqData:
     task: str  # the config's task name
     device: torch.device
     batch_size: int
-    seed: int
+    seeds: list[int]
     loss_on: str
+    dropout: float
     train: SplitTensors
     evals: dict[str, SplitTensors]
-    _plan: tuple[int, list[np.ndarray]] | None = field(default=None, repr=False)
+    schedule: LengthSchedule
 
     @classmethod
     def from_dataset(cls, cfg: Config, ds: SequenceDataset, device: torch.device) -> SeqData:
+        """The data of one seed (``cfg.train.seed``)."""
         train = ds.splits["train"]
         n_eval = min(len(train), len(ds.splits["test"]))
         evals = {
@@ -151,43 +153,38 @@ class SeqData:
             task=cfg.task.name,
             device=device,
             batch_size=cfg.optim.batch_size,
-            seed=cfg.train.seed,
+            seeds=[cfg.train.seed],
             loss_on=cfg.optim.loss_on,
+            dropout=cfg.model.dropout,
             train=SplitTensors.of(train),
             evals=evals,
+            schedule=LengthSchedule(train.lengths, cfg.optim.batch_size, cfg.task.data_seed),
         )
 
     @classmethod
     def for_batch(cls, cfgs: list[Config], datasets: list, device: torch.device) -> SeqData:
-        """The data of a batch (of one seed: sequence runs train one at a time)."""
-        if len(cfgs) != 1:
-            raise ConfigError("sequence tasks train one seed at a time (batches of one)")
-        return cls.from_dataset(cfgs[0], datasets[0], device)
+        """The data of a batch of seeds of one dataset (``task.data_seed`` equal: the seeds
+        share their lines and their length schedule)."""
+        check_one_dataset(cfgs)
+        data = cls.from_dataset(cfgs[0], datasets[0], device)
+        data.seeds = [c.train.seed for c in cfgs]
+        return data
 
     @property
     def steps_per_epoch(self) -> int:
         return 1
 
-    @property
-    def steps_per_pass(self) -> int:
-        return math.ceil(len(self.train) / self.batch_size)
-
-    def batch_rows(self, step: int) -> np.ndarray:
-        """Sentence indices of the training batch of ``step``."""
-        per = self.steps_per_pass
-        p = step // per
-        if self._plan is None or self._plan[0] != p:
-            self._plan = (p, pass_batches(self.train.lengths, self.batch_size, self.seed, p))
-        return self._plan[1][step % per]
+    def batch_rows(self, step: int, slot: int = 0) -> np.ndarray:
+        """Line indices of the training batch of the seed in ``slot`` at ``step``."""
+        return self.schedule.rows(self.seeds[slot], step)
 
     def select(self, slots: list[int]) -> SeqData:
-        return self
+        return replace(self, seeds=[self.seeds[s] for s in slots])
 
     def losses(self, cfgs: list[Config], state: TrainState, index: int) -> torch.Tensor:
-        """The language-model loss (1,) of the batch of ``state.step``. Dropout draws from a
-        generator seeded by (model seed, step), so a resumed run repeats the uninterrupted one."""
-        torch.manual_seed(cfgs[state.runs[0]].train.seed * 1_000_003 + state.step)
-        return train_loss(state.model, _params(state), self, state.step).reshape(1)
+        """Each seed's language-model loss (K,) on its batch of ``state.step``."""
+        params = dict(zip(state.names, state.params, strict=True))
+        return train_losses(state.model, params, self, state.step)
 
     # -- evaluation ------------------------------------------------------------------------------
 
@@ -223,8 +220,11 @@ class SeqData:
         return {}
 
     def eval_rows(self, cfgs: list[Config], state: TrainState, lr: float) -> list[dict]:
-        """The metrics row of the one seed in ``state`` (see the module docstring)."""
-        params = {n: p.detach() for n, p in _params(state).items()}
+        """The metrics row of every seed in ``state`` (see the module docstring)."""
+        return [self._eval_row(state, slot, lr) for slot in range(state.k)]
+
+    def _eval_row(self, state: TrainState, slot: int, lr: float) -> dict:
+        params = {n: p.detach()[slot] for n, p in zip(state.names, state.params, strict=True)}
         model = state.model
         was = model.training
         model.eval()
@@ -236,28 +236,21 @@ class SeqData:
             out = {name: self.evaluate(run, name) for name in ("train", "test", "gen")}
         finally:
             model.train(was)
-        return [
-            {
-                "epoch": state.epoch,
-                "step": state.step,
-                "train_loss": out["train"]["loss"],
-                "train_acc": out["train"]["acc"],
-                "test_loss": out["test"]["loss"],
-                "test_acc": out["test"]["acc"],
-                "id_acc": out["test"]["acc"],
-                "gen_loss": out["gen"]["loss"],
-                "gen_acc": out["gen"]["acc"],
-                "weight_norm_sq": weight_norm_sq(params.values()),
-                "lr": lr,
-                "wall_s": state.wall_s,
-                **self.extra_columns(out),
-            }
-        ]
-
-
-def _params(state: TrainState) -> dict[str, torch.Tensor]:
-    """The one seed's parameters, unstacked views."""
-    return {n: p.squeeze(0) for n, p in zip(state.names, state.params, strict=True)}
+        return {
+            "epoch": state.epoch,
+            "step": state.step,
+            "train_loss": out["train"]["loss"],
+            "train_acc": out["train"]["acc"],
+            "test_loss": out["test"]["loss"],
+            "test_acc": out["test"]["acc"],
+            "id_acc": out["test"]["acc"],
+            "gen_loss": out["gen"]["loss"],
+            "gen_acc": out["gen"]["acc"],
+            "weight_norm_sq": weight_norm_sq(params.values()),
+            "lr": lr,
+            "wall_s": state.wall_s,
+            **self.extra_columns(out),
+        }
 
 
 def lm_losses(
@@ -271,18 +264,41 @@ def lm_losses(
     return each.view(nxt.shape) * mask, mask
 
 
+def dropout_generators(seeds: list[int], step: int, device: torch.device) -> list[torch.Generator]:
+    """One generator per seed for the dropout of ``step``, seeded by (model seed, step): a seed
+    draws the same masks in any batch, and a resumed run the uninterrupted run's."""
+    return [torch.Generator(device=device).manual_seed(s * 1_000_003 + step) for s in seeds]
+
+
+def train_losses(model, params: dict[str, torch.Tensor], data: SeqData, step: int) -> torch.Tensor:
+    """Each seed's mean next-token loss (K,) (float64) on its training batch of ``step``, over
+    the predictions that count (every token, or the answer span with ``optim.loss_on =
+    answer``); ``params`` stacked (name -> (K, *shape)), slot k holding seed ``data.seeds[k]``."""
+    width = data.schedule.width(step)
+    toks, lens, starts = [], [], []
+    for slot in range(len(data.seeds)):
+        rows = data.batch_rows(step, slot)
+        tokens, lengths = data.train.padded(rows, data.device, width)
+        toks.append(tokens)
+        lens.append(lengths)
+        if data.loss_on == "answer":
+            starts.append(torch.as_tensor(data.train.answer_start[rows], device=data.device))
+    tokens, lengths = torch.stack(toks), torch.cat(lens)
+    k = tokens.shape[0]
+    start = torch.cat(starts) if starts else None
+    mask = target_mask(lengths, start, width)
+    gens = dropout_generators(data.seeds, step, data.device) if model.training else None
+    drop = SeedDropout(data.dropout, gens)  # no dropout for a model in eval mode
+    logits = model.stacked_train_logits(params, tokens, drop)
+    each, mask = lm_losses(logits.flatten(0, 1), tokens.flatten(0, 1), mask)
+    return each.view(k, -1).sum(1) / mask.view(k, -1).sum(1)
+
+
 def train_loss(model, params: dict, data: SeqData, step: int) -> torch.Tensor:
-    """Mean next-token loss (float64) of the training batch of ``step`` over the predictions that
-    count (every token, or the answer span with ``optim.loss_on = answer``)."""
-    rows = data.batch_rows(step)
-    tokens, lengths = data.train.padded(rows, data.device)
-    start = None
-    if data.loss_on == "answer":
-        start = torch.as_tensor(data.train.answer_start[rows], device=data.device)
-    mask = target_mask(lengths, start, tokens.shape[1])
-    logits = functional_call(model, params, (tokens,))
-    each, mask = lm_losses(logits, tokens, mask)
-    return each.sum() / mask.sum()
+    """The mean next-token loss of one seed (``data.seeds[0]``, unstacked ``params``) on its
+    training batch of ``step`` (:func:`train_losses`)."""
+    stacked = {n: p.unsqueeze(0) for n, p in params.items()}
+    return train_losses(model, stacked, replace(data, seeds=data.seeds[:1]), step)[0]
 
 
 def _chunks(split: SplitTensors, d_vocab: int) -> list[np.ndarray]:
@@ -299,5 +315,3 @@ def _chunks(split: SplitTensors, d_vocab: int) -> list[np.ndarray]:
     if current:
         out.append(np.array(current))
     return out
-
-

@@ -6,7 +6,9 @@
 * ``expected/<kind>.json``: metrics, status, analysis and summary with the wall-clock fields
   left out, and the machine they were computed on (:func:`machine`);
 * ``old_runs/<kind>/``: the run directory itself, trimmed to its config, status, metrics and
-  two checkpoints, as a run directory written by this version of grokscope.
+  two checkpoints, as a run directory written by this version of grokscope, and
+  ``expected/<kind>_old_run.json``, the analysis row of its last checkpoint (with
+  ``--old-runs`` only).
 
 ``tests/test_kind_fixtures.py`` recomputes the same runs and compares them with ``expected/``
 bit for bit on the machine that recorded them, and analyses ``old_runs/``. Re-record
@@ -171,6 +173,12 @@ def main() -> None:
             path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
             if old:
                 trim(run, HERE / "old_runs" / kind)
+                last = max(int(r["epoch"]) for r in record["analysis"])
+                row = [r for r in record["analysis"] if r["epoch"] == last][0]
+                (HERE / "expected" / f"{kind}_old_run.json").write_text(
+                    json.dumps({"machine": machine(), "analysis_last": row}, indent=1,
+                               sort_keys=True) + "\n"
+                )  # fmt: skip
             print(f"recorded {path}")
 
 
