@@ -7,8 +7,10 @@ Usage:
 Without ``--run`` it writes a throw-away run directory with the nanda2023 config and 250
 checkpoints (epochs 100, 200, ..., 25000) of a randomly initialised model, each perturbed a
 little so that no two are equal, and analyses all of them. With ``--run`` it analyses the
-given run's checkpoints (``--every`` as on the command line). Prints the wall time and the
-time per analysed checkpoint. The target is at most 2 minutes for the 250 checkpoints.
+given run's checkpoints (``--every`` as on the command line). Prints which columns were
+computed (and which were left null), the figures written, the wall time and the time per
+analysed checkpoint. The target: at most 40 s for the 257 checkpoints of a nanda2023 run, on
+one thread, figures included.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from grokscope import config as config_mod
@@ -55,9 +58,15 @@ def main() -> None:
         t0 = time.perf_counter()
         summary = analyze_run(run, every=args.every, figures=not args.no_figures)
         wall = time.perf_counter() - t0
+        table = pd.read_parquet(run / "analysis.parquet")
     n = summary["checkpoints_analysed"]
+    measured = [c for c in table.columns if c != "epoch" and table[c].notna().any()]
+    empty = [c for c in table.columns if c != "epoch" and not table[c].notna().any()]
     print(f"run: {'fake nanda2023 (random init)' if args.run is None else args.run}")
     print(f"checkpoints analysed: {n}  (p = {summary['p']}, figures: {not args.no_figures})")
+    print(f"columns computed at every checkpoint ({len(measured)}): {', '.join(measured)}")
+    print(f"columns left null ({len(empty)}): {', '.join(empty) or '-'}")
+    print(f"figures written: {len(summary['figures'])}")
     print(f"wall time: {wall:.1f} s   per checkpoint: {1000 * wall / n:.0f} ms")
 
 

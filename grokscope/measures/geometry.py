@@ -221,6 +221,8 @@ def closed_parallelograms(E: np.ndarray, delta: float, modular: bool = True) -> 
     sq = np.einsum("ad,ad->a", S, S)
     d2 = delta * delta
     closed = total = 0
+    if len({len(c) for c in classes}) == 1 and len(classes[0]) >= 2:
+        return _closed_equal_classes(S, sq, np.stack(classes), delta)
     for idx in classes:
         if len(idx) < 2:
             continue
@@ -235,6 +237,27 @@ def closed_parallelograms(E: np.ndarray, delta: float, modular: bool = True) -> 
             closed += int(np.count_nonzero(np.sqrt(np.einsum("qd,qd->q", diff, diff)) <= delta))
         total += len(a)
     return closed, total
+
+
+def _closed_equal_classes(
+    S: np.ndarray, sq: np.ndarray, classes: np.ndarray, delta: float
+) -> tuple[int, int]:
+    """:func:`closed_parallelograms` when every sum class has as many pairs (mod p, odd p:
+    (p + 1) / 2 each): all Gram matrices in one batched product, the same decision rule."""
+    blocks = S[classes]  # (classes, pairs, d)
+    n2 = sq[classes]
+    a, b = np.triu_indices(classes.shape[1], 1)
+    gram = np.matmul(blocks, blocks.transpose(0, 2, 1))
+    r2 = (n2[:, :, None] + n2[:, None, :] - 2.0 * gram)[:, a, b]
+    bound = 1e-12 * (n2[:, a] + n2[:, b])
+    d2 = delta * delta
+    near = np.abs(r2 - d2) <= bound
+    closed = int(np.count_nonzero(r2[~near] <= d2))
+    if near.any():
+        c, q = np.nonzero(near)
+        diff = blocks[c, a[q]] - blocks[c, b[q]]
+        closed += int(np.count_nonzero(np.sqrt(np.einsum("qd,qd->q", diff, diff)) <= delta))
+    return closed, int(r2.size)
 
 
 def embedding_scale(E: np.ndarray) -> float:

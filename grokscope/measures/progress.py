@@ -222,12 +222,13 @@ def fourier_reason(ds: Dataset) -> str | None:
 
 
 def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Mean float64 cross-entropy (log-softmax over all columns), as training computes it."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    log_norm = np.log(np.exp(z).sum(axis=1))
-    picked = z[np.arange(len(z)), np.asarray(labels)]
-    return float(np.mean(log_norm - picked))
+    """Mean float64 cross-entropy (log-softmax over all columns), as training computes it
+    (torch's float64 logsumexp: the same sums as NumPy's, with a vectorised exp several times
+    faster, which matters at four losses per checkpoint over p^2 rows)."""
+    z = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float64))
+    idx = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    picked = z.gather(1, idx[:, None])[:, 0]
+    return float((torch.logsumexp(z, dim=1) - picked).mean())
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
