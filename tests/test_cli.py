@@ -216,6 +216,26 @@ def test_runs_formats_and_nothing_cut_at_80_columns(trained, monkeypatch, capsys
     assert code == 2 and "table, csv, json" in err
 
 
+def test_runs_never_splits_a_value_in_a_narrow_terminal(trained, monkeypatch, capsys, tmp_path):
+    """A run id too long for one line per run at 80 columns: every value still appears whole
+    (one block per run), nothing is cut, no line is longer than the terminal; accuracies have
+    three decimals and a missing value is '-'."""
+    import shutil
+
+    folder = tmp_path / "many"
+    long_id = "c000-train_fraction=0.35-weight_decay=1.0-s0"
+    shutil.copytree(trained, folder / "r")
+    shutil.copytree(trained, folder / long_id)
+    for width in (80, 200):
+        monkeypatch.setattr(cli, "console", cli.Console(width=width))
+        code, out, _ = run_cli(monkeypatch, capsys, "runs", str(folder))
+        assert code in (0, None) and "…" not in out and "<NA>" not in out
+        assert max(len(x) for x in out.splitlines()) <= width
+        assert long_id in out and "modular" in out and "done" in out
+        accs = [w for w in out.replace(",", " ").split() if w.startswith(("0.", "1."))]
+        assert accs and all(len(a) == 5 for a in accs)
+
+
 def test_version(monkeypatch, capsys):
     from importlib.metadata import version
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 from pathlib import Path
 
+import pandas as pd
 import typer
 from rich import box
 from rich.table import Table
@@ -24,6 +26,8 @@ RUN_HEADERS = {
     "t_grok_epoch": "t_grok",
 }
 FORMATS = ("table", "csv", "json")
+ACCURACIES = ("train_acc", "test_acc", "gen_acc")
+JUSTIFY = {c: "right" for c in ("p", "seed", "epochs", *ACCURACIES, "t_mem_epoch", "t_grok_epoch")}
 
 
 @app.command()
@@ -52,12 +56,50 @@ def runs(
     if df.empty:
         console().print(f"no runs under {directory}")
         return
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for c in df.columns:  # long values wrap inside their column, never cut
-        table.add_column(RUN_HEADERS.get(c, c), overflow="fold")
-    for row in df.itertuples(index=False):
-        table.add_row(*["-" if isnull(v) else fmt(v) for v in row])
+    # a column missing in every run (gen acc among algorithmic runs, op among language
+    # models) is left out of the table (csv and json keep it)
+    df = df[[c for c in df.columns if c == "run" or not df[c].map(isnull_cell).all()]]
+    cells = [[cell_text(c, v) for c, v in zip(df.columns, row, strict=True)] for row in
+             df.itertuples(index=False)]  # fmt: skip
+    headers = [RUN_HEADERS.get(c, c) for c in df.columns]
+    widths = [
+        max([len(r[i]) for r in cells] + [max(len(w) for w in h.split())])
+        for i, h in enumerate(headers)
+    ]
+    if sum(widths) + len(widths) - 1 > console().width:
+        # too narrow for one line per run: one block per run, nothing cut or split
+        for r in cells:
+            say(r[0])
+            # a "field value" pair stays on one line (no-break spaces while wrapping)
+            parts = [
+                f"{h} {v}".replace(" ", "\xa0") for h, v in zip(headers[1:], r[1:], strict=True)
+            ]
+            lines = textwrap.wrap(", ".join(parts), console().width - 2, break_long_words=False,
+                                  break_on_hyphens=False)  # fmt: skip
+            for line in lines:
+                say("  " + line.replace("\xa0", " "))
+        return
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for i, c in enumerate(df.columns):
+        # every column is as wide as its longest value (a header may take two lines)
+        header = headers[i].replace(" ", "\n")
+        table.add_column(header, no_wrap=True, min_width=widths[i], justify=JUSTIFY.get(c, "left"))
+    for r in cells:
+        table.add_row(*r)
     console().print(table)
+
+
+def isnull_cell(value) -> bool:
+    return value is None or value is pd.NA or value == "" or isnull(value)
+
+
+def cell_text(column: str, value) -> str:
+    """A runs-table cell: '-' for any missing value, accuracies to 3 decimals, integers plain."""
+    if isnull_cell(value):
+        return "-"
+    if column in ACCURACIES:
+        return f"{float(value):.3f}"
+    return fmt(value)
 
 
 @app.command()
