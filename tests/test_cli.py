@@ -276,3 +276,12 @@ def test_map_refuses_an_unknown_scaling(monkeypatch, capsys, tmp_path):
     code, _, err = run_cli(monkeypatch, capsys, "map", str(tmp_path), "--scaling", "global")
     assert code == 2
     assert "--scaling must be per-run or pooled" in err and "Traceback" not in err
+
+
+def test_a_folder_of_runs_given_as_a_run_says_what_it_holds(trained, monkeypatch, capsys):
+    code, _, err = run_cli(monkeypatch, capsys, "analyze", str(trained.parent))
+    assert code == 2 and "is not a run directory (no config.json); it holds these runs: r" in err
+    empty = trained.parent / "empty"
+    empty.mkdir()
+    code, _, err = run_cli(monkeypatch, capsys, "show", str(empty))
+    assert code == 2 and "is not a run directory" in err and "config.json is missing" in err

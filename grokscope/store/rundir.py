@@ -105,6 +105,16 @@ def read_config(run: Path) -> config_mod.Config:
     run = Path(run)
     if not run.is_dir():
         raise RunDirError(f"run directory {run} does not exist")
+    if not (run / "config.json").is_file():
+        inside = sorted(p.parent for p in run.rglob("config.json"))
+        if inside:
+            names = ", ".join(str(p.relative_to(run)) for p in inside[:4])
+            more = f" and {len(inside) - 4} more" if len(inside) > 4 else ""
+            raise RunDirError(
+                f"{run} is not a run directory (no config.json); it holds these runs: "
+                f"{names}{more}"
+            )
+        raise RunDirError(f"{run} is not a run directory: {run / 'config.json'} is missing")
     data = read_json(run / "config.json")
     try:
         return config_mod.resolve(config_mod.from_dict(data))
