@@ -146,12 +146,16 @@ def test_level_off_rule_waits_for_the_gini_and_the_weight_norm():
     df["gini_embed"] = np.interp(df["epoch"], [0, 4000, 20000], [0.05, 0.05, 0.7])  # never flat
     out = find_phases(df)
     assert out["cleanup_end"] is None
-    assert any("gini_embed still changing" in n for n in out["notes"])
+    assert any("the Gini sparsity of the embedding still changing" in n for n in out["notes"])
     assert find_phases(df, TEST_FALL)["cleanup_end"] == 12000
     # without the Gini columns (tasks without a modulus) the rest decide, and a note says so
     out = find_phases(df.drop(columns=["gini_embed", "gini_unembed"]))
     assert out["cleanup_end"] == 12000
-    assert any("gini_embed, gini_unembed absent" in n for n in out["notes"])
+    assert any(
+        "the Gini sparsity of the embedding, the Gini sparsity of the unembedding not measured"
+        in n
+        for n in out["notes"]
+    )
 
 
 def test_unknown_cleanup_rule_is_a_clear_error():
@@ -221,7 +225,7 @@ def test_no_delay_sets_circuit_formation_end_to_memorization_end():
     # the level-off rule: only the test loss is there, 60x slower after 1200
     out = find_phases(df)
     assert out["cleanup_end"] == 1200
-    assert any("test_loss only" in n for n in out["notes"])
+    assert any("read from the test loss only" in n for n in out["notes"])
 
 
 def test_too_few_rows_and_fast_fall_on_a_clean_kink():

@@ -428,20 +428,33 @@ def _late_rise(
         )
 
 
+# the curves of the level-off rule in words, for notes a reader sees in the report and the CLI
+CURVE_WORDS = {
+    "test_loss": "the test loss",
+    "gini_embed": "the Gini sparsity of the embedding",
+    "gini_unembed": "the Gini sparsity of the unembedding",
+    "weight_norm_sq": "the weight norm",
+}
+
+
+def _words(curves) -> str:
+    return ", ".join(CURVE_WORDS.get(c, c) for c in curves)
+
+
 def _level_off_cleanup(level: dict[str, int | None], notes: list[str]) -> int | None:
     """cleanup_end of the level-off rule: the latest level-off epoch, None if any curve is still
     changing; notes name the curves that were missing or still changing."""
     missing = [c for c in LEVEL_OFF_CURVES if c not in level]
     if missing:
         notes.append(
-            f"cleanup_end from {', '.join(level) or 'no curve'} only: "
-            f"{', '.join(missing)} absent or null"
+            f"the end of cleanup is read from {_words(level) or 'no curve'} only: "
+            f"{_words(missing)} not measured for this run"
         )
     moving = [c for c, e in level.items() if e is None]
     if moving:
         notes.append(
-            f"{', '.join(moving)} still changing at the last checkpoints (rate above the "
-            "level-off threshold): no cleanup_end"
+            f"{_words(moving)} still changing at the last checkpoints (faster than the "
+            "level-off threshold): no end of cleanup yet"
         )
         return None
     return max(level.values()) if level else None

@@ -28,6 +28,14 @@ CAPTIONS = {
 }
 
 
+def filter_text(g: dict) -> str:
+    """'unfiltered', or the filter level and its rule."""
+    if g.get("filter_level") is None or g["filter_level"] >= g["levels"]:
+        return "unfiltered"
+    rule = g.get("filter_rule")
+    return f"filtered at level {g['filter_level']}" + (f" ({rule})" if rule else "")
+
+
 MEASURE_TEXT = {
     "coefficient": "coefficients c_k (level-specific, every position)",
     "positional": "positional progress f_k (recorded before the coefficients; not level-specific)",
@@ -101,7 +109,7 @@ class TreeLanguage(LanguageKind):
         return [
             f"{len(s['analysed_epochs'])} checkpoints analysed in {s['analysis_wall_s']:.1f} s",
             f"grammar L={g['levels']} v={g['vocab']} m={g['rules']} s={g['branching']}, "
-            f"filter {g['filter_level']}, {s['n_train']} training sequences; "
+            f"{filter_text(g)}, {s['n_train']} training sequences; "
             f"test plateaus {plateaus}",
             f"transitions read on the level {MEASURE_TEXT[s.get('measure', 'positional')]}",
             *times,

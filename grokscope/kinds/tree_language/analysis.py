@@ -103,6 +103,7 @@ class TreeAnalysis:
                 "rules": g.rules_per_symbol,
                 "branching": g.branching,
                 "filter_level": ds.info["filter_level"],
+                "filter_rule": ds.info.get("filter_rule"),
                 "units": ds.info["units"],
                 "boundary": ds.info["boundary"],
                 "sequence_length": lay.length,
