@@ -181,3 +181,34 @@ def test_a_batch_too_large_for_memory_is_refused_before_any_directory(
         train_run(lm_config("structural_cpu", 0, "train.epochs=2"), tmp_path / "one")["state"]
         == "done"
     )
+
+
+def test_a_language_seed_that_stops_early_leaves_the_batch(tmp_path):
+    """Early stop 5 steps after t_gen (generalization agreement >= 0.38 held 3 evaluations):
+    seeds stop at their own times in the batch as alone. A threshold crossing amplifies the
+    last bit, so each run's t_gen is checked against its own metrics, never against the other
+    computation's; the metrics agree to the noise floor over the steps both ran."""
+    from grokscope.events import sustained_epoch
+
+    extra = ("train.epochs=80", "train.eval_every=5", "train.grok_threshold=0.38",
+             "train.early_stop_after=5")  # fmt: skip
+    seeds = (0, 1, 2)
+    statuses = train_runs(
+        [lm_config("levels_cpu", s, *extra) for s in seeds], [tmp_path / f"b{s}" for s in seeds]
+    )
+    for s in seeds:
+        alone = train_run(lm_config("levels_cpu", s, *extra), tmp_path / f"s{s}")
+        for run, status in ((tmp_path / f"s{s}", alone), (tmp_path / f"b{s}", statuses[s])):
+            table = rundir.read_metrics(run)
+            t_gen = sustained_epoch(table, "gen_acc", 0.38, 3)
+            assert status["t_grok_epoch"] == t_gen
+            # the stop comes 5 steps after t_gen, but never before t_gen is confirmed (the
+            # third evaluation of its window, 10 steps later)
+            done = 80 if t_gen is None else min(max(t_gen + 5, t_gen + 2 * 5), 80)
+            assert status["epochs_done"] == done
+        assert_within_noise(
+            rundir.read_metrics(tmp_path / f"s{s}"),
+            rundir.read_metrics(tmp_path / f"b{s}"),
+            _twin(lm_config("levels_cpu", s, *extra)),
+        )
+    assert len({st["epochs_done"] for st in statuses}) > 1  # they did leave at different times
