@@ -101,14 +101,20 @@ def test_predict_refuses_honestly(monkeypatch, capsys, tmp_path):
     assert code == 2 and "known only after grokking" in err
 
 
-def test_warn_ranks_the_informative_signal_first(monkeypatch, capsys, tmp_path):
-    folder = tmp_path / "warn"
+def alternating_runs(folder, control_wd: float) -> None:
+    """Eight runs: even seeds grok (weight decay 1) with a signal jump before grokking, odd
+    seeds do not (weight decay ``control_wd``) and carry no jump."""
     for i in range(8):
         grok = i % 2 == 0
         fake_run(
-            folder / f"r{i}", 3e-3, 1.0, 1000, grok=grok,
+            folder / f"r{i}", 3e-3, 1.0 if grok else control_wd, 1000, grok=grok,
             signal_jump=(400 + 10 * i) if grok else None, seed=i,
         )  # fmt: skip
+
+
+def test_warn_ranks_the_informative_signal_first(monkeypatch, capsys, tmp_path):
+    folder = tmp_path / "warn"
+    alternating_runs(folder, control_wd=1.0)
     code, out, err = run_cli(monkeypatch, capsys, "warn", str(folder))
     assert code in (0, None), err
     table = pd.read_parquet(folder / "early_warning.parquet")
@@ -143,12 +149,7 @@ def test_warn_scores_against_like_for_like_controls_by_default(monkeypatch, caps
 
 def test_warn_says_when_there_are_no_like_for_like_controls(monkeypatch, capsys, tmp_path):
     folder = tmp_path / "warn"
-    for i in range(8):
-        grok = i % 2 == 0
-        fake_run(
-            folder / f"r{i}", 3e-3, 1.0 if grok else 0.0, 1000, grok=grok,
-            signal_jump=(400 + 10 * i) if grok else None, seed=i,
-        )  # fmt: skip
+    alternating_runs(folder, control_wd=0.0)
     code, out, err = run_cli(monkeypatch, capsys, "warn", str(folder))
     assert code in (0, None), err
     assert "no like-for-like controls" in out
