@@ -287,7 +287,10 @@ def test_ray_executor_gives_the_same_numbers(tmp_path):
 def test_ctrl_c_checkpoints_and_the_same_command_continues(tmp_path):
     """SIGINT to the sweep's process group (what Ctrl-C sends): running batches save a checkpoint
     and are marked interrupted, the command exits with 130, and running it again finishes."""
-    path = _write(tmp_path, BASE.format(name="i", epochs=400))
+    # 1,200 epochs a cell: long enough that no cell can finish (and let a third one start)
+    # before the interrupt at epoch 40 lands, even on a loaded machine (at 400 a CI run saw
+    # every cell started)
+    path = _write(tmp_path, BASE.format(name="i", epochs=1200))
     spec = load_sweep(path)
     out = tmp_path / "out"
     proc = _cli(
