@@ -361,3 +361,30 @@ def test_epochs_progress_counts_checkpointed_epochs(tmp_path):
     third.mkdir(parents=True)
     (third / "status.json").write_text("{ half written")  # unreadable: counts nothing
     assert epochs_progress(tasks) == (20 + budget[1], sum(budget))
+
+
+def test_a_worker_that_saw_ctrl_c_starts_no_further_cell(monkeypatch, tmp_path):
+    """The pool hands a worker its next queued cell as soon as the worker returns an
+    interrupted one; that cell must not start (a fresh-clone CI run saw every cell of a sweep
+    started after Ctrl-C)."""
+    from grokscope.sweep import executor
+
+    calls = []
+
+    def fake_cell(task, threads):
+        calls.append(task["cell"])
+        return [{"run": r["run"], "cell": task["cell"], "state": "interrupted", "action": "trained",
+                 "error": None} for r in task["runs"]]  # fmt: skip
+
+    monkeypatch.setattr(executor, "run_cell", fake_cell)
+    monkeypatch.setitem(executor._STOPPING, "yes", False)
+    task = {"root": str(tmp_path), "cell": "c000", "runs": [{"run": "c000-s0"}]}
+    first = executor._worker_cell(task, 1)
+    assert first[0]["state"] == "interrupted"
+    second = executor._worker_cell({**task, "cell": "c001", "runs": [{"run": "c001-s0"}]}, 1)
+    assert calls == ["c000"]
+    assert second[0]["action"] == "not started (interrupted)" and second[0]["state"] == "new"
+    # and Ctrl-C reaching an idle worker marks it stopping too
+    monkeypatch.setitem(executor._STOPPING, "yes", False)
+    executor._note_stop(2, None)
+    assert executor._worker_cell(task, 1)[0]["action"] == "not started (interrupted)"

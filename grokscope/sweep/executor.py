@@ -161,10 +161,19 @@ def epochs_progress(tasks: list[dict[str, Any]]) -> tuple[int, int]:
     return done, total
 
 
+# set in a pool worker once Ctrl-C reached it: the worker then starts no further cell
+_STOPPING = {"yes": False}
+
+
+def _note_stop(signum, frame) -> None:
+    _STOPPING["yes"] = True
+
+
 def _worker_init(parent: int) -> None:
-    """In a pool worker: ignore Ctrl-C while idle (training installs its own graceful handler),
-    and exit when the sweep process that started us is gone."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """In a pool worker: Ctrl-C while idle only marks the worker as stopping (training installs
+    its own graceful handler), and the worker exits when the sweep process that started us is
+    gone."""
+    signal.signal(signal.SIGINT, _note_stop)
 
     def watch() -> None:
         while True:
@@ -177,6 +186,31 @@ def _worker_init(parent: int) -> None:
 
 def _interrupted(records: list[dict[str, Any]]) -> bool:
     return any(r["state"] == "interrupted" for r in records)
+
+
+def _worker_cell(task: dict[str, Any], threads: int) -> list[dict[str, Any]]:
+    """A cell in a pool worker, unless Ctrl-C already reached this worker: the pool hands a
+    worker its next queued cell as soon as it returns an interrupted one, before the sweep
+    process can cancel it, and such a cell must not start."""
+    if _STOPPING["yes"]:
+        return _not_started(task)
+    records = run_cell(task, threads)
+    if _interrupted(records):
+        _STOPPING["yes"] = True
+    return records
+
+
+def _not_started(task: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "run": r["run"],
+            "cell": task["cell"],
+            "state": run_state(Path(task["root"]) / "runs" / r["run"]),
+            "action": "not started (interrupted)",
+            "error": None,
+        }
+        for r in task["runs"]
+    ]
 
 
 def run_local(
@@ -206,7 +240,7 @@ def run_local(
         max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
     )
     try:
-        futures = {pool.submit(run_cell, task, threads): task for task in tasks}
+        futures = {pool.submit(_worker_cell, task, threads): task for task in tasks}
         for future in as_completed(futures):
             task = futures[future]
             try:
