@@ -201,16 +201,7 @@ def _worker_cell(task: dict[str, Any], threads: int) -> list[dict[str, Any]]:
 
 
 def _not_started(task: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        {
-            "run": r["run"],
-            "cell": task["cell"],
-            "state": run_state(Path(task["root"]) / "runs" / r["run"]),
-            "action": "not started (interrupted)",
-            "error": None,
-        }
-        for r in task["runs"]
-    ]
+    return _records(task, "not started (interrupted)", None)
 
 
 def run_local(
@@ -258,12 +249,17 @@ def run_local(
 
 
 def _lost(task: dict[str, Any], error: str) -> list[dict[str, Any]]:
+    return _records(task, "lost", error)
+
+
+def _records(task: dict[str, Any], action: str, error: str | None) -> list[dict[str, Any]]:
+    """One record per run of a cell that this call did not train: its state as it stands."""
     return [
         {
             "run": r["run"],
             "cell": task["cell"],
             "state": run_state(Path(task["root"]) / "runs" / r["run"]),
-            "action": "lost",
+            "action": action,
             "error": error,
         }
         for r in task["runs"]
