@@ -134,6 +134,7 @@ def score_levels(
     Over the leaf positions, float64:
     - ``agree``: share of positions where the model's argmax is a most likely token of ``q_top``
       (the data's own Bayes predictor; 1 for an optimal model);
+    - ``loss_leaf``: the model's mean loss on the leaf tokens, comparable with the plateaus;
     - ``kl_l{k}``: mean KL(q_k || model) in nats, the model's distance to level k's predictor;
     - ``h_l{k}``: mean cross-entropy of q_k on the observed tokens (the level-k plateau);
     - ``coef_l{k}`` (k >= 1) and ``coef_fit``: the level coefficients of
@@ -154,6 +155,9 @@ def score_levels(
     pick = logp.argmax(-1)
     hit = np.take_along_axis(refs[top], pick[..., None], -1)[..., 0] >= most - 1e-12
     out["agree"] = float(hit[:, leaf].mean())
+    # the model's loss on the leaf tokens: the same footing as the plateaus h_l{k} (the run's
+    # test_loss also averages the boundary token, which the layout fixes)
+    out["loss_leaf"] = _mean(-obs_model[:, leaf])
     with np.errstate(divide="ignore", invalid="ignore"):
         # each defined level's loss on the observed tokens, (top + 1, n, T - 1)
         obs = -np.log(np.take_along_axis(refs[: top + 1], nxt[None, ..., None], -1)[..., 0])

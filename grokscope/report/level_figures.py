@@ -27,12 +27,18 @@ def _mark_transitions(ax, events: dict, split: str = "test") -> None:
 
 
 def loss_figure(metrics: pd.DataFrame, levels: int, events: dict, title: str, out: Path) -> Path:
-    """Train and test loss per token over steps (log x), the plateaus H_0 > ... > H_L of the
-    test set drawn as horizontal lines, and each level's transition t*_k marked."""
+    """Train and test loss per leaf token over steps (log x), the plateaus H_0 > ... > H_L of
+    the test set drawn as horizontal lines, and each level's transition t*_k marked. The losses
+    are read on the leaf tokens, as the plateaus are (``loss_leaf_*``); runs recorded before
+    that column fall back to the loss over every token, boundary tokens included, which sits
+    below the plateaus by the boundary's share, and the legend says so."""
     m = metrics[metrics["step"] > 0].sort_values("step")
     fig, ax = subplots(figsize=(7.5, 4.2))
-    ax.plot(m["step"], m["train_loss"], color="0.35", label="train")
-    ax.plot(m["step"], m["test_loss"], color="k", lw=2, label="test")
+    leaf = "loss_leaf_test" in m
+    train, test = ("loss_leaf_train", "loss_leaf_test") if leaf else ("train_loss", "test_loss")
+    where = "leaf tokens" if leaf else "every token, boundary included"
+    ax.plot(m["step"], m[train], color="0.35", lw=1, ls="--", label=f"train ({where})")
+    ax.plot(m["step"], m[test], color="k", lw=2, label=f"test ({where})")
     for k in range(levels + 1):
         h = float(metrics[f"h_l{k}_test"].iloc[0])
         if np.isfinite(h):
@@ -44,7 +50,7 @@ def loss_figure(metrics: pd.DataFrame, levels: int, events: dict, title: str, ou
     ax.set_xlabel("step")
     ax.set_ylabel("loss per token (nats)")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="center right")
     return save_figure(fig, out)
 
 
