@@ -35,8 +35,8 @@ from grokscope.train.core import (
     check_device,
     is_finished,
     new_state,
-    resolve_device,
     restore_state,
+    run_device,
     run_training,
     seed_meta,
     seed_tensors,
@@ -161,10 +161,6 @@ def _status_fields(state: TrainState, slot: int, name: str) -> dict:
     }
 
 
-def _device_of(cfg: config_mod.Config):
-    return resolve_device("cpu" if cfg.train.portable else cfg.train.device)
-
-
 def train_runs(
     cfgs: list[config_mod.Config] | None,
     runs: list[Path],
@@ -223,7 +219,7 @@ def train_runs(
         datasets = [build_dataset(c.task) for c in cfgs]
         for cfg, ds in zip(cfgs, datasets, strict=True):
             check_context(cfg.model, ds.n_ctx)
-        check_batch_memory(cfgs, datasets[0], _device_of(cfgs[0]))
+        check_batch_memory(cfgs, datasets[0], run_device(cfgs[0]))
         for cfg, run in zip(cfgs, runs, strict=True):
             run.mkdir(parents=True, exist_ok=True)
             rundir.write_config(run, cfg)
@@ -231,7 +227,7 @@ def train_runs(
 
     portable = cfgs[0].train.portable
     with use_threads(1 if portable else cfgs[0].train.threads if threads is None else threads):
-        device = resolve_device("cpu" if portable else cfgs[0].train.device)
+        device = run_device(cfgs[0])
         set_determinism(cfgs[0].train.deterministic, device)
         if resume:
             datasets = [build_dataset(c.task) for c in cfgs]

@@ -86,7 +86,7 @@ def check_sweep_batches(spec: SweepSpec) -> None:
 
     from grokscope.config import ConfigError
     from grokscope.kinds import build_dataset, kind_of
-    from grokscope.train.core import resolve_device
+    from grokscope.train.core import run_device
     from grokscope.train.memory import check_batch_memory
 
     built: dict[str, object] = {}
@@ -99,8 +99,7 @@ def check_sweep_batches(spec: SweepSpec) -> None:
             kind_of(cfgs[0]).check_batch(cfgs)
             if key not in built:
                 built[key] = build_dataset(cfgs[0].task)
-            device = resolve_device("cpu" if cfgs[0].train.portable else cfgs[0].train.device)
-            check_batch_memory(cfgs, built[key], device)
+            check_batch_memory(cfgs, built[key], run_device(cfgs[0]))
         except ConfigError as e:
             raise ConfigError(f"cell {cell.name}: {e}") from None
 

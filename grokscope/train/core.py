@@ -89,6 +89,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def run_device(cfg: Config) -> torch.device:
+    """The device a run trains on: the CPU in portable mode (``train.portable``), else
+    ``train.device`` (:func:`resolve_device`)."""
+    return resolve_device("cpu" if cfg.train.portable else cfg.train.device)
+
+
 def check_device(name: str) -> torch.device:
     """The device ``name`` names, or a ConfigError saying why it cannot be used here (a CPU-only
     build of torch, no such GPU index, no MPS): checked before anything is written."""
