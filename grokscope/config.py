@@ -45,6 +45,12 @@ class TaskConfig:
     which runs made before the rule existed used), ``tree_units`` independent
     trees per sequence, ``tree_boundary`` a ``<sep>`` token between them; ``n_train`` is the
     training-set size P.
+    Documents (``documents``, :mod:`grokscope.tasks.documents`): ``doc_genres`` genres,
+    ``doc_paragraphs`` the most paragraphs a document has, ``doc_topics`` topics on a ring,
+    ``doc_topic_words`` content words per topic of which ``doc_topic_overlap`` are shared with
+    the next topic, ``doc_function_words`` function words, ``doc_templates`` sentence templates,
+    ``doc_sentences`` the most sentences a paragraph has, ``doc_boundary`` marked / unmarked /
+    unreliable paragraph markers; ``n_train`` documents.
     """
 
     name: str = "modular"
@@ -71,6 +77,15 @@ class TaskConfig:
     tree_units: int = 1
     tree_boundary: bool = False
     tree_filter_rule: str = "marginal"
+    doc_genres: int = 2
+    doc_paragraphs: int = 4
+    doc_topics: int = 6
+    doc_topic_words: int = 6
+    doc_topic_overlap: int = 2
+    doc_function_words: int = 8
+    doc_templates: int = 4
+    doc_sentences: int = 4
+    doc_boundary: str = "marked"
 
     def validate(self) -> None:
         """Raise ConfigError naming the first problem of the task's own settings."""
@@ -571,6 +586,13 @@ def check_applicable(cfg: Config, keys: list[str]) -> None:
     run (silently ignoring it would hide the mistake)."""
     seq = is_sequence(cfg.task)
     for key in keys:
+        # a field that only registered tasks read (not one of a built-in family's)
+        owners = [task for task, fields in TASK_FIELDS.items() if key in fields]
+        own = key not in SEQUENCE_ONLY and key not in ALGORITHMIC_ONLY
+        if own and owners and cfg.task.name not in owners:
+            raise ConfigError(
+                f"{key} applies only to the {' / '.join(owners)} task, not to {cfg.task.name!r}"
+            )
         if seq and key in ALGORITHMIC_ONLY:
             raise ConfigError(f"{key} does not apply to the sequence task {cfg.task.name!r}")
         if not seq and key in SEQUENCE_ONLY:
@@ -700,7 +722,30 @@ def _levels_cpu() -> Config:
     return cfg
 
 
+def _documents_cpu() -> Config:
+    """Paragraphs, topics and boundaries on a 2-core CPU in minutes (docs/documents.md): the
+    default document language (2 genres of 2 and 4 paragraphs, 6 topics of 6 words sharing 2,
+    8 function words, 4 sentence templates, at most 4 sentences a paragraph) with unreliable
+    markers, 20k training documents; a 2-layer pre-LN causal transformer, d_model 64, AdamW lr
+    1e-3 with weight decay 0.1, batch 32, 3k steps, evaluated every 100 steps, 500 test and
+    200 generalization documents."""
+    cfg = Config(preset="documents_cpu")
+    t = cfg.task
+    t.name, t.doc_boundary = "documents", "unreliable"
+    t.n_train, t.n_dev, t.n_test, t.n_gen = 20000, 0, 500, 200
+    m = cfg.model
+    m.kind, m.n_layers, m.d_model, m.n_heads, m.d_head, m.d_mlp = "lm", 2, 64, 4, 16, 256
+    m.ln_position, m.positions = "pre", "learned"
+    o = cfg.optim
+    o.lr, o.weight_decay, o.batch_size, o.warmup_steps = 1e-3, 0.1, 32, 100
+    r = cfg.train
+    r.epochs, r.eval_every, r.checkpoint_every = 3000, 100, 250
+    r.mem_threshold, r.grok_threshold = 0.95, 0.95
+    return cfg
+
+
 PRESETS = {
+    "documents_cpu": _documents_cpu,
     "nanda2023": _nanda2023,
     "levels_cpu": _levels_cpu,
     "quick": _quick,

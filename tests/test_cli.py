@@ -39,8 +39,8 @@ BAD = [
     (["train", *sets("model.colour=red")], "unknown config field"),
     (
         ["train", "--preset", "huge"],
-        "choose one of default, levels_cpu, mlp_quad, murty_qf, murty_tense, nanda2023, quick, "
-        "structural_cpu",
+        "choose one of default, documents_cpu, levels_cpu, mlp_quad, murty_qf, murty_tense, "
+        "nanda2023, quick, structural_cpu",
     ),
     (["train", *sets("model.colr=red")], "model has act, bias"),
     (["show", "/nonexistent/run"], "does not exist"),

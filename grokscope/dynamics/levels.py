@@ -106,7 +106,7 @@ def level_events(
     for k in range(1, levels + 1):
         entry: dict = {}
         for split in ("train", "test"):
-            if f"loss_l{k}_{split}" not in metrics:
+            if f"coef_l{k}_{split}" not in metrics and f"loss_l{k}_{split}" not in metrics:
                 continue
             f = level_progress(metrics, k, split)
             measurable = bool(np.isfinite(f).any())
@@ -123,7 +123,11 @@ def level_events(
                 "rise_ratio": rise / t90 if rise is not None and t90 else None,
                 "final_progress": _last_finite(f),
                 "max_progress": float(np.nanmax(f)) if measurable else None,
-                "final_positional": _last_finite(positional_progress(metrics, k, split)),
+                "final_positional": (
+                    _last_finite(positional_progress(metrics, k, split))
+                    if f"loss_l{k}_{split}" in metrics
+                    else None
+                ),
             }
         tr, te = entry.get("train", {}).get("t_star"), entry.get("test", {}).get("t_star")
         entry["gap"] = te - tr if tr is not None and te is not None else None

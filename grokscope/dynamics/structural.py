@@ -110,9 +110,7 @@ def _previous(steps: np.ndarray, t: int) -> int:
     return int(before.max()) if len(before) else 0
 
 
-def _grid_safe_flag(
-    id_lo: int, id_hi: int, gen_lo: int, gen_hi: int, ratio: float
-) -> bool | None:
+def _grid_safe_flag(id_lo: int, id_hi: int, gen_lo: int, gen_hi: int, ratio: float) -> bool | None:
     """The flag "T_gen > ratio T_id" decided only where the evaluation grid cannot change it:
     each event lies somewhere in its interval (previous evaluation, evaluation]; True when even
     the earliest possible T_gen exceeds ratio times the latest possible T_id, False when even

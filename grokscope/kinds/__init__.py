@@ -15,7 +15,7 @@ import os
 from importlib.metadata import entry_points
 
 from grokscope.config import Config, ConfigError, TaskConfig, register_task
-from grokscope.kinds import algorithmic, structural, tree_language
+from grokscope.kinds import algorithmic, documents, structural, tree_language
 from grokscope.kinds.base import Analysis, Event, Kind, RunLike, SweepView
 
 KINDS: list[Kind] = [algorithmic.KIND, structural.KIND, tree_language.KIND]
@@ -67,6 +67,7 @@ def load_plugins() -> None:
             raise ConfigError(why) from None
 
 
+register(documents.KIND, sequence=True, validate=documents.validate, fields=documents.FIELDS)
 load_plugins()
 
 __all__ = [

@@ -105,6 +105,11 @@ class Kind:
         a, b = self.events
         return (a.column, a.sustain), (b.column, b.sustain)
 
+    def level_count(self, cfg: Config) -> int:
+        """Levels of the hierarchy whose transitions t*_k its runs record
+        (:func:`grokscope.dynamics.levels.level_events`); 0: none."""
+        return 0
+
     def describe(self, cfg: Config) -> str:
         """The task in a few words (reports, ``show``)."""
         return cfg.task.name

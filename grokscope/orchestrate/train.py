@@ -212,9 +212,7 @@ def train_runs(
         # a task that cannot be built (too few distinct sentences, an empty split) is refused
         # before any directory is made
         if trains_alone(cfgs[0]) and len(cfgs) > 1:
-            raise config_mod.ConfigError(
-                "interventions at T_mem train one seed at a time"
-            )
+            raise config_mod.ConfigError("interventions at T_mem train one seed at a time")
         kind_of(cfgs[0]).check_batch(cfgs)
         datasets = [build_dataset(c.task) for c in cfgs]
         for cfg, ds in zip(cfgs, datasets, strict=True):

@@ -26,24 +26,34 @@ def _mark_transitions(ax, events: dict, split: str = "test") -> None:
                     transform=ax.get_xaxis_transform(), va="top")  # fmt: skip
 
 
-def loss_figure(metrics: pd.DataFrame, levels: int, events: dict, title: str, out: Path) -> Path:
+def loss_figure(
+    metrics: pd.DataFrame,
+    levels: int,
+    events: dict,
+    title: str,
+    out: Path,
+    names: tuple[str, ...] = NAMES,
+    every_token: str | None = None,
+) -> Path:
     """Train and test loss per leaf token over steps (log x), the plateaus H_0 > ... > H_L of
     the test set drawn as horizontal lines, and each level's transition t*_k marked. The losses
     are read on the leaf tokens, as the plateaus are (``loss_leaf_*``); runs recorded before
     that column fall back to the loss over every token, boundary tokens included, which sits
-    below the plateaus by the boundary's share, and the legend says so."""
+    below the plateaus by the boundary's share, and the legend says so. ``every_token``: the
+    losses are on every token and on the plateaus' footing (documents), so named in the legend;
+    ``names`` the levels' names."""
     m = metrics[metrics["step"] > 0].sort_values("step")
     fig, ax = subplots(figsize=(7.5, 4.2))
-    leaf = "loss_leaf_test" in m
+    leaf = "loss_leaf_test" in m and every_token is None
     train, test = ("loss_leaf_train", "loss_leaf_test") if leaf else ("train_loss", "test_loss")
-    where = "leaf tokens" if leaf else "every token, boundary included"
+    where = "leaf tokens" if leaf else every_token or "every token, boundary included"
     ax.plot(m["step"], m[train], color="0.35", lw=1, ls="--", label=f"train ({where})")
     ax.plot(m["step"], m[test], color="k", lw=2, label=f"test ({where})")
     for k in range(levels + 1):
         h = float(metrics[f"h_l{k}_test"].iloc[0])
         if np.isfinite(h):
             ax.axhline(h, color=LEVEL_COLORS[k], ls="--", lw=1)
-            ax.text(m["step"].iloc[0], h, f"H{k} ({NAMES[k]}) {h:.3f}", color=LEVEL_COLORS[k],
+            ax.text(m["step"].iloc[0], h, f"H{k} ({names[k]}) {h:.3f}", color=LEVEL_COLORS[k],
                     fontsize=8, va="bottom")  # fmt: skip
     _mark_transitions(ax, events)
     ax.set_xscale("log")
@@ -54,7 +64,9 @@ def loss_figure(metrics: pd.DataFrame, levels: int, events: dict, title: str, ou
     return save_figure(fig, out)
 
 
-def kl_figure(metrics: pd.DataFrame, levels: int, events: dict, out: Path) -> Path:
+def kl_figure(
+    metrics: pd.DataFrame, levels: int, events: dict, out: Path, names: tuple[str, ...] = NAMES
+) -> Path:
     """KL(q_k || model) on the test set for every level k over steps: the model sits nearest the
     predictor of the level it has reached. Beside it, each level's progress on train (thin) and
     test (thick): its coefficient c_k (older runs: the positional progress f_k)."""
@@ -63,7 +75,7 @@ def kl_figure(metrics: pd.DataFrame, levels: int, events: dict, out: Path) -> Pa
     for k in range(levels + 1):
         col = f"kl_l{k}_test"
         if col in m and np.isfinite(m[col]).any():
-            ax.plot(m["step"], m[col], color=LEVEL_COLORS[k], label=f"level {k} ({NAMES[k]})")
+            ax.plot(m["step"], m[col], color=LEVEL_COLORS[k], label=f"level {k} ({names[k]})")
     _mark_transitions(ax, events)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -72,7 +84,7 @@ def kl_figure(metrics: pd.DataFrame, levels: int, events: dict, out: Path) -> Pa
     ax.legend(fontsize=8)
     for k in range(1, levels + 1):
         for split, lw in (("train", 0.8), ("test", 2.0)):
-            if f"loss_l{k}_{split}" in m:
+            if f"loss_l{k}_{split}" in m or f"coef_l{k}_{split}" in m:
                 ls = "-" if split == "test" else "--"
                 bx.plot(m["step"], level_progress(m, k, split), color=LEVEL_COLORS[k], lw=lw, ls=ls,
                         label=f"level {k} {split}")  # fmt: skip

@@ -111,8 +111,7 @@ def read_config(run: Path) -> config_mod.Config:
             names = ", ".join(str(p.relative_to(run)) for p in inside[:4])
             more = f" and {len(inside) - 4} more" if len(inside) > 4 else ""
             raise RunDirError(
-                f"{run} is not a run directory (no config.json); it holds these runs: "
-                f"{names}{more}"
+                f"{run} is not a run directory (no config.json); it holds these runs: {names}{more}"
             )
         raise RunDirError(f"{run} is not a run directory: {run / 'config.json'} is missing")
     data = read_json(run / "config.json")

@@ -246,10 +246,11 @@ EXPECT, INSIDE, AFTER_STOP, ENDED = range(4)
 class Forward:
     """The forward algorithm's output for padded documents (n, T): ``pred`` (n, T - 1, V) the
     next-token distribution at each position (output t predicts token t + 1; NaN past a
-    document's end); ``boundary`` (n, T - 1) the posterior that the sentence holding token t
-    began a new paragraph, given tokens up to t (NaN off sentences: after ``.``, ``<par>``,
-    ``<bos>``); ``pred_new`` / ``pred_cont`` the predictions conditioned on that sentence having
-    begun a new paragraph / continuing one (when asked for)."""
+    document's end); ``boundary`` (n, T - 1) the posterior, given tokens up to t, that token
+    t + 1, if it is a word, belongs to a sentence that began a new paragraph (inside a sentence:
+    the current one; after ``.``, ``<par>`` or ``<bos>``: the next one); ``pred_new`` /
+    ``pred_cont`` the predictions conditioned on that sentence having begun a new paragraph /
+    continuing one (when asked for)."""
 
     pred: np.ndarray
     boundary: np.ndarray
@@ -313,6 +314,8 @@ def forward(
             if md == EXPECT:
                 e = expect[sel]
                 pred[sel, t] = _normalize(e.sum(1)) @ p_first
+                mass = e.sum(2)
+                boundary[sel, t] = mass[:, 1] / mass.sum(1)
                 if cond is not None:
                     for f in (0, 1):
                         cond[f][sel, t] = _normalize(e[:, f]) @ p_first
@@ -330,6 +333,14 @@ def forward(
                 p[:, MARK_ID] += (b @ (marked[0] + marked[1])).sum(1)
                 p[:, EOS_ID] += b @ m.end
                 pred[sel, t] = p
+                # the next sentence, if a word comes next (no marker between)
+                cont, new = b @ plain[0], b @ plain[1]
+                mass = np.stack([cont.sum(1), new.sum(1)], 1)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    boundary[sel, t] = mass[:, 1] / mass.sum(1)
+                if cond is not None:
+                    cond[0][sel, t] = _normalize(cont) @ p_first
+                    cond[1][sel, t] = _normalize(new) @ p_first
         # consume token t + 1
         x = tokens[:, min(t + 1, width - 1)]
         word = x > MARK_ID

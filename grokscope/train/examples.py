@@ -72,9 +72,7 @@ class ExampleData:
         """The data of the given slots only."""
         idx = torch.as_tensor(slots, device=self.train_x.device)
         parts = (self.train_x, self.train_y, self.test_x, self.test_y)
-        return ExampleData(
-            *(t.index_select(0, idx) for t in parts), self.batch_size, self._orders
-        )
+        return ExampleData(*(t.index_select(0, idx) for t in parts), self.batch_size, self._orders)
 
     def _order(self, cfgs: list[Config], run: int, epoch: int) -> torch.Tensor:
         """Run ``run``'s mini-batch order for ``epoch``, seeded by its model seed and the

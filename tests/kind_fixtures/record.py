@@ -65,6 +65,21 @@ RUNS = {
             "train.checkpoint_every=50",
         ],
     ),
+    "documents": (
+        "documents_cpu",
+        [
+            "task.n_train=600",
+            "task.n_test=80",
+            "task.n_gen=80",
+            "model.d_model=32",
+            "model.d_head=8",
+            "model.d_mlp=64",
+            "model.n_layers=1",
+            "train.epochs=60",
+            "train.eval_every=20",
+            "train.checkpoint_every=30",
+        ],
+    ),
 }
 # fields that measure wall time or name the machine's paths: left out of the comparison
 WALL = {"wall_s", "analysis_wall_s", "updated", "run", "device", "traceback"}

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from grokscope.config import Config, TaskConfig
-from grokscope.display import fmt, isnull
 from grokscope.kinds.base import SweepView
 from grokscope.kinds.language import CURVATURE_REFUSED, LanguageKind, step_text
 from grokscope.kinds.tree_language.analysis import TreeAnalysis
@@ -62,6 +61,9 @@ class TreeLanguage(LanguageKind):
 
     def train_data(self, cfgs, datasets, device):
         return TreeData.for_batch(cfgs, datasets, device)
+
+    def level_count(self, cfg: Config) -> int:
+        return cfg.task.tree_levels
 
     def describe(self, cfg: Config) -> str:
         t = cfg.task
@@ -145,47 +147,9 @@ class TreeLanguage(LanguageKind):
         return top.get("test", {}).get("t_star")
 
     def sweep_summary(self, root: Path, manifest: dict, figures: bool, options: dict) -> SweepView:
-        from grokscope.kinds.tree_language.sweep_summary import summarize_levels
+        from grokscope.kinds.tree_language.sweep_summary import levels_view
 
-        runs, cells, sizes, paths = summarize_levels(root, manifest, figures)
-        fields = list(manifest["spec"]["grid"])
-        levels = sorted(int(c.split("_l")[1]) for c in cells.columns if c.startswith("reached_l"))
-        rows = []
-        for _, row in cells.iterrows():
-            progress = [
-                "-" if isnull(row[f"progress_l{k}_mean"]) else f"{row[f'progress_l{k}_mean']:.2f}"
-                for k in levels
-            ]
-            rows.append(
-                [
-                    *[fmt(row[f]) for f in fields],
-                    f"{row['n_done']}/{row['n_runs']}",
-                    *[f"{row[f'reached_l{k}']}: {row[f't_star_l{k}']}" for k in levels],
-                    *progress,
-                    f"{row['n_in_order']} yes, {row['n_out_of_order']} no",
-                ]
-            )
-        lines = []
-        for _, row in sizes.iterrows():
-            where = ", ".join(f"{k.split('.')[-1]}={row[k]}" for k in sizes.columns if "." in k)
-            needs = "; ".join(
-                f"level {c.split('_l')[1]}: "
-                + ("not at any P" if isnull(row[c]) else f"P >= {int(row[c])}")
-                for c in sizes.columns
-                if c.startswith("p_needed_l")
-            )
-            lines.append(f"training-set size needed ({where or 'all runs'}): {needs}")
-        measures = set(runs["measure"].dropna()) if "measure" in runs else set()
-        lines.append(
-            "progress p_k: final test level coefficient c_k"
-            + (" (runs recorded before it: positional f_k)" if "positional" in measures else "")
-        )
-        lines.append(f"wrote {Path(root) / 'summary.parquet'} and {len(paths)} figures")
-        headers = [
-            *[f.split(".")[-1] for f in fields], "done",
-            *[f"level {k}: reached, t*" for k in levels], *[f"p{k}" for k in levels], "in order",
-        ]  # fmt: skip
-        return SweepView(headers, rows, lines, paths)
+        return levels_view(root, manifest, figures)
 
 
 KIND = TreeLanguage()

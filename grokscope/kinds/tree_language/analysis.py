@@ -140,7 +140,9 @@ class TreeAnalysis:
             figs.loss_figure(metrics, g.levels, events, title, folder / "levels_loss.png").name,
             figs.kl_figure(metrics, g.levels, events, folder / "levels_kl.png").name,
             figs.positions_figure(
-                {s: self.profiles[s] for s in chosen}, floors, self.lay.need,
+                {s: self.profiles[s] for s in chosen},
+                floors,
+                self.lay.need,
                 folder / "levels_positions.png",
             ).name,  # fmt: skip
             figs.cascade_figure(table, g.levels, folder / "levels_cascade.png").name,

@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from grokscope.display import isnull
+from grokscope.display import fmt, isnull
 from grokscope.dynamics.levels import level_events
+from grokscope.kinds.base import SweepView
 from grokscope.report.level_figures import size_figure
 from grokscope.store import rundir
 from grokscope.store.sweepdir import manifest_runs
@@ -44,7 +45,9 @@ def level_runs(root: Path, manifest: dict) -> pd.DataFrame:
         row.update(state=status.get("state"), steps=status.get("epochs_done"))
         row.setdefault(SIZE, cfg.task.n_train)
         if len(metrics):
-            ev = level_events(metrics, cfg.task.tree_levels)
+            from grokscope.kinds import kind_of
+
+            ev = level_events(metrics, kind_of(cfg).level_count(cfg))
             row["in_order"] = ev["in_order"]
             row["measure"] = ev["measure"]
             for k, entry in ev["levels"].items():
@@ -117,3 +120,48 @@ def summarize_levels(root: Path, manifest: dict, figures: bool = True) -> tuple:
     if figures and SIZE in cells and len(cells):
         paths.append(size_figure(runs, fields, root / "figures" / "levels_by_size.png"))
     return runs, cells, sizes, paths
+
+
+def levels_view(root: Path, manifest: dict, figures: bool) -> SweepView:
+    """What ``sweep-summary`` shows of a sweep of runs with level transitions (tree languages,
+    documents): per cell, each level's reached count and transition times, the final progress,
+    the ordering verdicts; the training-set size each level needs."""
+    runs, cells, sizes, paths = summarize_levels(root, manifest, figures)
+    fields = list(manifest["spec"]["grid"])
+    levels = sorted(int(c.split("_l")[1]) for c in cells.columns if c.startswith("reached_l"))
+    rows = []
+    for _, row in cells.iterrows():
+        progress = [
+            "-" if isnull(row[f"progress_l{k}_mean"]) else f"{row[f'progress_l{k}_mean']:.2f}"
+            for k in levels
+        ]
+        rows.append(
+            [
+                *[fmt(row[f]) for f in fields],
+                f"{row['n_done']}/{row['n_runs']}",
+                *[f"{row[f'reached_l{k}']}: {row[f't_star_l{k}']}" for k in levels],
+                *progress,
+                f"{row['n_in_order']} yes, {row['n_out_of_order']} no",
+            ]
+        )
+    lines = []
+    for _, row in sizes.iterrows():
+        where = ", ".join(f"{k.split('.')[-1]}={row[k]}" for k in sizes.columns if "." in k)
+        needs = "; ".join(
+            f"level {c.split('_l')[1]}: "
+            + ("not at any P" if isnull(row[c]) else f"P >= {int(row[c])}")
+            for c in sizes.columns
+            if c.startswith("p_needed_l")
+        )
+        lines.append(f"training-set size needed ({where or 'all runs'}): {needs}")
+    measures = set(runs["measure"].dropna()) if "measure" in runs else set()
+    lines.append(
+        "progress p_k: final test level coefficient c_k"
+        + (" (runs recorded before it: positional f_k)" if "positional" in measures else "")
+    )
+    lines.append(f"wrote {Path(root) / 'summary.parquet'} and {len(paths)} figures")
+    headers = [
+        *[f.split(".")[-1] for f in fields], "done",
+        *[f"level {k}: reached, t*" for k in levels], *[f"p{k}" for k in levels], "in order",
+    ]  # fmt: skip
+    return SweepView(headers, rows, lines, paths)

@@ -1,0 +1,133 @@
+"""Edits of documents that separate a surface pattern (the paragraph marker) from structure
+(content, topic trajectory), and the responses of a predictor to them (ours).
+
+Each edit makes pairs of an original document and an edited twin, with probe positions aligned
+between the two: the outputs predicting the first ``PROBES`` content words after the edit.
+
+- ``insert_marker``: a ``<par>`` after a sentence inside a paragraph (content continues).
+- ``remove_marker``: the ``<par>`` of a true boundary deleted (content changes unannounced).
+- ``swap_topic``: the content words of a new paragraph's first sentence replaced by those of
+  the most distant topic on the ring (the marker kept): the probes follow that sentence.
+- ``shuffle``: the first two paragraphs exchanged (their boundary marker kept in place) in
+  documents of three or more paragraphs: the probes are the last paragraph's first words, whose
+  tokens do not move; only the trajectory (and the genre read from it) changed.
+
+The response to an edit is the mean total-variation distance between the two documents'
+predictions at the probes (:func:`grokscope.measures.documents.intervention_response`), the
+model's over the exact predictor's. The signature of a predictor driven by the marker alone is a
+marker response above 1 (it resets where the exact predictor, knowing markers can mislead,
+discounts them), and of one that ignores the marker a marker response near 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from grokscope.tasks.documents import MARK_ID, ROLE_MARK, ROLE_STOP, ROLE_WORD, DocumentGrammar
+
+PROBES = 4
+EDITS = ("insert_marker", "remove_marker", "swap_topic", "shuffle")
+MARKER_EDITS = ("insert_marker", "remove_marker")
+
+
+@dataclass
+class Pairs:
+    """Original and edited documents, right-padded (m, T), their lengths, and the aligned probe
+    outputs: ``probe_doc`` (p,) the pair of each probe, ``probe_orig`` / ``probe_edit`` (p,) the
+    output index in each document."""
+
+    orig: np.ndarray
+    orig_len: np.ndarray
+    edit: np.ndarray
+    edit_len: np.ndarray
+    probe_doc: np.ndarray
+    probe_orig: np.ndarray
+    probe_edit: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.orig_len)
+
+
+def _content_after(content: np.ndarray, start: int, n: int = PROBES) -> np.ndarray:
+    """The first ``n`` content-word positions at or after ``start``."""
+    pos = np.flatnonzero(content)
+    return pos[pos >= start][:n]
+
+
+def make_edits(
+    g: DocumentGrammar, docs: list[np.ndarray], lats: list[dict], most: int = 200
+) -> dict[str, Pairs]:
+    """Pairs for every edit (module docstring) from documents ``docs`` with their gold latents
+    (``lats[i][name]`` per token, ``content`` included); at most ``most`` pairs an edit. The
+    marker edits are made only where the language has markers."""
+    edits: dict[str, list] = {name: [] for name in EDITS}
+    for d, lat in zip(docs, lats, strict=True):
+        role, par, content = lat["role"], lat["paragraph"], lat["content"]
+        # insert_marker: after the first "." whose next token is a word of the same paragraph
+        if g.boundary != "unmarked":
+            stops = [
+                t for t in np.flatnonzero(role == ROLE_STOP)
+                if t + 1 < len(d) and role[t + 1] == ROLE_WORD and par[t + 1] == par[t]
+            ]  # fmt: skip
+            if stops:
+                t = stops[0] + 1
+                probes = _content_after(content, t)
+                edit = np.concatenate([d[:t], [MARK_ID], d[t:]])
+                edits["insert_marker"].append((d, edit, probes - 1, probes))
+            marks = np.flatnonzero(role == ROLE_MARK)
+            if len(marks):
+                t = int(marks[0])
+                probes = _content_after(content, t)
+                edit = np.delete(d, t)
+                edits["remove_marker"].append((d, edit, probes - 1, probes - 2))
+        # swap_topic: the second paragraph's first sentence, content words to the far topic
+        second = np.flatnonzero((par == 1) & (role == ROLE_WORD))
+        if len(second):
+            sentence = lat["sentence"][second[0]]
+            words = np.flatnonzero(content & (lat["sentence"] == sentence))
+            far = (int(lat["topic"][second[0]]) + g.topics // 2) % g.topics
+            vocab = g.topic_vocabulary(far)
+            edit = d.copy()
+            edit[words] = vocab[np.arange(len(words)) % len(vocab)]
+            end = int(np.flatnonzero((lat["sentence"] == sentence) & (role == ROLE_STOP))[0])
+            probes = _content_after(content, end + 1)
+            edits["swap_topic"].append((d, edit, probes - 1, probes - 1))
+        # shuffle: exchange paragraphs 0 and 1 (3 or more paragraphs)
+        if par.max() >= 2:
+            body0 = np.flatnonzero((par == 0) & (role != ROLE_MARK))
+            body1 = np.flatnonzero((par == 1) & (role != ROLE_MARK))
+            mark1 = np.flatnonzero((par == 1) & (role == ROLE_MARK))
+            edit = np.concatenate([d[: body0[0]], d[body1], d[mark1], d[body0], d[body1[-1] + 1 :]])
+            last = np.flatnonzero(par == par.max())[0]
+            probes = _content_after(content, last)
+            edits["shuffle"].append((d, edit, probes - 1, probes - 1))
+    return {name: _pairs(rows[:most]) for name, rows in edits.items() if rows}
+
+
+def _pairs(rows: list) -> Pairs:
+    width = max(max(len(a), len(b)) for a, b, *_ in rows)
+
+    def pad(seqs):
+        out = np.zeros((len(seqs), width), dtype=np.int64)
+        for i, s in enumerate(seqs):
+            out[i, : len(s)] = s
+        return out, np.array([len(s) for s in seqs], dtype=np.int64)
+
+    orig, orig_len = pad([r[0] for r in rows])
+    edit, edit_len = pad([r[1] for r in rows])
+    doc = np.concatenate([np.full(len(r[2]), i) for i, r in enumerate(rows)])
+    return Pairs(
+        orig, orig_len, edit, edit_len, doc.astype(np.int64),
+        np.concatenate([r[2] for r in rows]).astype(np.int64),
+        np.concatenate([r[3] for r in rows]).astype(np.int64),
+    )  # fmt: skip
+
+
+def probe_predictions(pairs: Pairs, predict) -> tuple[np.ndarray, np.ndarray]:
+    """(p, V) predictions at the probes of the original and edited documents; ``predict`` maps
+    (tokens (m, T), lengths (m,)) to probabilities (m, T - 1, V)."""
+    a = predict(pairs.orig, pairs.orig_len)[pairs.probe_doc, pairs.probe_orig]
+    b = predict(pairs.edit, pairs.edit_len)[pairs.probe_doc, pairs.probe_edit]
+    return a, b
