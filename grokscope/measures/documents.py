@@ -13,8 +13,7 @@ the gold latents padded alike (:func:`padded_latents`).
 - :func:`genre_gain`: the loss below level 3's per paragraph index, model and exact.
 - :func:`boundary_inference`: where the model's predictions imply a paragraph began, against
   the exact posterior.
-- :func:`intervention_response`: how much the model's predictions move under an edit of the
-  document, over how much the exact predictor's move.
+- the responses to edits of a document: :mod:`grokscope.measures.document_interventions`.
 
 These measures are ours (the question they ask is in docs/documents.md); none carries a
 published name.
@@ -273,26 +272,6 @@ def content_slice(g: DocumentGrammar) -> slice:
     """The token ids of the content words."""
     start = FIRST_WORD + g.function_words
     return slice(start, start + g.content_words)
-
-
-def intervention_response(
-    p_orig: np.ndarray, p_edit: np.ndarray, q_orig: np.ndarray, q_edit: np.ndarray
-) -> dict[str, float]:
-    """Mean total-variation distance between the predictions at aligned probe positions of the
-    original and the edited documents, for the model (``p_*``, (m, V)) and the exact predictor
-    (``q_*``); ``ratio`` the model's over the exact one's (1: responds as much as an optimal
-    model; 0: ignores the edit; above 1: over-reacts). Probes where an edited document is
-    impossible under the language (the exact prediction undefined: e.g. a marker removed where
-    every boundary is marked makes a paragraph longer than the language allows) are left out;
-    ``probes`` says how many were kept."""
-    ok = np.isfinite(q_orig).all(-1) & np.isfinite(q_edit).all(-1)
-    ok &= np.isfinite(p_orig).all(-1) & np.isfinite(p_edit).all(-1)
-    if not ok.any():
-        return {"model": float("nan"), "exact": float("nan"), "ratio": float("nan"), "probes": 0}
-    model = float(0.5 * np.abs(p_orig[ok] - p_edit[ok]).sum(-1).mean())
-    exact = float(0.5 * np.abs(q_orig[ok] - q_edit[ok]).sum(-1).mean())
-    ratio = model / exact if exact > 1e-9 else float("nan")
-    return {"model": model, "exact": exact, "ratio": ratio, "probes": int(ok.sum())}
 
 
 def _mean(a: np.ndarray) -> float:

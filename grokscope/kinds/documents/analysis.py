@@ -30,7 +30,7 @@ from grokscope.dynamics.levels import level_events
 from grokscope.dynamics.structural import structural_events
 from grokscope.kinds.documents.data import doc_set
 from grokscope.measures import documents as dm
-from grokscope.measures.document_interventions import make_edits, probe_predictions
+from grokscope.measures.document_interventions import edit_response, make_edits, probe_predictions
 from grokscope.measures.levels import tree_logprobs
 from grokscope.models import weight_norm_sq
 from grokscope.report import document_figures as figs
@@ -100,7 +100,7 @@ class DocumentAnalysis:
             )
         for name, pairs in self.edits.items():
             p_o, p_e = probe_predictions(pairs, lambda tok, n: np.exp(self._logp(tok)))
-            res = dm.intervention_response(p_o, p_e, *self.exact_response[name])
+            res = edit_response(name, pairs, g, (p_o, p_e), self.exact_response[name])
             row[f"response_{name}"] = res["ratio"]
             row[f"response_{name}_model"] = res["model"]
             row[f"response_{name}_exact"] = res["exact"]
