@@ -39,7 +39,7 @@ def adaptation(curves: dict[int, np.ndarray], exact: np.ndarray, out: Path, most
     """The model's loss on the d-th content word after a topic change at several checkpoints
     (colour: training time), with the exact curves of the paragraph, trajectory and genre
     levels dashed: a model that adapts like the Bayes predictor meets them."""
-    fig, ax = subplots(figsize=(7, 4.2))
+    fig, ax = subplots(figsize=(9, 4.2), layout="constrained")
     steps = sorted(s for s in curves if s > 0) or sorted(curves)
     if len(steps) > most:
         steps = [steps[int(i)] for i in np.unique(np.linspace(0, len(steps) - 1, most).round())]
@@ -53,7 +53,7 @@ def adaptation(curves: dict[int, np.ndarray], exact: np.ndarray, out: Path, most
     ax.set_xlabel("content word of the new paragraph (0: the first after the boundary)")
     ax.set_ylabel("loss (nats)")
     ax.set_title("adaptation after a topic change", fontsize=10)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return save_figure(fig, out)
 
 

@@ -43,7 +43,7 @@ def loss_figure(
     losses are on every token and on the plateaus' footing (documents), so named in the legend;
     ``names`` the levels' names."""
     m = metrics[metrics["step"] > 0].sort_values("step")
-    fig, ax = subplots(figsize=(7.5, 4.2))
+    fig, ax = subplots(figsize=(9.5, 4.2), layout="constrained")
     leaf = "loss_leaf_test" in m and every_token is None
     train, test = ("loss_leaf_train", "loss_leaf_test") if leaf else ("train_loss", "test_loss")
     where = "leaf tokens" if leaf else every_token or "every token, boundary included"
@@ -52,15 +52,14 @@ def loss_figure(
     for k in range(levels + 1):
         h = float(metrics[f"h_l{k}_test"].iloc[0])
         if np.isfinite(h):
-            ax.axhline(h, color=LEVEL_COLORS[k], ls="--", lw=1)
-            ax.text(m["step"].iloc[0], h, f"H{k} ({names[k]}) {h:.3f}", color=LEVEL_COLORS[k],
-                    fontsize=8, va="bottom")  # fmt: skip
+            # named in the legend: close plateaus would overprint labels written beside them
+            ax.axhline(h, color=LEVEL_COLORS[k], ls="--", lw=1, label=f"H{k} ({names[k]}) {h:.3f}")
     _mark_transitions(ax, events)
     ax.set_xscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("loss per token (nats)")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, loc="center right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return save_figure(fig, out)
 
 

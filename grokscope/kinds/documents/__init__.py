@@ -173,11 +173,18 @@ class Documents(LanguageKind):
         return top.get("test", {}).get("t_star")
 
     def sweep_summary(self, root: Path, manifest: dict, figures: bool, options: dict) -> SweepView:
-        from grokscope.kinds.documents.sweep_summary import document_lines
+        from grokscope.kinds.documents.sweep_summary import document_lines, response_figure
         from grokscope.kinds.tree_language.sweep_summary import levels_view
 
         view = levels_view(root, manifest, figures)
-        view.lines = [*view.lines[:-1], *document_lines(root, manifest), view.lines[-1]]
+        extra = document_lines(root, manifest)
+        if figures:
+            path = response_figure(
+                root, manifest, Path(root) / "figures" / "documents_responses.png"
+            )
+            view.figures += [path] if path is not None else []
+        wrote = f"wrote {Path(root) / 'summary.parquet'} and {len(view.figures)} figures"
+        view.lines = [*view.lines[:-1], *extra, wrote]
         return view
 
 

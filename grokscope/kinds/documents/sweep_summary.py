@@ -3,7 +3,8 @@ marker moved the model before content did (:mod:`grokscope.dynamics.documents`),
 responses to each edit, and the genre gain per paragraph index, model against exact.
 
 Reads each analysed run's ``analysis.parquet`` (runs not analysed are counted, not guessed);
-writes ``documents_runs.parquet`` (one row per analysed run) beside the sweep's summary.
+writes ``documents_runs.parquet`` (one row per analysed run) beside the sweep's summary, and
+``figures/documents_responses.png``: every seed's responses over training, one panel a cell.
 """
 
 from __future__ import annotations
@@ -85,3 +86,54 @@ def document_lines(root: Path, manifest: dict) -> list[str]:
             f"{responses}; genre gain model/exact nats {', '.join(gains)}"
         )
     return lines
+
+
+def response_figure(root: Path, manifest: dict, out: Path) -> Path | None:
+    """One panel per cell: each analysed seed's response to an inserted marker, a removed one
+    and a swapped topic over training (model over exact; 1: as the optimal predictor)."""
+    from grokscope.report.document_figures import EDIT_COLORS
+    from grokscope.report.figure_io import save_figure, subplots
+
+    fields = list(manifest["spec"]["grid"])
+    tables: dict[tuple, list[pd.DataFrame]] = {}
+    for row, path, loaded in manifest_runs(root, manifest):
+        if loaded is not None and (path / "analysis.parquet").is_file():
+            key = tuple(row[f] for f in fields)
+            tables.setdefault(key, []).append(pd.read_parquet(path / "analysis.parquet"))
+    if not tables:
+        return None
+    keys = sorted(tables, key=str)
+    cols = min(4, len(keys))
+    rows = -(-len(keys) // cols)
+    fig, axes = subplots(
+        rows, cols, figsize=(3.6 * cols, 2.8 * rows + 0.6), squeeze=False, layout="constrained"
+    )
+    for ax, key in zip(axes.flat, keys, strict=False):
+        for t in tables[key]:
+            t = t[t["epoch"] > 0].sort_values("epoch")
+            for name, ls in (("insert_marker", "-"), ("remove_marker", ":"), ("swap_topic", "-")):
+                if f"response_{name}" in t:
+                    ax.plot(t["epoch"], t[f"response_{name}"], color=EDIT_COLORS[name], ls=ls,
+                            lw=1, alpha=0.8)  # fmt: skip
+        ax.axhline(1.0, color="0.5", lw=0.7, ls=":")
+        ax.axhline(0.0, color="0.5", lw=0.7)
+        ax.set_xscale("log")
+        ax.set_ylim(-0.3, 2.0)
+        ax.set_title(", ".join(f"{f.split('.')[-1]}={v}" for f, v in zip(fields, key, strict=True)),
+                     fontsize=7)  # fmt: skip
+    for ax in axes.flat[len(keys) :]:
+        ax.axis("off")
+    handles = [
+        plt_line(EDIT_COLORS[n], ls, n)
+        for n, ls in (("insert_marker", "-"), ("remove_marker", ":"), ("swap_topic", "-"))
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8)
+    fig.supxlabel("step", fontsize=8)
+    fig.supylabel("response, model / exact", fontsize=8)
+    return save_figure(fig, out)
+
+
+def plt_line(color: str, ls: str, label: str):
+    from matplotlib.lines import Line2D
+
+    return Line2D([0], [0], color=color, ls=ls, label=label)
