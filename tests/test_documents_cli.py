@@ -91,3 +91,44 @@ def test_train_then_analyze_documents(monkeypatch, capsys, tmp_path):
     code, out, err = run_cli(monkeypatch, capsys, "show", str(run))
     assert code in (0, None) and "level 4 (genre)" in out
     assert "level 1 (sentence) transition" in (run / "report.html").read_text()
+
+
+SWEEP = """
+name = "dv"
+preset = "documents_cpu"
+seeds = [0, 1]
+
+[set]
+"task.n_test" = 40
+"task.n_gen" = 40
+"model.n_layers" = 1
+"model.d_model" = 32
+"model.d_head" = 8
+"model.d_mlp" = 64
+"train.epochs" = 30
+"train.eval_every" = 10
+"train.checkpoint_every" = 10
+
+[grid]
+"task.doc_boundary" = ["marked", "unreliable"]
+"task.n_train" = [200]
+"""
+
+
+def test_sweep_summary_of_document_runs(monkeypatch, capsys, tmp_path):
+    spec = tmp_path / "dv.toml"
+    spec.write_text(SWEEP)
+    code, out, err = run_cli(monkeypatch, capsys, "sweep", str(spec), "--out", str(tmp_path))
+    assert code in (0, None), err
+    # one run analysed, the others not: the summary counts them and guesses nothing
+    runs = sorted(p for p in (tmp_path / "dv" / "runs").iterdir() if p.is_dir())
+    code, out, err = run_cli(monkeypatch, capsys, "analyze", str(runs[0]), "--no-figures")
+    assert code in (0, None), err
+    code, out, err = run_cli(monkeypatch, capsys, "sweep-summary", str(tmp_path / "dv"))
+    assert code in (0, None), err
+    assert "doc_boundary=marked, n_train=200 (1/2 analysed)" in out
+    assert "doc_boundary=unreliable, n_train=200: no run analysed yet" in out
+    table = pd.read_parquet(tmp_path / "dv" / "documents_runs.parquet")
+    assert list(table["analysed"]) == [True, False, False, False]
+    assert "final_response_swap_topic" in table
+    assert (tmp_path / "dv" / "figures" / "documents_responses.png").is_file()
