@@ -1,4 +1,5 @@
-"""``grokscope runs``, ``show``, ``config`` and ``report``: what runs there are, what one is."""
+"""``grokscope runs``, ``show``, ``config``, ``report`` and ``export-data``: what runs there are,
+what one is, and a task's data as files."""
 
 from __future__ import annotations
 
@@ -167,3 +168,20 @@ def report(run: Path = typer.Argument(..., help="a run directory")) -> None:
     from grokscope.orchestrate.report import write_report
 
     say(f"wrote {write_report(run)}")
+
+
+@app.command("export-data")
+def export_data(
+    source: str = typer.Argument(..., help="a preset name, a config JSON file or a run directory"),
+    out: Path = typer.Argument(..., help="the folder to write (new or empty)"),
+    set_: list[str] = typer.Option([], "--set", "-s", help="override: section.field=value"),
+) -> None:
+    """Write every split of a task's data as Parquet and JSON Lines, with a datasheet.
+
+    Example: grokscope export-data documents_cpu data/documents --set task.n_train=1000
+    """
+    from grokscope.orchestrate.export import export_data as write
+    from grokscope.orchestrate.export import resolve_source
+
+    files = write(resolve_source(source, set_), out)
+    console().print(f"wrote {len(files)} files to {out}: {', '.join(f.name for f in files)}")

@@ -152,6 +152,21 @@ class Kind:
         """The complete dataset of a (resolved, validated) task config."""
         raise NotImplementedError
 
+    def export_tables(self, cfg: Config, ds) -> tuple[dict[str, pd.DataFrame], dict]:
+        """Every split of the dataset ``ds`` as a table (one row per example or line) and what
+        the datasheet says beyond the config (``grokscope export-data``). The default serves a
+        :class:`grokscope.tasks.sequence.SequenceDataset`: tokens, text, answer span, the metric's
+        target and the gold parse."""
+        from grokscope.orchestrate.export import sequence_tables
+
+        sheet = {
+            "vocab": list(ds.vocab),
+            "split_rule": "each split drawn independently from the task's generator, seeded by "
+            "(task.data_seed, split)",
+            "text": "tokens joined by spaces; the tokens are ids into vocab",
+        }
+        return sequence_tables(ds), sheet
+
     def train_data(self, cfgs: list[Config], datasets: list, device):
         """The core's data (:class:`grokscope.train.core.CoreData`) for a batch of seeds."""
         raise NotImplementedError

@@ -39,6 +39,30 @@ class Algorithmic(Kind):
     def train_data(self, cfgs, datasets, device):
         return ExampleData.for_batch(cfgs, datasets, device)
 
+    def export_tables(self, cfg: Config, ds) -> tuple[dict, dict]:
+        """The train and test examples: ``index`` (in the complete table), ``tokens``, ``label``
+        and, for binary operations, the operands ``a`` and ``b``."""
+        import pandas as pd
+
+        tables = {}
+        for split, idx in (("train", ds.train_idx), ("test", ds.test_idx)):
+            table = pd.DataFrame(
+                {"index": idx, "tokens": ds.tokens[idx].tolist(), "label": ds.labels[idx]}
+            )
+            if ds.operands is not None:
+                table["a"], table["b"] = ds.operands[idx, 0], ds.operands[idx, 1]
+            tables[split] = table
+        sheet = {
+            "split_rule": f"a seeded random {cfg.task.train_fraction:g} of all examples "
+            "(task.data_seed), the rest test",
+            "examples": int(len(ds.labels)),
+            "tokens": "the input sequence; the last token is '=', whose position the label "
+            "is read at; label ids lie in [0, n_classes)",
+            "n_classes": int(ds.n_classes),
+            "d_vocab": int(ds.d_vocab),
+        }
+        return tables, sheet
+
     def trains_alone(self, cfg: Config) -> bool:
         # an intervention at T_mem changes each seed's optimizer at its own memorization
         return cfg.optim.at_mem != "none"

@@ -95,6 +95,34 @@ class Documents(LanguageKind):
     def level_count(self, cfg: Config) -> int:
         return LEVELS
 
+    def export_tables(self, cfg: Config, ds) -> tuple[dict, dict]:
+        """The documents, each with its gold latents per token (genre, paragraph, topic,
+        sentence, template, slot, role; -1 where one does not apply)."""
+        import numpy as np
+
+        from grokscope.tasks.documents import LATENT_NAMES
+
+        tables, sheet = super().export_tables(cfg, ds)
+        for split, table in list(tables.items()):
+            sp, lat = ds.splits[split], ds.info["latents"][split]
+            table = tables[split] = table.drop(
+                columns=["answer_start", "target", "sentence_len", "tree"]
+            )
+            for name in LATENT_NAMES:
+                parts = np.split(lat[name], sp.offsets[1:-1]) if len(sp) else []
+                table[name] = [part.tolist() for part in parts]
+        g = ds.info["grammar"]
+        sheet.update(
+            {
+                "roles": "0 <bos>, 1 word, 2 '.', 3 <par> at a boundary, 4 <par> inside a "
+                "paragraph, 5 <eos>",
+                "templates": [list(t) for t in g.templates],
+                "paragraph_counts": list(g.paragraph_counts),
+                "topic_vocabularies": [g.topic_vocabulary(z).tolist() for z in range(g.topics)],
+            }
+        )
+        return tables, sheet
+
     def describe(self, cfg: Config) -> str:
         t = cfg.task
         return (

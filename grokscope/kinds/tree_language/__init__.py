@@ -65,6 +65,26 @@ class TreeLanguage(LanguageKind):
     def level_count(self, cfg: Config) -> int:
         return cfg.task.tree_levels
 
+    def export_tables(self, cfg: Config, ds) -> tuple[dict, dict]:
+        """The sequences with the symbols of every level above the tokens: ``latent_l{l}`` per
+        sequence, one list per unit, of the level-l nodes left to right."""
+        tables, sheet = super().export_tables(cfg, ds)
+        g = ds.info["grammar"]
+        for split, table in tables.items():
+            for level in range(1, g.levels + 1):
+                table[f"latent_l{level}"] = ds.info["latents"][split][level].tolist()
+        sheet.update(
+            {
+                "grammar": {"levels": g.levels, "vocab": g.vocab, "rules": g.rules_per_symbol,
+                            "branching": g.branching},
+                "rules": [r.tolist() for r in g.rules],
+                "filter_level": ds.info["filter_level"],
+                "filter_rule": ds.info.get("filter_rule"),
+                "token_offset": ds.info["token_offset"],
+            }
+        )  # fmt: skip
+        return tables, sheet
+
     def describe(self, cfg: Config) -> str:
         t = cfg.task
         filtered = (
