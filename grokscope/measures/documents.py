@@ -69,9 +69,7 @@ def score_levels(
     levels = refs.shape[0] - 1
     obs_model = observed(logp, tokens)[live]
     out = {"loss": float(-obs_model.mean())}
-    top = refs[levels][live]
-    pick = logp[live].argmax(-1)
-    out["agree"] = float((top[np.arange(len(pick)), pick] >= top.max(-1) - 1e-12).mean())
+    out["agree"] = agreement(logp, tokens, lengths, refs[levels])
     with np.errstate(divide="ignore"):
         obs_refs = np.stack([np.log(observed(refs[k], tokens)[live]) for k in range(levels + 1)])
     coef, fit = level_coefficients(obs_model, obs_refs)
@@ -85,6 +83,14 @@ def score_levels(
         out[f"kl_l{k}"] = float(kl.mean())
         out[f"h_l{k}"] = float(-obs_refs[k].mean())
     return out
+
+
+def agreement(logp: np.ndarray, tokens: np.ndarray, lengths: np.ndarray, q: np.ndarray) -> float:
+    """Share of predicted tokens where the model's argmax is a most likely token of the
+    exact predictor ``q`` (n, T - 1, V)."""
+    live = live_mask(lengths, tokens.shape[1])
+    top, pick = q[live], logp[live].argmax(-1)
+    return float((top[np.arange(len(pick)), pick] >= top.max(-1) - 1e-12).mean())
 
 
 def paragraph_word_index(lat: dict[str, np.ndarray], content_only: bool) -> np.ndarray:

@@ -51,13 +51,12 @@ class DocumentAnalysis:
         self.g = g = ds.info["grammar"]
         self.device = torch.device("cpu")
         self.test = doc_set(ds, "test")
-        fw = forward(g, full_machine(g), self.test.tokens, self.test.lengths, conditional=True)
-        self.posterior = fw
+        machine = full_machine(g)
+        self.posterior = forward(g, machine, self.test.tokens, self.test.lengths, conditional=True)
         gen = doc_set(ds, "gen")
         docs = [gen.tokens[i, : gen.lengths[i]] for i in range(len(gen.lengths))]
         lats = [{k: v[i, : gen.lengths[i]] for k, v in gen.lat.items()} for i in range(len(docs))]
         self.edits = make_edits(g, docs, lats, N_EDITS)
-        machine = full_machine(g)
         self.exact_response = {}
         for name, pairs in self.edits.items():
             q_o, q_e = probe_predictions(

@@ -19,8 +19,11 @@ import torch
 
 from grokscope.config import Config
 from grokscope.measures.documents import (
+    agreement,
     boundary_surprise,
+    live_mask,
     mark_content,
+    observed,
     padded_latents,
     score_levels,
 )
@@ -74,9 +77,13 @@ class DocumentData(SeqData):
         """Loss, agreement with the exact predictor (``acc``) and the per-level scores."""
         s = self.sets[name]
         logp = tree_logprobs(model, s.tokens, self.device, self.dataset.d_vocab)
+        if name == "gen":  # the generalization set reports its loss and accuracy only
+            live = live_mask(s.lengths, s.tokens.shape[1])
+            loss = float(-observed(logp, s.tokens)[live].mean())
+            acc = agreement(logp, s.tokens, s.lengths, s.refs[-1])
+            return {"loss": loss, "acc": acc, "levels": {}}
         scores = score_levels(logp, s.tokens, s.lengths, s.refs)
-        if name != "gen":
-            scores.update(boundary_surprise(logp, s.tokens, s.refs, s.lat))
+        scores.update(boundary_surprise(logp, s.tokens, s.refs, s.lat))
         return {"loss": scores.pop("loss"), "acc": scores.pop("agree"), "levels": scores}
 
     def extra_columns(self, out: dict[str, dict]) -> dict:
