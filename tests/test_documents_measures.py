@@ -49,6 +49,19 @@ def test_each_level_predictor_scores_its_level_exactly(unreliable):
         np.testing.assert_allclose(coef, [1.0 if k <= j else 0.0 for k in range(1, 5)], atol=1e-9)
         assert s[f"kl_l{j}"] == pytest.approx(0.0, abs=1e-12)
         assert s["loss"] == pytest.approx(s[f"h_l{j}"], abs=1e-12)
+        # an exact predictor's coefficients do not move when documents are resampled
+        se = dm.coefficient_se(np.log(np.maximum(refs[j], 1e-300)), tokens, lengths, refs, 20)
+        assert max(se.values()) < 1e-6
+    # a noisy model's do, less with more documents
+    rng = np.random.default_rng(0)
+    noisy = np.log(np.maximum(refs[2], 1e-300)) + rng.normal(0, 0.3, refs[2].shape)
+    noisy -= np.log(np.exp(noisy).sum(-1, keepdims=True))
+    half = len(lengths) // 4
+    se_all = dm.coefficient_se(noisy, tokens, lengths, refs, 50)["coef_se_l2"]
+    se_part = dm.coefficient_se(noisy[:half], tokens[:half], lengths[:half], refs[:, :half], 50)[
+        "coef_se_l2"
+    ]
+    assert 0 < se_all < se_part < 4 * se_all
     # the plateaus fall with the level on this language
     h = [s[f"h_l{k}"] for k in range(LEVELS + 1)]
     assert all(a > b for a, b in zip(h[:-1], h[1:], strict=True))

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from grokscope.measures.levels import level_coefficients
+from grokscope.measures.levels import level_coefficient_se, level_coefficients
 from grokscope.tasks.documents import (
     CONTENT,
     FIRST_WORD,
@@ -83,6 +83,19 @@ def score_levels(
         out[f"kl_l{k}"] = float(kl.mean())
         out[f"h_l{k}"] = float(-obs_refs[k].mean())
     return out
+
+
+def coefficient_se(
+    logp: np.ndarray, tokens: np.ndarray, lengths: np.ndarray, refs: np.ndarray, n_boot: int = 100
+) -> dict[str, float]:
+    """``coef_se_l{k}``: the bootstrap standard error of each level coefficient over documents
+    (:func:`grokscope.measures.levels.level_coefficient_se`)."""
+    live = live_mask(lengths, tokens.shape[1])
+    with np.errstate(divide="ignore"):
+        obs_refs = np.stack([np.log(observed(refs[k], tokens)[live]) for k in range(len(refs))])
+    docs = np.broadcast_to(np.arange(len(lengths))[:, None], live.shape)[live]
+    se = level_coefficient_se(observed(logp, tokens)[live], obs_refs, docs, n_boot)
+    return {f"coef_se_l{k}": float(v) for k, v in enumerate(se, start=1)}
 
 
 def agreement(logp: np.ndarray, tokens: np.ndarray, lengths: np.ndarray, q: np.ndarray) -> float:

@@ -230,5 +230,31 @@ def level_coefficients(model_logp: np.ndarray, ref_logp: np.ndarray) -> tuple[np
     return coef, fit
 
 
+def level_coefficient_se(
+    model_logp: np.ndarray,
+    ref_logp: np.ndarray,
+    groups: np.ndarray,
+    n_boot: int = 100,
+    seed: int = 0,
+) -> np.ndarray:
+    """(K,) bootstrap standard errors of :func:`level_coefficients` over independent groups
+    (documents, sequences): ``groups`` (...,) labels each token's group; the groups are
+    resampled with replacement ``n_boot`` times (the tokens of one document are not independent,
+    so tokens are not resampled one by one). An exact predictor's coefficients do not move under
+    resampling (standard error 0)."""
+    labels, inverse = np.unique(groups.ravel(), return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(labels) + 1))
+    y = model_logp.ravel()[order]
+    x = ref_logp.reshape(ref_logp.shape[0], -1)[:, order]
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        pick = rng.integers(0, len(labels), len(labels))
+        idx = np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in pick])
+        draws.append(level_coefficients(y[idx], x[:, idx])[0])
+    return np.std(np.array(draws), axis=0, ddof=1)
+
+
 def _mean(a: np.ndarray) -> float:
     return float(a.mean()) if a.size else float("nan")

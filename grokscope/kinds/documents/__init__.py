@@ -146,15 +146,15 @@ class Documents(LanguageKind):
             f"H{k} {v:.3f}" for k, v in s["plateaus_test"].items() if v is not None
         )
         times = []
+        f = s["final"]
         for k, entry in s["levels"].items():
-            te = entry.get("test", {})
-            t = te.get("t_star")
-            final = te.get("final_progress")
+            t = entry.get("test", {}).get("t_star")
+            c, se = f.get(f"coef_l{k}_test"), f.get(f"coef_se_l{k}")
             times.append(
                 f"level {k} ({LEVEL_NAMES[int(k)]}): t* {'not reached' if t is None else t}"
-                + ("" if final is None else f", final c_{k} {final:.2f}")
+                + ("" if c is None else f", final c_{k} {c:.2f}")
+                + ("" if se is None else f" ± {se:.2f} (s.e. over test documents)")
             )
-        f = s["final"]
         surprise = s["surprise_exact"]
         lines = [
             f"{len(s['analysed_epochs'])} checkpoints analysed in {s['analysis_wall_s']:.1f} s",

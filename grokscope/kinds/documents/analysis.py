@@ -77,6 +77,7 @@ class DocumentAnalysis:
         logp = self._logp(t.tokens)
         row: dict = {"epoch": epoch}
         scores = dm.score_levels(logp, t.tokens, t.lengths, t.refs)
+        scores.update(dm.coefficient_se(logp, t.tokens, t.lengths, t.refs))
         scores.update(dm.boundary_surprise(logp, t.tokens, t.refs, t.lat))
         row.update({f"{k}_test": v for k, v in scores.items()})
         curve = dm.adaptation_curve(logp, t.tokens, t.refs, t.lat, DISTANCES)
