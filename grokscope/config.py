@@ -185,6 +185,9 @@ class TrainConfig:
     because it is fastest as soon as anything else shares the cores (measured in the README).
     ``portable`` runs with fixed kernels on the CPU, one thread, so that the same seed gives the
     same bits on any x86-64 CPU with AVX2 (:mod:`grokscope.portable`; ``--portable``).
+    ``log_to`` also writes every metrics row to live dashboards: ``tensorboard``, ``wandb``
+    (offline unless ``WANDB_MODE`` says otherwise) or both, comma-separated
+    (:mod:`grokscope.store.dashboards`; extra ``dashboards``); empty: none.
     """
 
     epochs: int = 25000
@@ -198,6 +201,7 @@ class TrainConfig:
     grok_threshold: float = 0.99
     early_stop_after: int = -1
     portable: bool = False
+    log_to: str = ""
 
     def validate(self) -> None:
         """Raise ConfigError naming the first problem of the schedule, seeds or device."""
@@ -464,6 +468,12 @@ def _validate_optim(o: OptimConfig, sequence: bool) -> None:
 
 
 def _validate_train(r: TrainConfig) -> None:
+    for target in filter(None, (t.strip() for t in r.log_to.split(","))):
+        if target not in ("tensorboard", "wandb"):
+            raise ConfigError(
+                f"unknown train.log_to {target!r}; choose tensorboard, wandb or both "
+                "(comma-separated)"
+            )
     if r.epochs < 1:
         raise ConfigError(f"train.epochs must be >= 1, got {r.epochs}")
     if r.threads < 0:

@@ -29,6 +29,7 @@ from grokscope.models import check_context
 from grokscope.orchestrate.threads import use_threads
 from grokscope.portable import check_portable_machine, check_portable_process, portable_record
 from grokscope.store import rundir
+from grokscope.store.dashboards import Dashboards, check_log_to
 from grokscope.train.core import (
     TrainState,
     check_batch,
@@ -199,6 +200,7 @@ def train_runs(
         check_batch(cfgs)
         check_device(cfgs[0].train.device)
         _check_mode(cfgs[0], threads)
+        check_log_to(cfgs[0].train.log_to)
     else:
         assert cfgs is not None and len(cfgs) == len(runs)
         for cfg in cfgs:
@@ -218,6 +220,7 @@ def train_runs(
         for cfg, ds in zip(cfgs, datasets, strict=True):
             check_context(cfg.model, ds.n_ctx)
         check_batch_memory(cfgs, datasets[0], run_device(cfgs[0]))
+        check_log_to(cfgs[0].train.log_to)
         for cfg, run in zip(cfgs, runs, strict=True):
             run.mkdir(parents=True, exist_ok=True)
             rundir.write_config(run, cfg)
@@ -251,12 +254,29 @@ def train_runs(
         return _drive(cfgs, runs, rows, state, data, kind.event_rules(), progress)
 
 
+@contextmanager
+def closing_all(boards: list):
+    """Close every dashboard when training ends, however it ends."""
+    try:
+        yield
+    finally:
+        for board in boards:
+            if board is not None:
+                board.close()
+
+
 def _drive(cfgs, runs, rows, state: TrainState, data, events, progress) -> list[dict]:
     final: dict[int, dict] = {}
     latest: dict[str, TrainState] = {"state": state}
+    boards = [
+        Dashboards(cfg, run, state.epoch) if cfg.train.log_to else None
+        for cfg, run in zip(cfgs, runs, strict=True)
+    ]
 
     def on_eval(i: int, row: dict) -> None:
         rows[i].append(row)
+        if boards[i] is not None:
+            boards[i].log(row)
         if progress is not None:
             progress(i, row)
 
@@ -273,7 +293,7 @@ def _drive(cfgs, runs, rows, state: TrainState, data, events, progress) -> list[
         rundir.write_metrics(runs[i], rows[i])
         final[i] = rundir.write_status(runs[i], **status)
 
-    with stop_flag() as flag:
+    with stop_flag() as flag, closing_all(boards):
         try:
             outcome = run_training(
                 cfgs, state, data, events, on_eval, on_checkpoint, on_finish, lambda: flag["stop"]
