@@ -120,3 +120,29 @@ def test_runs_without_coefficients_fall_back_to_the_positional_progress():
     m = curves({1: {"test": 1000}})
     assert progress_measure(m) == "positional"
     np.testing.assert_array_equal(level_progress(m, 1), positional_progress(m, 1))
+
+
+def test_coefficients_count_only_where_the_fit_explains_half_the_likelihood():
+    """An untrained model's coefficients are fitted to noise (R^2 about 0.2): a level whose
+    coefficient sits above 1/2 from step 0 while the fit is poor is not reached there, only once
+    the fit holds; the reported final coefficient is the fitted value either way."""
+    n = 20
+    steps = np.arange(n) * 100
+    fit = np.where(steps < 800, 0.2, 0.9)
+    c2 = np.where(steps < 800, 0.6, np.where(steps < 1200, 0.2, 0.8))
+    m = pd.DataFrame(
+        {
+            "step": steps,
+            "coef_l1_test": np.linspace(0, 1, n),
+            "coef_l2_test": c2,
+            "coef_fit_test": fit,
+        }
+    )
+    ev = level_events(m, 2)
+    assert ev["levels"]["2"]["test"]["t_star"] == 1200
+    assert ev["levels"]["2"]["test"]["measurable"] is True
+    assert ev["levels"]["2"]["test"]["final_progress"] == pytest.approx(0.8)
+    # without the fit column (older runs) every evaluation counts
+    old = level_events(m.drop(columns=["coef_fit_test"]), 2)
+    assert old["levels"]["2"]["test"]["t_star"] == 0
+    np.testing.assert_array_equal(np.isnan(level_progress(m, 2)), fit < 0.5)

@@ -85,7 +85,10 @@ def kl_figure(
         for split, lw in (("train", 0.8), ("test", 2.0)):
             if f"loss_l{k}_{split}" in m or f"coef_l{k}_{split}" in m:
                 ls = "-" if split == "test" else "--"
-                bx.plot(m["step"], level_progress(m, k, split), color=LEVEL_COLORS[k], lw=lw, ls=ls,
+                # the coefficients as fitted, also where the fit is too poor for t*_k to read them
+                col = f"coef_l{k}_{split}"
+                values = m[col] if col in m else level_progress(m, k, split)
+                bx.plot(m["step"], values, color=LEVEL_COLORS[k], lw=lw, ls=ls,
                         label=f"level {k} {split}")  # fmt: skip
     bx.axhline(0.5, color="0.6", lw=0.8)
     bx.axhline(1.0, color="0.6", lw=0.8, ls=":")
