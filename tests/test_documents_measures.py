@@ -214,6 +214,11 @@ def test_edits_keep_the_probes_aligned():
     )  # fmt: skip
     docs = [tokens[i, : lengths[i]] for i in range(len(lengths))]
     lats = [{k: v[i, : lengths[i]] for k, v in lat.items()} for i in range(len(docs))]
+    longest = max(len(d) for d in docs)
+    capped = make_edits(g, docs, lats, max_len=longest)
+    for pairs in capped.values():  # an edit never outgrows the model's context
+        assert pairs.edit_len.max() <= longest
+    assert len(capped["insert_marker"]) < len(make_edits(g, docs, lats)["insert_marker"])
     for name, pairs in make_edits(g, docs, lats).items():
         # the token each probe predicts is the same word in both documents
         a = pairs.orig[pairs.probe_doc, pairs.probe_orig + 1]

@@ -22,6 +22,9 @@ sys.path.insert(0, str(HERE))
 import record  # noqa: E402
 
 KINDS = list(record.RUNS)
+# kinds whose old run directories were written before status.json named its fields per kind
+# (documents came after: its old run is this version's format)
+BEFORE_RENAMING = {"algorithmic", "structural", "tree_language"}
 
 
 def _expected(kind: str) -> dict:
@@ -61,7 +64,8 @@ def test_status_json_names_what_its_fields_hold(kind, tmp_path):
         assert "epochs_done" not in raw and "t_grok_epoch" not in raw
     assert core["epochs_done"] == 5 and "t_grok_epoch" in core and "names" not in core
     old = json.loads((HERE / "old_runs" / kind / "status.json").read_text())
-    assert "names" not in old and "t_grok_epoch" in old  # written with the core's names
+    if kind in BEFORE_RENAMING:
+        assert "names" not in old and "t_grok_epoch" in old  # written with the core's names
 
 
 @pytest.mark.parametrize("kind", KINDS)

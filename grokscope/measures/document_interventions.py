@@ -78,11 +78,16 @@ def _content_after(content: np.ndarray, start: int, n: int = PROBES) -> np.ndarr
 
 
 def make_edits(
-    g: DocumentGrammar, docs: list[np.ndarray], lats: list[dict], most: int = 200
+    g: DocumentGrammar,
+    docs: list[np.ndarray],
+    lats: list[dict],
+    most: int = 200,
+    max_len: int | None = None,
 ) -> dict[str, Pairs]:
     """Pairs for every edit (module docstring) from documents ``docs`` with their gold latents
     (``lats[i][name]`` per token, ``content`` included); at most ``most`` pairs an edit. The
-    marker edits are made only where the language has markers."""
+    marker edits are made only where the language has markers; an inserted marker that would
+    make a document longer than ``max_len`` (the model's context) is not made."""
     edits: dict[str, list] = {name: [] for name in EDITS}
     for d, lat in zip(docs, lats, strict=True):
         # the token before a probe's word is always real: probes are content words after t >= 1
@@ -93,7 +98,7 @@ def make_edits(
                 t for t in np.flatnonzero(role == ROLE_STOP)
                 if t + 1 < len(d) and role[t + 1] == ROLE_WORD and par[t + 1] == par[t]
             ]  # fmt: skip
-            if stops:
+            if stops and (max_len is None or len(d) < max_len):
                 t = stops[0] + 1
                 probes = _content_after(content, t)
                 edit = np.concatenate([d[:t], [MARK_ID], d[t:]])

@@ -56,7 +56,7 @@ class DocumentAnalysis:
         gen = doc_set(ds, "gen")
         docs = [gen.tokens[i, : gen.lengths[i]] for i in range(len(gen.lengths))]
         lats = [{k: v[i, : gen.lengths[i]] for k, v in gen.lat.items()} for i in range(len(docs))]
-        self.edits = make_edits(g, docs, lats, N_EDITS)
+        self.edits = make_edits(g, docs, lats, N_EDITS, max_len=run.config.model.n_ctx or ds.n_ctx)
         self.exact_response = {}
         for name, pairs in self.edits.items():
             q_o, q_e = probe_predictions(
