@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
-from grokscope.dynamics.levels import in_order
+from grokscope.dynamics.levels import in_order, level_events
 
 LEVELS = (1, 2, 3, 4)
 
@@ -69,6 +69,27 @@ def tables(root: Path) -> None:
             decided = [v for v in verdicts if v is not None]
             row.append(f"{ci(sum(decided), len(decided))} of decided; "
                        f"{len(verdicts) - len(decided)} undecided")
+        print("| " + " | ".join(row) + " |")
+    print("\nTransition or ramp: rise ratio (t90 - t10) / t90 of each level's coefficient, "
+          "median [range] over the runs that reached 0.9 (n); near 0 sudden, near 1 gradual\n")
+    head = ["cell", *[f"level {k}" for k in LEVELS]]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for values, cell in both.groupby(fields, sort=False):
+        values = values if isinstance(values, tuple) else (values,)
+        name = ", ".join(f"{f.split('.')[-1]}={v}" for f, v in zip(fields, values, strict=True))
+        ratios = {k: [] for k in LEVELS}
+        for run in cell["run"]:
+            metrics = pd.read_parquet(root / "runs" / run / "metrics.parquet")
+            ev = level_events(metrics, len(LEVELS))
+            for k in LEVELS:
+                r = ev["levels"][str(k)].get("test", {}).get("rise_ratio")
+                if r is not None:
+                    ratios[k].append(r)
+        row = [name]
+        for k in LEVELS:
+            r = pd.Series(ratios[k], dtype=float)
+            row.append(f"{spread(r)} ({len(r)})" if len(r) else "- (0)")
         print("| " + " | ".join(row) + " |")
     print("\nBoundaries: marker first (insert_marker onset strictly before swap_topic's) among "
           "ordered runs, exact 95 % CI; onsets median [range]; final responses median [range]\n")

@@ -76,6 +76,7 @@ def test_train_then_analyze_documents(monkeypatch, capsys, tmp_path):
     code, out, err = run_cli(monkeypatch, capsys, "analyze", str(run))
     assert code in (0, None), err
     assert "levels learned in order" in out and "responses to edits" in out
+    assert "s.e. over test documents" in out
     table = pd.read_parquet(run / "analysis.parquet")
     # the analysis re-scores each checkpoint: the same numbers as the evaluation at that step
     both = table.merge(metrics, left_on="epoch", right_on="step", suffixes=("", "_m"))

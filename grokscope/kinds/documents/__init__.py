@@ -149,7 +149,7 @@ class Documents(LanguageKind):
         f = s["final"]
         for k, entry in s["levels"].items():
             t = entry.get("test", {}).get("t_star")
-            c, se = f.get(f"coef_l{k}_test"), f.get(f"coef_se_l{k}")
+            c, se = f.get(f"coef_l{k}_test"), f.get(f"coef_se_l{k}_test")
             times.append(
                 f"level {k} ({LEVEL_NAMES[int(k)]}): t* {'not reached' if t is None else t}"
                 + ("" if c is None else f", final c_{k} {c:.2f}")
