@@ -87,6 +87,14 @@ def test_surprise_adaptation_and_genre_gain_of_planted_predictors(unreliable):
         assert gain3[f"genre_gain_p{i}_model"] == pytest.approx(0.0, abs=1e-12)
     # the genre is read from the document: it helps little in the first paragraph
     assert gain4["genre_gain_p0_exact"] < gain4["genre_gain_p2_exact"]
+    # per paragraph, the exact predictor carries all of the genre's evidence, the trajectory
+    # predictor none of it
+    lengths = unreliable[3]
+    for j, want in ((4, 1.0), (3, 0.0)):
+        c = dm.genre_coefficients(logs[j], tokens, lengths, refs, lat, g.max_paragraphs)
+        for i in range(1, g.max_paragraphs):
+            assert c[f"coef_l4_p{i}"] == pytest.approx(want, abs=1e-9)
+    assert c["genre_evidence_p0"] < c["genre_evidence_p2"]
 
 
 def test_implied_mixture_recovers_a_planted_weight():

@@ -190,6 +190,40 @@ def genre_gain(
     return out
 
 
+def genre_coefficients(
+    logp: np.ndarray,
+    tokens: np.ndarray,
+    lengths: np.ndarray,
+    refs: np.ndarray,
+    lat: dict,
+    paragraphs: int,
+) -> dict[str, float]:
+    """Per paragraph index i, over the tokens predicted in paragraph i: ``coef_l4_p{i}`` the
+    top level's coefficient (the share of the genre's evidence the model carries there; every
+    level's increment is a regressor, :func:`grokscope.measures.levels.level_coefficients`) and
+    ``genre_evidence_p{i}`` the mean increment log q_4 - log q_3 of the exact predictors there
+    (nats: how much the genre tells in that paragraph, which grows as the document reveals
+    it). A model that tracks the genre from the text carries a like share of it in every
+    paragraph; one that holds the genre only as a fixed prior cannot follow the evidence as it
+    grows."""
+    live = live_mask(lengths, tokens.shape[1])
+    par = lat["paragraph"][:, 1:]
+    model = observed(logp, tokens)
+    with np.errstate(divide="ignore"):
+        obs_refs = np.stack([np.log(observed(refs[k], tokens)) for k in range(len(refs))])
+    top = len(refs) - 1
+    out = {}
+    for i in range(paragraphs):
+        sel = live & (par == i)
+        if not sel.any():
+            out[f"coef_l{top}_p{i}"] = out[f"genre_evidence_p{i}"] = float("nan")
+            continue
+        coef, _ = level_coefficients(model[sel], obs_refs[:, sel])
+        out[f"coef_l{top}_p{i}"] = float(coef[-1])
+        out[f"genre_evidence_p{i}"] = float((obs_refs[top] - obs_refs[top - 1])[sel].mean())
+    return out
+
+
 def implied_mixture(p: np.ndarray, q_a: np.ndarray, q_b: np.ndarray, grid: int = 201) -> np.ndarray:
     """(m,) for each row, the weight w in [0, 1] whose mixture (1 - w) q_a + w q_b is closest to
     p in KL(p || mixture) (a grid of ``grid`` weights; the divergence is convex in w)."""

@@ -85,6 +85,9 @@ class DocumentAnalysis:
         self.exact_curves = curve["levels"]
         row.update({f"adapt_d{d}": float(v) for d, v in enumerate(curve["model"])})
         row.update(dm.genre_gain(logp, t.tokens, t.refs, t.lat, g.max_paragraphs))
+        row.update(
+            dm.genre_coefficients(logp, t.tokens, t.lengths, t.refs, t.lat, g.max_paragraphs)
+        )
         if g.boundary != "marked":
             fw = self.posterior
             row.update(

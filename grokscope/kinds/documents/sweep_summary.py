@@ -38,7 +38,7 @@ def document_runs(root: Path, manifest: dict) -> pd.DataFrame:
                 if f"response_{name}" in table:
                     row[f"final_response_{name}"] = float(last[f"response_{name}"])
             for col in table.columns:
-                if col.startswith("genre_gain_p"):
+                if col.startswith(("genre_gain_p", "coef_l4_p", "genre_evidence_p")):
                     row[f"final_{col}"] = float(last[col])
             if "boundary_auc_model" in table:
                 row["final_boundary_auc_model"] = float(last["boundary_auc_model"])
