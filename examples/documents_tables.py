@@ -44,8 +44,10 @@ def tables(root: Path) -> None:
     fields = [c for c in runs.columns if c.startswith(("task.", "model.")) and runs[c].nunique()]
     fields = fields or ["cell"]
     print(f"\n### {root}\n")
-    print("Levels: reached on the test set (c_k >= 1/2 held 3 evaluations), median t*_k [range]; "
-          "final c_k mean ± sd over seeds; in order (all four levels / levels 1-3)\n")
+    print(
+        "Levels: reached on the test set (c_k >= 1/2 held 3 evaluations), median t*_k [range]; "
+        "final c_k mean ± sd over seeds; in order (all four levels / levels 1-3)\n"
+    )
     head = ["cell", "runs", *[f"level {k}: reached, t*" for k in LEVELS],
             *[f"final c{k}" for k in LEVELS], "in order 1-4", "in order 1-3"]  # fmt: skip
     print("| " + " | ".join(head) + " |")
@@ -56,8 +58,10 @@ def tables(root: Path) -> None:
         row = [name, str(len(cell))]
         for k in LEVELS:
             t = cell[f"t_star_l{k}"].dropna()
-            row.append(f"{len(t)}/{len(cell)}" + (f", {t.median():.0f} [{t.min():.0f}, "
-                                                    f"{t.max():.0f}]" if len(t) else ""))
+            row.append(
+                f"{len(t)}/{len(cell)}"
+                + (f", {t.median():.0f} [{t.min():.0f}, {t.max():.0f}]" if len(t) else "")
+            )
         for k in LEVELS:
             row.append(mean_sd(cell[f"progress_l{k}"]))
         for top in (4, 3):
@@ -67,11 +71,15 @@ def tables(root: Path) -> None:
                 for _, r in cell.iterrows()
             ]  # fmt: skip
             decided = [v for v in verdicts if v is not None]
-            row.append(f"{ci(sum(decided), len(decided))} of decided; "
-                       f"{len(verdicts) - len(decided)} undecided")
+            row.append(
+                f"{ci(sum(decided), len(decided))} of decided; "
+                f"{len(verdicts) - len(decided)} undecided"
+            )
         print("| " + " | ".join(row) + " |")
-    print("\nTransition or ramp: rise ratio (t90 - t10) / t90 of each level's coefficient, "
-          "median [range] over the runs that reached 0.9 (n); near 0 sudden, near 1 gradual\n")
+    print(
+        "\nTransition or ramp: rise ratio (t90 - t10) / t90 of each level's coefficient, "
+        "median [range] over the runs that reached 0.9 (n); near 0 sudden, near 1 gradual\n"
+    )
     head = ["cell", *[f"level {k}" for k in LEVELS]]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
@@ -91,10 +99,14 @@ def tables(root: Path) -> None:
             r = pd.Series(ratios[k], dtype=float)
             row.append(f"{spread(r)} ({len(r)})" if len(r) else "- (0)")
         print("| " + " | ".join(row) + " |")
-    print("\nBoundaries: marker first (insert_marker onset strictly before swap_topic's) among "
-          "ordered runs, exact 95 % CI; onsets median [range]; final responses median [range]\n")
-    head = ["cell", "marker first", "onset insert_marker", "onset swap_topic",
-            "insert_marker", "remove_marker", "swap_topic", "shuffle", "boundary AUC model / exact"]  # fmt: skip
+    print(
+        "\nBoundaries: marker first (insert_marker onset strictly before swap_topic's) among "
+        "ordered runs, exact 95 % CI; onsets median [range]; final responses median [range]\n"
+    )
+    head = [
+        "cell", "marker first", "onset insert_marker", "onset swap_topic", "insert_marker",
+        "remove_marker", "swap_topic", "shuffle", "boundary AUC model / exact",
+    ]  # fmt: skip
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for values, cell in both.groupby(fields, sort=False):
@@ -117,8 +129,10 @@ def tables(root: Path) -> None:
             auc,
         ]  # fmt: skip
         print("| " + " | ".join(row) + " |")
-    print("\nGenre gain (nats below the trajectory level's loss) by paragraph, final checkpoint, "
-          "mean over seeds: model / exact\n")
+    print(
+        "\nGenre gain (nats below the trajectory level's loss) by paragraph, final checkpoint, "
+        "mean over seeds: model / exact\n"
+    )
     paragraphs = sorted(int(c.split("_p")[1].split("_")[0]) for c in both.columns
                         if c.startswith("final_genre_gain_p") and c.endswith("_model"))  # fmt: skip
     head = ["cell", *[f"paragraph {i}" for i in paragraphs]]
@@ -135,7 +149,32 @@ def tables(root: Path) -> None:
         print("| " + " | ".join(row) + " |")
 
 
+def genre_table(root: Path) -> None:
+    """The genre coefficient per paragraph (final checkpoint), where the runs have it."""
+    docs = pd.read_parquet(root / "documents_runs.parquet")
+    cols = sorted(c for c in docs.columns if c.startswith("final_coef_l4_p"))
+    if not cols:
+        return
+    fields = [c for c in docs.columns if c.startswith(("task.", "model.")) and docs[c].nunique()]
+    print(
+        "\nGenre coefficient c_4 per paragraph (final checkpoint; mean ± sd over the seeds "
+        "that have it), and the exact genre evidence there (nats per token)\n"
+    )
+    head = ["cell", *[f"paragraph {c.split('_p')[-1]}" for c in cols]]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for values, cell in docs[docs["analysed"]].groupby(fields or ["cell"], sort=False):
+        values = values if isinstance(values, tuple) else (values,)
+        name = ", ".join(f"{f.split('.')[-1]}={v}" for f, v in zip(fields, values, strict=True))
+        row = [f"{name} ({cell[cols[0]].notna().sum()})"]
+        for c in cols:
+            evidence = cell[c.replace("coef_l4", "genre_evidence")].mean()
+            row.append(f"{mean_sd(cell[c])} (evidence {evidence:.3f})")
+        print("| " + " | ".join(row) + " |")
+
+
 if __name__ == "__main__":
     for arg in sys.argv[1:]:
         tables(Path(arg))
+        genre_table(Path(arg))
     np.seterr(all="ignore")
