@@ -166,7 +166,7 @@ def genre_table(root: Path) -> None:
     for values, cell in docs[docs["analysed"]].groupby(fields or ["cell"], sort=False):
         values = values if isinstance(values, tuple) else (values,)
         name = ", ".join(f"{f.split('.')[-1]}={v}" for f, v in zip(fields, values, strict=True))
-        row = [f"{name} ({cell[cols[0]].notna().sum()})"]
+        row = [f"{name} ({max(cell[c].notna().sum() for c in cols)})"]
         for c in cols:
             evidence = cell[c.replace("coef_l4", "genre_evidence")].mean()
             row.append(f"{mean_sd(cell[c])} (evidence {evidence:.3f})")

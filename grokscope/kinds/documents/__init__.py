@@ -130,6 +130,9 @@ class Documents(LanguageKind):
             f"topics of {t.doc_topic_words} words), {t.n_train} training documents"
         )
 
+    def split_text(self, cfg: Config) -> str:
+        return f"{cfg.task.n_test} test / {cfg.task.n_gen} generalization documents"
+
     def run_name(self, cfg: Config) -> str:
         t = cfg.task
         return f"docs-{t.doc_boundary}-P{t.n_train}-L{cfg.model.n_layers}"
