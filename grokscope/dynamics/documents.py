@@ -29,7 +29,6 @@ import numpy as np
 import pandas as pd
 
 from grokscope.events import first_sustained
-from grokscope.measures.document_interventions import EDITS
 
 ONSET = 0.5
 SUSTAIN = 2
@@ -43,10 +42,13 @@ def response_onsets(
     model's response is noise around its own arbitrary predictions)."""
     t = table[table["epoch"] > 0].sort_values("epoch")
     out: dict[str, int | None] = {}
-    for name in EDITS:
+    names = [
+        c.removeprefix("response_")
+        for c in t.columns
+        if c.startswith("response_") and not c.endswith(("_model", "_exact", "_probes"))
+    ]
+    for name in names:
         col = f"response_{name}"
-        if col not in t:
-            continue
         ratio = t[col].to_numpy(float)
         i = first_sustained(np.nan_to_num(ratio, nan=-np.inf) >= threshold, sustain)
         out[name] = None if i is None else int(t["epoch"].iloc[i])

@@ -157,7 +157,7 @@ class Kind:
         the datasheet says beyond the config (``grokscope export-data``). The default serves a
         :class:`grokscope.tasks.sequence.SequenceDataset`: tokens, text, answer span, the metric's
         target and the gold parse."""
-        from grokscope.orchestrate.export import sequence_tables
+        from grokscope.tasks.sequence import sequence_tables
 
         sheet = {
             "vocab": list(ds.vocab),

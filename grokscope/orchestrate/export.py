@@ -15,8 +15,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import pandas as pd
-
 import grokscope.kinds  # noqa: F401  (registers every kind's tasks before a config is read)
 from grokscope import config as config_mod
 from grokscope.errors import GrokscopeError
@@ -88,23 +86,3 @@ def _version() -> str:
         return version("grokscope")
     except PackageNotFoundError:
         return "unknown"
-
-
-def sequence_tables(ds) -> dict[str, pd.DataFrame]:
-    """One row per line of every split of a sequence dataset: ``tokens`` (ids), ``text``
-    (tokens joined by spaces), ``answer_start``, ``target``, ``sentence_len`` and ``tree``
-    (the gold parse as nested lists, JSON)."""
-    out = {}
-    for name, split in ds.splits.items():
-        seqs = [split.sequence(i).tolist() for i in range(len(split))]
-        out[name] = pd.DataFrame(
-            {
-                "tokens": seqs,
-                "text": [" ".join(ds.vocab[t] for t in s) for s in seqs],
-                "answer_start": split.answer_start,
-                "target": split.target,
-                "sentence_len": split.sentence_len,
-                "tree": [json.dumps(t) for t in split.trees],
-            }
-        )
-    return out

@@ -9,6 +9,7 @@ stores them flat: ``tokens[offsets[i]:offsets[i + 1]]`` is sequence i.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -132,4 +133,26 @@ def tree_spans(tree: Tree) -> set[tuple[int, int]]:
         return span
 
     walk(tree)
+    return out
+
+
+def sequence_tables(ds: SequenceDataset) -> dict:
+    """One table (pandas) per split of a sequence dataset, one row per line (``grokscope
+    export-data``): ``tokens`` (ids), ``text`` (tokens joined by spaces), ``answer_start``,
+    ``target``, ``sentence_len`` and ``tree`` (the gold parse as nested lists, JSON)."""
+    import pandas as pd
+
+    out = {}
+    for name, split in ds.splits.items():
+        seqs = [split.sequence(i).tolist() for i in range(len(split))]
+        out[name] = pd.DataFrame(
+            {
+                "tokens": seqs,
+                "text": [" ".join(ds.vocab[t] for t in s) for s in seqs],
+                "answer_start": split.answer_start,
+                "target": split.target,
+                "sentence_len": split.sentence_len,
+                "tree": [json.dumps(t) for t in split.trees],
+            }
+        )
     return out
