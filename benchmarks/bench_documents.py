@@ -53,9 +53,7 @@ def main() -> None:
     ds = build_dataset(cfg.task)
     model = build_model(cfg.model, ds.d_vocab, ds.n_ctx, seed=0).eval()
     test, setup = timed(lambda: doc_set(ds, "test"))
-    gen = doc_set(ds, "gen")
-    docs = [gen.tokens[i, : gen.lengths[i]] for i in range(len(gen.lengths))]
-    lats = [{k: v[i, : gen.lengths[i]] for k, v in gen.lat.items()} for i in range(len(docs))]
+    docs, lats = doc_set(ds, "gen").unpadded()
     edits = make_edits(g, docs, lats, 200, max_len=ds.n_ctx)
     post = forward(g, ms[4], test.tokens, test.lengths, conditional=True)
     exact = {

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from grokscope.kinds.documents.data import doc_set
 from grokscope.measures import documents as dm
 from grokscope.measures.document_interventions import (
     edit_response,
@@ -161,14 +162,7 @@ def _content_predictor(g: DocumentGrammar):
 
 def test_marker_driven_and_content_predictors_have_opposite_edit_signatures():
     g, ds, *_ = language("unreliable", n=120, seed=2)
-    sp = ds.splits["gen"]
-    tokens, lengths = padded(sp)
-    lat = dm.mark_content(
-        dm.padded_latents(ds.info["latents"]["gen"], sp.offsets, np.arange(len(sp)),
-                          tokens.shape[1]), g,
-    )  # fmt: skip
-    docs = [tokens[i, : lengths[i]] for i in range(len(lengths))]
-    lats = [{k: v[i, : lengths[i]] for k, v in lat.items()} for i in range(len(docs))]
+    docs, lats = doc_set(ds, "gen").unpadded()
     edits = make_edits(g, docs, lats)
     assert set(edits) == {"insert_marker", "remove_marker", "swap_topic", "shuffle"}
     machine = full_machine(g)
@@ -214,14 +208,7 @@ def test_marker_driven_and_content_predictors_have_opposite_edit_signatures():
 
 def test_edits_keep_the_probes_aligned():
     g, ds, *_ = language("unreliable", n=60, seed=3)
-    sp = ds.splits["gen"]
-    tokens, lengths = padded(sp)
-    lat = dm.mark_content(
-        dm.padded_latents(ds.info["latents"]["gen"], sp.offsets, np.arange(len(sp)),
-                          tokens.shape[1]), g,
-    )  # fmt: skip
-    docs = [tokens[i, : lengths[i]] for i in range(len(lengths))]
-    lats = [{k: v[i, : lengths[i]] for k, v in lat.items()} for i in range(len(docs))]
+    docs, lats = doc_set(ds, "gen").unpadded()
     longest = max(len(d) for d in docs)
     capped = make_edits(g, docs, lats, max_len=longest)
     for pairs in capped.values():  # an edit never outgrows the model's context

@@ -53,9 +53,7 @@ class DocumentAnalysis:
         self.test = doc_set(ds, "test")
         machine = full_machine(g)
         self.posterior = forward(g, machine, self.test.tokens, self.test.lengths, conditional=True)
-        gen = doc_set(ds, "gen")
-        docs = [gen.tokens[i, : gen.lengths[i]] for i in range(len(gen.lengths))]
-        lats = [{k: v[i, : gen.lengths[i]] for k, v in gen.lat.items()} for i in range(len(docs))]
+        docs, lats = doc_set(ds, "gen").unpadded()
         self.edits = make_edits(g, docs, lats, N_EDITS, max_len=run.config.model.n_ctx or ds.n_ctx)
         self.exact_response = {}
         for name, pairs in self.edits.items():

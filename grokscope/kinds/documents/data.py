@@ -43,6 +43,12 @@ class DocSet:
     refs: np.ndarray
     lat: dict[str, np.ndarray]
 
+    def unpadded(self) -> tuple[list[np.ndarray], list[dict[str, np.ndarray]]]:
+        """The documents one by one, each with its latents (the input of the edits)."""
+        docs = [self.tokens[i, :n] for i, n in enumerate(self.lengths)]
+        lats = [{k: v[i, :n] for k, v in self.lat.items()} for i, n in enumerate(self.lengths)]
+        return docs, lats
+
 
 def doc_set(ds: SequenceDataset, split: str, rows: np.ndarray | None = None) -> DocSet:
     """Evaluation set ``rows`` (all by default) of split ``split``, with references and
