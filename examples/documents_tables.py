@@ -18,6 +18,14 @@ from grokscope.dynamics.levels import in_order, level_events
 LEVELS = (1, 2, 3, 4)
 
 
+def cells(frame: pd.DataFrame, fields: list[str]):
+    """(name, rows) of every cell of a sweep's table, named by its grid values."""
+    for values, cell in frame.groupby(fields or ["cell"], sort=False):
+        values = values if isinstance(values, tuple) else (values,)
+        names = fields or ["cell"]
+        yield ", ".join(f"{f.split('.')[-1]}={v}" for f, v in zip(names, values, strict=True)), cell
+
+
 def ci(k: int, n: int) -> str:
     if n == 0:
         return "-"
@@ -52,9 +60,7 @@ def tables(root: Path) -> None:
             *[f"final c{k}" for k in LEVELS], "in order 1-4", "in order 1-3"]  # fmt: skip
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
-    for values, cell in both.groupby(fields, sort=False):
-        values = values if isinstance(values, tuple) else (values,)
-        name = ", ".join(f"{f.split('.')[-1]}={v}" for f, v in zip(fields, values, strict=True))
+    for name, cell in cells(both, fields):
         row = [name, str(len(cell))]
         for k in LEVELS:
             t = cell[f"t_star_l{k}"].dropna()
@@ -83,9 +89,7 @@ def tables(root: Path) -> None:
     head = ["cell", *[f"level {k}" for k in LEVELS]]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
-    for values, cell in both.groupby(fields, sort=False):
-        values = values if isinstance(values, tuple) else (values,)
-        name = ", ".join(f"{f.split('.')[-1]}={v}" for f, v in zip(fields, values, strict=True))
+    for name, cell in cells(both, fields):
         ratios = {k: [] for k in LEVELS}
         for run in cell["run"]:
             metrics = pd.read_parquet(root / "runs" / run / "metrics.parquet")
@@ -109,9 +113,7 @@ def tables(root: Path) -> None:
     ]  # fmt: skip
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
-    for values, cell in both.groupby(fields, sort=False):
-        values = values if isinstance(values, tuple) else (values,)
-        name = ", ".join(f"{f.split('.')[-1]}={v}" for f, v in zip(fields, values, strict=True))
+    for name, cell in cells(both, fields):
         cell = cell[cell["analysed"]]
         verdicts = [v for v in cell.get("marker_first", []) if v is not None and not pd.isna(v)]
         auc = "-"
@@ -138,9 +140,7 @@ def tables(root: Path) -> None:
     head = ["cell", *[f"paragraph {i}" for i in paragraphs]]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
-    for values, cell in both.groupby(fields, sort=False):
-        values = values if isinstance(values, tuple) else (values,)
-        name = ", ".join(f"{f.split('.')[-1]}={v}" for f, v in zip(fields, values, strict=True))
+    for name, cell in cells(both, fields):
         cell = cell[cell["analysed"]]
         row = [name]
         for i in paragraphs:
@@ -163,9 +163,7 @@ def genre_table(root: Path) -> None:
     head = ["cell", *[f"paragraph {c.split('_p')[-1]}" for c in cols]]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
-    for values, cell in docs[docs["analysed"]].groupby(fields or ["cell"], sort=False):
-        values = values if isinstance(values, tuple) else (values,)
-        name = ", ".join(f"{f.split('.')[-1]}={v}" for f, v in zip(fields, values, strict=True))
+    for name, cell in cells(docs[docs["analysed"]], fields):
         row = [f"{name} ({max(cell[c].notna().sum() for c in cols)})"]
         for c in cols:
             evidence = cell[c.replace("coef_l4", "genre_evidence")].mean()

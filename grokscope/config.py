@@ -467,9 +467,17 @@ def _validate_optim(o: OptimConfig, sequence: bool) -> None:
         )
 
 
+LOG_TARGETS = ("tensorboard", "wandb")
+
+
+def log_targets(log_to: str) -> list[str]:
+    """The dashboards named in ``train.log_to`` (comma-separated; empty: none)."""
+    return [t.strip() for t in log_to.split(",") if t.strip()]
+
+
 def _validate_train(r: TrainConfig) -> None:
-    for target in filter(None, (t.strip() for t in r.log_to.split(","))):
-        if target not in ("tensorboard", "wandb"):
+    for target in log_targets(r.log_to):
+        if target not in LOG_TARGETS:
             raise ConfigError(
                 f"unknown train.log_to {target!r}; choose tensorboard, wandb or both "
                 "(comma-separated)"

@@ -15,6 +15,15 @@ def step_text(value) -> str:
     return "not reached" if value is None else f"step {value}"
 
 
+# the ordering verdict of grokscope.dynamics.levels.in_order, in words
+ORDER_TEXT = {True: "yes", False: "no", None: "undecided (fewer than two levels reached, or a tie)"}
+
+
+def plateau_text(plateaus: dict) -> str:
+    """The exact plateaus H_k of a level summary, as 'H0 3.160, H1 1.818, ...'."""
+    return ", ".join(f"H{k} {v:.3f}" for k, v in plateaus.items() if v is not None)
+
+
 class LanguageKind(Kind):
     """A kind whose runs are language models, one optimizer step per epoch, seeds of one
     dataset trained together as stacked weights."""

@@ -18,20 +18,15 @@ import os
 import warnings
 from pathlib import Path
 
-from grokscope.config import Config, ConfigError
+from grokscope.config import Config, ConfigError, log_targets
 
 PACKAGE = {"tensorboard": "tensorboard", "wandb": "wandb"}
-
-
-def targets(log_to: str) -> list[str]:
-    """The dashboards named in ``train.log_to`` (comma-separated; empty: none)."""
-    return [t.strip() for t in log_to.split(",") if t.strip()]
 
 
 def check_log_to(log_to: str) -> None:
     """ConfigError (one line) for a dashboard whose package is missing (the config's own
     validation refuses an unknown one)."""
-    for target in targets(log_to):
+    for target in log_targets(log_to):
         if importlib.util.find_spec(PACKAGE.get(target, target)) is None:
             raise ConfigError(
                 f"train.log_to={target} needs the {PACKAGE[target]} package: "
@@ -47,7 +42,7 @@ class Dashboards:
 
         self.writers: list = []
         self.wandb = None
-        names = targets(cfg.train.log_to)
+        names = log_targets(cfg.train.log_to)
         if "tensorboard" in names:
             from torch.utils.tensorboard import SummaryWriter
 

@@ -10,10 +10,18 @@ from pathlib import Path
 
 from grokscope.config import Config, ConfigError, TaskConfig
 from grokscope.kinds.base import SweepView
-from grokscope.kinds.language import CURVATURE_REFUSED, LanguageKind, step_text
+from grokscope.kinds.language import (
+    CURVATURE_REFUSED,
+    ORDER_TEXT,
+    LanguageKind,
+    plateau_text,
+    step_text,
+)
 from grokscope.tasks.documents import (
+    FIRST_WORD,
     LEVEL_NAMES,
     LEVELS,
+    TEMPLATE_LENGTHS,
     DocumentError,
     check_settings,
     documents_task,
@@ -66,8 +74,11 @@ def validate(cfg: Config) -> None:
             "task.doc_paragraphs and task.doc_sentences must be at most 12 (the exact inference "
             "tracks every paragraph and sentence index)"
         )
-    width = 2 + t.doc_paragraphs * t.doc_sentences * 7
-    vocab = 5 + t.doc_function_words + t.doc_topics * (t.doc_topic_words - t.doc_topic_overlap)
+    # the longest document any seed's templates allow (DocumentGrammar.max_length's bound)
+    width = 2 + t.doc_paragraphs * t.doc_sentences * (TEMPLATE_LENGTHS[1] + 2)
+    vocab = (
+        FIRST_WORD + t.doc_function_words + t.doc_topics * (t.doc_topic_words - t.doc_topic_overlap)
+    )
     # the largest evaluation set held at once (training slice, test, generalization)
     n = max(min(t.n_train, t.n_test), t.n_test, t.n_gen)
     need = reference_bytes(n, width, vocab)
@@ -145,9 +156,7 @@ class Documents(LanguageKind):
 
     def summary_lines(self, s: dict) -> list[str]:
         lang = s["language"]
-        plateaus = ", ".join(
-            f"H{k} {v:.3f}" for k, v in s["plateaus_test"].items() if v is not None
-        )
+        plateaus = plateau_text(s["plateaus_test"])
         times = []
         f = s["final"]
         for k, entry in s["levels"].items():
@@ -165,7 +174,7 @@ class Documents(LanguageKind):
             f"({lang['paragraph_counts']} paragraphs), {lang['topics']} topics; "
             f"{s['n_train']} training documents; test plateaus {plateaus}",
             *times,
-            f"levels learned in order: {_order_text(s['in_order'])}",
+            f"levels learned in order: {ORDER_TEXT[s['in_order']]}",
             f"surprise on a paragraph's first words: model {_num(f.get('surprise_model_test'))}, "
             f"exact paragraph level {_num(surprise.get('2'))}, trajectory {_num(surprise.get('3'))}"
             f", genre {_num(surprise.get('4'))} nats",
@@ -185,15 +194,13 @@ class Documents(LanguageKind):
         summary = run.summary or {}
         if summary.get("kind") != "documents":
             return rows
-        rows["exact plateaus of the test set (nats)"] = ", ".join(
-            f"H{k} {v:.3f}" for k, v in summary["plateaus_test"].items() if v is not None
-        )
+        rows["exact plateaus of the test set (nats)"] = plateau_text(summary["plateaus_test"])
         for k, entry in summary["levels"].items():
             te = entry.get("test", {})
             rows[f"level {k} ({LEVEL_NAMES[int(k)]}) transition t*_{k} (test / train)"] = (
                 f"{step_text(te.get('t_star'))} / {step_text(entry.get('train', {}).get('t_star'))}"
             )
-        rows["levels learned in order"] = _order_text(summary["in_order"])
+        rows["levels learned in order"] = ORDER_TEXT[summary["in_order"]]
         return rows
 
     def convergence(self, run, threshold: float | None) -> int | None:
@@ -217,12 +224,6 @@ class Documents(LanguageKind):
         wrote = f"wrote {Path(root) / 'summary.parquet'} and {len(view.figures)} figures"
         view.lines = [*view.lines[:-1], *extra, wrote]
         return view
-
-
-def _order_text(value) -> str:
-    return {True: "yes", False: "no", None: "undecided (fewer than two levels reached, or a tie)"}[
-        value
-    ]
 
 
 def _num(v) -> str:

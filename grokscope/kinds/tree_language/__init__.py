@@ -9,7 +9,13 @@ from pathlib import Path
 
 from grokscope.config import Config, TaskConfig
 from grokscope.kinds.base import SweepView
-from grokscope.kinds.language import CURVATURE_REFUSED, LanguageKind, step_text
+from grokscope.kinds.language import (
+    CURVATURE_REFUSED,
+    ORDER_TEXT,
+    LanguageKind,
+    plateau_text,
+    step_text,
+)
 from grokscope.kinds.tree_language.analysis import TreeAnalysis
 from grokscope.kinds.tree_language.data import TreeData
 from grokscope.tasks.tree_language import tree_language_task
@@ -39,7 +45,6 @@ MEASURE_TEXT = {
     "coefficient": "coefficients c_k (level-specific, every position)",
     "positional": "positional progress f_k (recorded before the coefficients; not level-specific)",
 }
-ORDER_TEXT = {True: "yes", False: "no", None: "undecided (fewer than two levels reached, or a tie)"}
 
 
 class TreeLanguage(LanguageKind):
@@ -105,9 +110,7 @@ class TreeLanguage(LanguageKind):
 
     def summary_lines(self, s: dict) -> list[str]:
         g = s["grammar"]
-        plateaus = ", ".join(
-            f"H{k} {v:.3f}" for k, v in s["plateaus_test"].items() if v is not None
-        )
+        plateaus = plateau_text(s["plateaus_test"])
         times = []
         for k, entry in s["levels"].items():
             te, tr = entry.get("test", {}), entry.get("train", {})
@@ -143,9 +146,7 @@ class TreeLanguage(LanguageKind):
         summary = run.summary or {}
         if summary.get("kind") != "tree_language":
             return rows
-        plateaus = ", ".join(
-            f"H{k} {v:.3f}" for k, v in summary["plateaus_test"].items() if v is not None
-        )
+        plateaus = plateau_text(summary["plateaus_test"])
         rows["exact plateaus of the test set (nats)"] = plateaus
         for k, entry in summary["levels"].items():
             te = entry.get("test", {})
