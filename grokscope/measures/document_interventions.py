@@ -47,7 +47,6 @@ from grokscope.tasks.documents import (
 
 PROBES = 4
 EDITS = ("insert_marker", "remove_marker", "swap_topic", "shuffle")
-MARKER_EDITS = ("insert_marker", "remove_marker")
 # +1: the response is the rise of the target topic's share under the edit; -1: its fall
 SIGN = {"insert_marker": -1, "remove_marker": 1, "swap_topic": 1, "shuffle": -1}
 

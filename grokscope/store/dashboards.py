@@ -20,16 +20,15 @@ from pathlib import Path
 
 from grokscope.config import Config, ConfigError, log_targets
 
-PACKAGE = {"tensorboard": "tensorboard", "wandb": "wandb"}
-
 
 def check_log_to(log_to: str) -> None:
     """ConfigError (one line) for a dashboard whose package is missing (the config's own
     validation refuses an unknown one)."""
     for target in log_targets(log_to):
-        if importlib.util.find_spec(PACKAGE.get(target, target)) is None:
+        # each dashboard's package has the dashboard's name
+        if importlib.util.find_spec(target) is None:
             raise ConfigError(
-                f"train.log_to={target} needs the {PACKAGE[target]} package: "
+                f"train.log_to={target} needs the {target} package: "
                 f"pip install 'grokscope[dashboards]'"
             )
 

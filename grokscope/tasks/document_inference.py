@@ -368,11 +368,9 @@ def forward(
             inside[begin] = _normalize(a)
             j[begin] = 1
             mode[begin] = INSIDE
-            # the new sentence has consumed its first word: skip the INSIDE update below
-            skip = np.zeros(n, dtype=bool)
-            skip[begin] = True
-        else:
-            skip = np.zeros(n, dtype=bool)
+        # a sentence that has just consumed its first word takes no INSIDE update below
+        skip = np.zeros(n, dtype=bool)
+        skip[begin] = True
         ins = live & (mode == INSIDE) & ~skip
         ended = np.flatnonzero(ins & (x == STOP_ID))
         if len(ended):
