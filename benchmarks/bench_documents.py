@@ -22,8 +22,9 @@ from grokscope.measures import documents as dm
 from grokscope.measures.document_interventions import edit_response, make_edits, probe_predictions
 from grokscope.measures.levels import tree_logprobs
 from grokscope.models import build_model
-from grokscope.tasks.document_inference import forward, machines, padded, unigram
+from grokscope.tasks.document_inference import forward, machines, unigram
 from grokscope.tasks.documents import documents_task, make_grammar
+from grokscope.tasks.sequence import padded
 
 
 def timed(fn):

@@ -7,6 +7,7 @@ import importlib.util
 import numpy as np
 import pytest
 
+from grokscope.config import to_dict
 from grokscope.store import rundir
 from tests.conftest import run_cli
 
@@ -66,3 +67,65 @@ def test_missing_package_is_one_line_before_any_directory(monkeypatch, capsys, t
     )  # fmt: skip
     assert code == 2 and "needs the wandb package" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+
+
+def _wandb_records(path):
+    """The records of an offline W&B run file (``run-<id>.wandb``): a 7-byte header (``:W&B``,
+    magic, version), then LevelDB-log records in 32 KiB blocks (crc32, length, type: 1 whole,
+    2 first, 3 middle, 4 last), each a ``wandb_internal_pb2.Record``. wandb 0.31 no longer ships
+    a Python reader of its own files."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, buf = 7, 32768, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if length == 0 and kind == 0:
+            break
+        buf += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(buf)
+            buf = b""
+            yield record
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("wandb") is None, reason="wandb is not installed (extra: dashboards)"
+)
+def test_wandb_runs_offline_and_its_history_equals_the_metrics(monkeypatch, capsys, tmp_path):
+    import json
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    args = ["train", *SHORT, "--set", "train.log_to=wandb", "--out", str(tmp_path)]
+    code, out, err = run_cli(monkeypatch, capsys, *args, "--name", "r")
+    assert code in (0, None), err
+    run = tmp_path / "r"
+    (run_file,) = (run / "wandb").glob("offline-run-*/run-r.wandb")  # offline: nothing sent
+    history, config = {}, None
+    for record in _wandb_records(run_file):
+        kind = record.WhichOneof("record_type")
+        if kind == "history":
+            row = {i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                   for i in record.history.item}  # fmt: skip
+            history[row["_step"]] = row
+        elif kind == "run":
+            config = {i.key: json.loads(i.value_json) for i in record.run.config.update}
+    metrics = rundir.read_metrics(run)
+    assert sorted(history) == metrics["epoch"].tolist()
+    for tag in ("test_acc", "train_loss", "weight_norm_sq"):  # float64 through JSON: exact
+        assert [history[e][tag] for e in metrics["epoch"]] == pytest.approx(
+            metrics[tag].tolist(), rel=1e-12
+        )
+    recorded = to_dict(rundir.read_config(run))
+    assert {k: config[k] for k in ("task", "model", "optim", "train")} == {
+        k: recorded[k] for k in ("task", "model", "optim", "train")
+    }

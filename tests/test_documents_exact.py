@@ -9,7 +9,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from grokscope.tasks.document_inference import forward, machines, padded, references, unigram
+from grokscope.tasks.document_inference import forward, machines, references, unigram
 from grokscope.tasks.documents import (
     BOS_ID,
     CONTENT,
@@ -22,6 +22,7 @@ from grokscope.tasks.documents import (
     make_grammar,
     sample_documents,
 )
+from grokscope.tasks.sequence import padded
 
 
 def tiny(boundary: str) -> DocumentGrammar:

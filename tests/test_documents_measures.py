@@ -14,7 +14,7 @@ from grokscope.measures.document_interventions import (
     make_edits,
     probe_predictions,
 )
-from grokscope.tasks.document_inference import forward, full_machine, padded, references
+from grokscope.tasks.document_inference import forward, full_machine, references
 from grokscope.tasks.documents import (
     LEVELS,
     MARK_ID,
@@ -22,6 +22,7 @@ from grokscope.tasks.documents import (
     documents_task,
     make_grammar,
 )
+from grokscope.tasks.sequence import padded
 
 
 def language(boundary: str, n: int = 300, seed: int = 0):

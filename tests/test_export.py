@@ -1,6 +1,7 @@
 """`grokscope export-data`: every split of a task as Parquet and JSON Lines that read back to the
 dataset grokscope trains on, with a datasheet; bad input is one line, exit 2, nothing written."""
 
+import importlib.util
 import json
 
 import numpy as np
@@ -51,6 +52,32 @@ def test_documents_round_trip_with_their_latents(monkeypatch, capsys, tmp_path):
     sheet = json.loads((tmp_path / "d" / "datasheet.json").read_text())
     assert sheet["vocab"][:5] == ["<pad>", "<bos>", "<eos>", ".", "<par>"]
     assert len(sheet["topic_vocabularies"]) == 6
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("datasets") is None, reason="Hugging Face datasets is not installed"
+)
+def test_structural_data_loads_in_hugging_face_datasets(monkeypatch, capsys, tmp_path):
+    """Question formation through ``datasets.load_dataset("parquet", ...)``: every split's
+    tokens, answer spans and gold parses come back as generated."""
+    import datasets
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    args = ["export-data", "structural_cpu", str(tmp_path / "s"), *SMALL, "--set", "task.n_dev=10"]
+    code, out, err = run_cli(monkeypatch, capsys, *args)
+    assert code in (0, None), err
+    ds = _dataset("structural_cpu", ["task.n_train=40", "task.n_test=10", "task.n_gen=10",
+                                     "task.n_dev=10"])  # fmt: skip
+    files = {split: str(tmp_path / "s" / f"{split}.parquet") for split in ds.splits}
+    loaded = datasets.load_dataset("parquet", data_files=files, cache_dir=str(tmp_path / "hf"))
+    assert set(loaded) == set(ds.splits)
+    for split, sp in ds.splits.items():
+        rows = loaded[split]
+        assert rows["tokens"] == [sp.sequence(i).tolist() for i in range(len(sp))]
+        assert rows["answer_start"] == sp.answer_start.tolist()
+        gold = [json.loads(json.dumps(t)) for t in sp.trees]  # tuples as JSON lists
+        assert [json.loads(t) for t in rows["tree"]] == gold
+        assert rows["text"][0].split() == ds.decode(sp.sequence(0))
 
 
 def test_tree_language_latents_and_a_run_directory_as_source(monkeypatch, capsys, tmp_path):

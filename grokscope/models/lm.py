@@ -209,8 +209,17 @@ class LMTransformer(HookedModule):
                 x = block.ln2(x + self._drop(self._mlp(i, x)))
             x = self.hook(f"{b}.hook_resid_post", x)
         if self.pre_ln:
-            x = self.hook("ln_final.hook_normalized", self.ln_final(x))
+            x = self._final_norm(x)
         return x
+
+    def _final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """The final LayerNorm. ``ln_final.hook_normalized`` is, as in TransformerLens, the
+        normalised state before the gain and bias; the fused kernel serves when no hook
+        watches (the two agree to float32 rounding)."""
+        if not self.hooks_active:
+            return self.ln_final(x)
+        normed = F.layer_norm(x, (x.shape[-1],), eps=1e-5)
+        return self.hook("ln_final.hook_normalized", normed) * self.ln_final.w + self.ln_final.b
 
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
         return _affine(self.final_states(tokens, positions), self.unembed.W_U, self.unembed.b_U)

@@ -28,6 +28,7 @@ from grokscope.models import HookedModule, build_model
 from grokscope.store import rundir
 from grokscope.store.runfiles import RunFiles, table_or_none
 from grokscope.tasks import Dataset
+from grokscope.tasks.sequence import SequenceDataset
 from grokscope.train.core import check_device
 
 
@@ -42,17 +43,36 @@ class Run(RunFiles):
         return kind_of(self.config)
 
     @cached_property
-    def dataset(self) -> Dataset:
+    def dataset(self) -> Dataset | SequenceDataset:
         """The task's complete example table, labels and the run's own split."""
         return build_dataset(self.config.task)
 
     def tokens(self, split: str = "all") -> torch.Tensor:
-        """Input tokens (N, n_ctx) of ``all`` examples (in the dataset's order), ``train`` or
-        ``test``."""
-        return torch.as_tensor(self.dataset.tokens[self._index(split)])
+        """Input tokens of ``all`` examples (in the dataset's order), ``train`` or ``test``:
+        (N, n_ctx) for an algorithmic run. A language-model run's lines of split ``train``,
+        ``dev``, ``test`` or ``gen`` (``all``: every split in that order), right-padded with 0
+        to the longest: (N, T)."""
+        ds = self.dataset
+        if isinstance(ds, SequenceDataset):
+            names = list(ds.splits) if split == "all" else [split]
+            if split != "all" and split not in ds.splits:
+                raise ValueError(f"unknown split {split!r}; choose all, {', '.join(ds.splits)}")
+            lines = [ds.splits[n].sequence(i) for n in names for i in range(len(ds.splits[n]))]
+            width = max(len(x) for x in lines)
+            out = torch.zeros(len(lines), width, dtype=torch.int64)
+            for row, line in enumerate(lines):
+                out[row, : len(line)] = torch.as_tensor(line)
+            return out
+        return torch.as_tensor(ds.tokens[self._index(split)])
 
     def labels(self, split: str = "all") -> torch.Tensor:
-        """Labels (N,) of ``all``, ``train`` or ``test`` examples, aligned with :meth:`tokens`."""
+        """Labels (N,) of ``all``, ``train`` or ``test`` examples, aligned with :meth:`tokens`
+        (an algorithmic run; a language model's labels are its next tokens)."""
+        if isinstance(self.dataset, SequenceDataset):
+            raise ValueError(
+                "a language-model run has no label column: its targets are the next tokens of "
+                "run.tokens(split)"
+            )
         return torch.as_tensor(self.dataset.labels[self._index(split)])
 
     def _index(self, split: str):
@@ -99,6 +119,14 @@ class Run(RunFiles):
         model.load_state_dict(self.weights(epoch), strict=True)
         model.requires_grad_(False)
         return model.to(dev).eval()
+
+    def to_transformer_lens(self, epoch: int | None = None):
+        """The model at checkpoint ``epoch`` (the final one by default) as a
+        ``transformer_lens.HookedTransformer`` (extra ``lens``; :mod:`grokscope.models.lens`),
+        for TransformerLens's own patching and attribution tools."""
+        from grokscope.models.lens import to_hooked_transformer
+
+        return to_hooked_transformer(self.model(epoch))
 
     def __repr__(self) -> str:
         state = (self.status or {}).get("state", "unknown")

@@ -396,19 +396,6 @@ def forward(
     return out
 
 
-def padded(split, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Documents ``rows`` of a :class:`grokscope.tasks.sequence.SequenceSplit`, right-padded
-    with 0: tokens (n, T) and lengths (n,)."""
-    rows = np.arange(len(split)) if rows is None else np.asarray(rows)
-    lengths = split.lengths[rows]
-    width = int(lengths.max()) if len(rows) else 1
-    cols = np.arange(width)
-    idx = split.offsets[rows][:, None] + cols[None, :]
-    real = cols[None, :] < lengths[:, None]
-    toks = np.where(real, split.tokens[np.minimum(idx, max(len(split.tokens) - 1, 0))], 0)
-    return toks.astype(np.int64), lengths
-
-
 def reference_bytes(n: int, width: int, d_vocab: int) -> int:
     """Bytes the exact references of ``n`` documents of ``width`` tokens take (float64)."""
     return (LEVELS + 1) * n * width * d_vocab * 8

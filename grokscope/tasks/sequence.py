@@ -96,6 +96,19 @@ class SequenceDataset:
         return [self.vocab[int(i)] for i in ids]
 
 
+def padded(split, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Sequences ``rows`` (default: all) of ``split``, right-padded with 0 (:data:`PAD`) to
+    the longest of them: tokens (n, T) int64 and lengths (n,)."""
+    rows = np.arange(len(split)) if rows is None else np.asarray(rows)
+    lengths = split.lengths[rows]
+    width = int(lengths.max()) if len(rows) else 1
+    cols = np.arange(width)
+    idx = split.offsets[rows][:, None] + cols[None, :]
+    real = cols[None, :] < lengths[:, None]
+    toks = np.where(real, split.tokens[np.minimum(idx, max(len(split.tokens) - 1, 0))], 0)
+    return toks.astype(np.int64), lengths
+
+
 def pack(
     sequences: list[list[int]],
     answer_start: list[int],

@@ -28,8 +28,8 @@ from grokscope.measures.documents import (
     score_levels,
 )
 from grokscope.measures.levels import tree_logprobs
-from grokscope.tasks.document_inference import padded, references
-from grokscope.tasks.sequence import SequenceDataset
+from grokscope.tasks.document_inference import references
+from grokscope.tasks.sequence import SequenceDataset, padded
 from grokscope.train.lm_data import SeqData
 
 
