@@ -115,7 +115,8 @@ def sweep_summary(
 ) -> None:
     """Per-cell grokking-time medians (Kaplan-Meier, censored), share grokked, phase classes.
 
-    Writes DIR/summary.parquet, DIR/runs.parquet and DIR/figures/*.png.
+    Writes DIR/summary.parquet, DIR/runs.parquet, DIR/figures/*.png and DIR/sweep.html (one
+    page: the table, every run's curves, links to the runs' reports).
     Example: grokscope sweep-summary sweeps/nanda_fraction
     """
     from grokscope.dynamics.sweep_stats import TIME_RATIO

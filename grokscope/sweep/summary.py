@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from grokscope.kinds import Kind, SweepView, kind_of
+from grokscope.report.sweep_page import PageEvent, write_sweep_page
 from grokscope.store import rundir
 from grokscope.store.sweepdir import read_manifest
 from grokscope.sweep.spec import SweepSpec
@@ -23,7 +24,18 @@ def sweep_kind(root: Path, manifest: dict) -> Kind:
 
 
 def summarize_sweep(root: Path, figures: bool = True, **options) -> SweepView:
-    """Write the sweep's summary files and figures (the kind's); return what to print.
-    ``options`` are the kind's (algorithmic: ``time_ratio``, ``lag_fraction``)."""
+    """Write the sweep's summary files and figures (the kind's) and its page, ``sweep.html``
+    (:mod:`grokscope.report.sweep_page`); return what to print. ``options`` are the kind's
+    (algorithmic: ``time_ratio``, ``lag_fraction``)."""
     manifest = read_manifest(root)
-    return sweep_kind(root, manifest).sweep_summary(Path(root), manifest, figures, options)
+    kind = sweep_kind(root, manifest)
+    view = kind.sweep_summary(Path(root), manifest, figures, options)
+    core_keys = ("t_mem_epoch", "t_grok_epoch")  # status.json's keys, as read_status gives them
+    events = [
+        PageEvent(ev.name, key, ev.column) for ev, key in zip(kind.events, core_keys, strict=True)
+    ]
+    page = write_sweep_page(
+        Path(root), manifest, view.headers, view.rows, view.lines, view.figures, events, kind.unit
+    )
+    view.lines.append(f"wrote {page}")
+    return view
