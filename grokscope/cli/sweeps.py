@@ -56,6 +56,10 @@ def sweep(
         f"{total - len(failed)}/{total} runs finished; wrote {root / 'summary.parquet'}"
         f" and {len(figures)} figures"
     )
+    nodes = {r["node"] for r in records if r.get("node")}
+    if nodes:
+        trained = len({r["cell"] for r in records if r.get("node")})
+        console().print(f"{trained} cells trained on {len(nodes)} Ray node(s)")
     if failed:
         err().print(f"{len(failed)} runs did not finish; run the same command again to retry")
         raise typer.Exit(1)

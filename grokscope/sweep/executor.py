@@ -281,11 +281,11 @@ def run_ray(
     started = not ray.is_initialized()
     if started:
         if address:
-            ray.init(address=address, log_to_driver=False)
+            _connect(ray, address)
         else:
             ray.init(num_cpus=workers * threads, include_dashboard=False, log_to_driver=False)
     try:
-        remote = ray.remote(num_cpus=threads, max_retries=0)(run_cell)
+        remote = ray.remote(num_cpus=threads, max_retries=0)(_ray_cell)
         pending = {remote.remote(task, threads): task for task in tasks}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
@@ -297,6 +297,33 @@ def run_ray(
     finally:
         if started:
             ray.shutdown()
+
+
+def _connect(ray, address: str) -> None:
+    """Join the Ray cluster at ``address``, or one line saying why not. Ray >= 2.59 turns token
+    authentication on for clusters started with ``ray start --head``: every other node and
+    every driver then needs ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN`` (what
+    ``ray get-auth-token`` prints on the head), docs/sweeps.md."""
+    try:
+        ray.init(address=address, log_to_driver=False)
+    except (ConnectionError, RuntimeError) as e:
+        cause = f"{e} {e.__cause__ or ''}"
+        hint = (
+            "; the cluster asks for its token: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN to "
+            "what `ray get-auth-token` prints on the head"
+            if "auth" in cause.lower()
+            else ""
+        )
+        raise GrokscopeError(f"could not join the Ray cluster at {address}{hint}") from None
+
+
+def _ray_cell(task: dict[str, Any], threads: int) -> list[dict[str, Any]]:
+    """A cell as a Ray task: :func:`run_cell`, each record marked with the Ray node that ran
+    it (``node``), so a sweep across a cluster says where each run trained."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    return [{**record, "node": node} for record in run_cell(task, threads)]
 
 
 def default_workers() -> int:
