@@ -13,9 +13,17 @@ that every layer may use it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # tables arrive as pandas frames; importing events stays light
+    import pandas as pd
+
+
+# evaluations in a row at or above the threshold before t_gen counts (structural grokking:
+# generalization accuracy is noisy, one lucky evaluation must not set the event)
+STRUCTURAL_SUSTAIN = 3
 
 
 def reached(value: float, threshold: float, strict: bool = False) -> bool:

@@ -51,3 +51,24 @@ def test_report_reads_as_prose():
         [{"target": "logits", "ablation": "remove", "freq": 12, "loss": 0.47, "test_loss": 0.56}]
     )
     assert "<td>frequency 12 removed</td><td>0.47</td><td>0.56</td>" in ab
+
+
+def test_an_analysed_run_report_and_analyze_lines_speak_in_words(tmp_path, tiny):
+    """A short run's analysis leaves notes (no key frequencies, no phases): the report's notes
+    and what ``analyze`` prints name things in words, not as column or summary keys."""
+    import re
+
+    from grokscope.kinds import kind_of
+    from grokscope.orchestrate.analyze import analyze_run
+
+    run = tmp_path / "r"
+    train_run(tiny("train.epochs=40"), run)
+    summary = analyze_run(run, every=2, figures=False)
+    assert len(summary["notes"]) >= 2  # the case this test is about: there are notes
+    page = write_report(run).read_text()
+    notes = re.search(r"<h2>Notes</h2><ul>(.*?)</ul>", page).group(1)
+    lines = "\n".join(kind_of(rundir.read_config(run)).analysis_lines(summary))
+    for text in (notes, lines):
+        # snake_case keys; t_mem / t_grok are the literature's names
+        assert not re.findall(r"\b(?!t_)[a-z]+_[a-z0-9_]+\b", text), text
+        assert "None" not in text and "null" not in text

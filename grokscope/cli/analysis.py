@@ -35,6 +35,11 @@ def map_(
 
     Example: grokscope map sweeps/hmm_seeds --out maps/hmm_seeds
     """
+    from grokscope.dynamics.hmm import check_map_options
+    from grokscope.store.query import collect_runs
+
+    check_map_options(max_states, restarts, covariance, scaling, min_dwell, threads)
+    collect_runs(paths)  # paths without runs: one line, before torch loads
     from grokscope.orchestrate.training_map import build_map
 
     result = build_map(
@@ -112,14 +117,17 @@ def analyze(
     Example: grokscope analyze runs/nanda2023 --every 2
     """
     from grokscope.dynamics.phases import CLEANUP_RULES, PhaseParams
-    from grokscope.orchestrate.analyze import analyze_run
-    from grokscope.orchestrate.threads import use_threads
+    from grokscope.store import rundir
 
     check_threads(threads)
     if cleanup_rule not in CLEANUP_RULES:
         raise GrokscopeError(
             f"unknown --cleanup-rule {cleanup_rule!r}; choose one of {', '.join(CLEANUP_RULES)}"
         )
+    rundir.read_config(run)  # a path that is not a run: one line, before torch loads
+    from grokscope.orchestrate.analyze import analyze_run
+    from grokscope.orchestrate.threads import use_threads
+
     with use_threads(threads):
         s = analyze_run(
             run,
@@ -130,7 +138,6 @@ def analyze(
             curvature_every=curvature_every,
         )
     from grokscope.kinds import kind_of
-    from grokscope.store import rundir
 
     for line in kind_of(rundir.read_config(run)).analysis_lines(s):
         say(line)

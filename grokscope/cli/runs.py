@@ -8,7 +8,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pandas as pd
 import typer
 from rich import box
 from rich.table import Table
@@ -91,6 +90,8 @@ def runs(
 
 
 def isnull_cell(value) -> bool:
+    import pandas as pd  # here: the command line starts without pandas
+
     return value is None or value is pd.NA or value == "" or isnull(value)
 
 
@@ -112,6 +113,9 @@ def show(
 
     Example: grokscope show runs/quick
     """
+    from grokscope.store import rundir
+
+    rundir.read_config(run)  # a path that is not a run: one line, before torch loads
     from grokscope.orchestrate.load import load_run
 
     loaded = load_run(run)
@@ -165,6 +169,9 @@ def report(run: Path = typer.Argument(..., help="a run directory")) -> None:
 
     Example: grokscope report runs/quick
     """
+    from grokscope.store import rundir
+
+    rundir.read_config(run)  # a path that is not a run: one line, before torch loads
     from grokscope.orchestrate.report import write_report
 
     say(f"wrote {write_report(run)}")

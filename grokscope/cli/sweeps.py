@@ -31,6 +31,9 @@ def sweep(
 
     Example: grokscope sweep examples/sweep_nanda_fraction.toml --out sweeps
     """
+    from grokscope.sweep.spec import load_sweep
+
+    load_sweep(file)  # a mistake in the file: one line, before torch loads
     from grokscope.sweep.executor import count_finished, run_sweep, start_sweep
     from grokscope.sweep.summary import summarize_sweep
 
@@ -132,6 +135,9 @@ def sweep_summary(
         raise GrokscopeError(f"--time-ratio must be >= 1, got {time_ratio:g}")
     if lag_fraction is not None and not lag_fraction >= 0:
         raise GrokscopeError(f"--lag-fraction must be >= 0, got {lag_fraction:g}")
+    from grokscope.store.sweepdir import read_manifest
+
+    read_manifest(directory)  # not a sweep: one line, before the statistics load
     ratio = TIME_RATIO if time_ratio is None else time_ratio
     view = summarize_sweep(
         directory, figures=not no_figures, time_ratio=ratio, lag_fraction=lag_fraction

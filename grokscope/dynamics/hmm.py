@@ -58,6 +58,8 @@ from sklearn.cluster import KMeans
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
+from grokscope.errors import GrokscopeError
+
 _COVARIANCE_TYPES = ("diag", "full")
 
 
@@ -725,3 +727,24 @@ class TrainingMap(BaseEstimator):
                 "n_time_share_tests": sum(p is not None for p in self.time_tests_.p_value),
             },
         }
+
+
+def check_map_options(
+    max_states: int,
+    restarts: int,
+    covariance: str,
+    scaling: str,
+    min_dwell: int,
+    threads: int | None = None,
+) -> None:
+    """Refuse options :func:`build_map` cannot use, in one line each (GrokscopeError)."""
+    if covariance not in ("diag", "full"):
+        raise GrokscopeError(f"--covariance must be diag or full, got {covariance!r}")
+    if max_states < 1 or restarts < 1:
+        raise GrokscopeError("--max-states and --restarts must be >= 1")
+    if scaling.replace("-", "_") not in SCALINGS:
+        raise GrokscopeError(f"--scaling must be per-run or pooled, got {scaling!r}")
+    if min_dwell < 1:
+        raise GrokscopeError(f"--min-dwell must be >= 1, got {min_dwell}")
+    if threads is not None and threads < 0:
+        raise GrokscopeError(f"--threads must be >= 0, got {threads}")

@@ -298,7 +298,7 @@ def find_phases(table: pd.DataFrame, params: PhaseParams | None = None) -> dict:
         if fall is None:
             notes.append(
                 f"test loss never falls {params.min_drop_decades} decades below its peak: "
-                "no circuit_formation_end / cleanup_end"
+                "no end of circuit formation or of cleanup"
             )
         else:
             circuit = int(t[fall["start"]])
@@ -307,7 +307,7 @@ def find_phases(table: pd.DataFrame, params: PhaseParams | None = None) -> dict:
             details["test_max_fall_rate"] = fall["rate"]
             if cleanup is None and params.cleanup_rule == "test_loss_fall":
                 notes.append(
-                    "test loss is still falling fast at the last checkpoint: no cleanup_end"
+                    "test loss is still falling fast at the last checkpoint: no end of cleanup yet"
                 )
 
     # Memorization: excluded-loss minimum, else the train loss's fast fall.
@@ -329,11 +329,11 @@ def find_phases(table: pd.DataFrame, params: PhaseParams | None = None) -> dict:
             memo = int(t[fall["end"]])
             details["memorization_rule"] = "train_fall"
         else:
-            notes.append("train loss has no completed fast fall: no memorization_end")
+            notes.append("train loss has no completed fast fall: no end of memorization")
     if memo is not None and circuit is not None and circuit < memo:
         notes.append(
             "test loss starts falling fast before memorization ends (no delayed "
-            "generalization): circuit_formation_end set to memorization_end"
+            "generalization): the end of circuit formation is set to the end of memorization"
         )
         circuit = memo
         if cleanup is not None and cleanup < circuit:

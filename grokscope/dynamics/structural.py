@@ -49,10 +49,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from grokscope.events import event_epoch, sustained_epoch
+from grokscope.events import STRUCTURAL_SUSTAIN, event_epoch, sustained_epoch
 
 STRUCTURAL_RATIO = 2.0
-STRUCTURAL_SUSTAIN = 3
 
 
 def structural_events(

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Protocol
 
 from grokscope.config import Config, TaskConfig
 from grokscope.errors import GrokscopeError
 from grokscope.events import event_epoch
+
+if TYPE_CHECKING:  # the registry stays light: a one-line error needs no pandas or torch
+    import pandas as pd
 
 
 @dataclass(frozen=True)

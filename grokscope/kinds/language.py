@@ -4,7 +4,7 @@ per loop epoch, in-distribution and generalization events, and their lines."""
 from __future__ import annotations
 
 from grokscope.config import Config
-from grokscope.dynamics.structural import STRUCTURAL_SUSTAIN
+from grokscope.events import STRUCTURAL_SUSTAIN
 from grokscope.kinds.base import Event, Kind
 
 # the curvature columns need a full-batch training loss over fixed examples
@@ -35,6 +35,10 @@ class LanguageKind(Kind):
         # show, runs, analyze and the report give the same t_gen
         Event("t_gen", "gen_acc", "grok_threshold", STRUCTURAL_SUSTAIN),
     )
+
+    # what id_acc / gen_acc measure, in words: the task's accuracy (structural tasks) or, where
+    # the next token is random, agreement with the exact (Bayes) predictor's most likely tokens
+    accuracy_words = "accuracy"
 
     def trains_alone(self, cfg: Config) -> bool:
         # seeds of one dataset stack (grokscope.train.lm_data); seeds of different data do not
@@ -90,12 +94,19 @@ class LanguageKind(Kind):
             "state": f"{status.get('state')}, {status.get('epochs_done')} of "
             f"{cfg.train.epochs} steps",
         }
+        words, r = self.accuracy_words, cfg.train
         if last:
-            rows["accuracy at the last evaluation"] = (
+            rows[f"{words} at the last evaluation"] = (
                 f"in distribution {last['id_acc']:.3f}, generalization {last['gen_acc']:.3f}"
             )
-        rows["t_id (in-distribution accuracy >= threshold)"] = step_text(status.get("t_mem_epoch"))
-        rows["t_gen (generalization accuracy >= threshold)"] = step_text(status.get("t_grok_epoch"))
+        for key, column, threshold, name, where in (
+            ("t_mem_epoch", "id_acc", r.mem_threshold, "t_id", "in-distribution"),
+            ("t_grok_epoch", "gen_acc", r.grok_threshold, "t_gen", "generalization"),
+        ):
+            text = step_text(status.get(key))
+            if status.get(key) is None and metrics is not None and column in metrics:
+                text += f": the {where} {words} peaked at {metrics[column].max():.3f}"
+            rows[f"{name} ({where} {words} >= {threshold:g})"] = text
         return rows
 
     def curves_figure(self, run, folder):
@@ -104,4 +115,7 @@ class LanguageKind(Kind):
 
         r = run.config.train
         events = structural_events(run.metrics, r.mem_threshold, r.grok_threshold)
-        return accuracy_figure(run.metrics, events, run.path.name, folder / "accuracy.png")
+        return accuracy_figure(
+            run.metrics, events, run.path.name, folder / "accuracy.png",
+            (r.mem_threshold, r.grok_threshold), self.accuracy_words,
+        )  # fmt: skip

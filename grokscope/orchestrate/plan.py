@@ -14,10 +14,10 @@ from pathlib import Path
 from grokscope import config as config_mod
 from grokscope.errors import GrokscopeError
 from grokscope.kinds import kind_of
-from grokscope.orchestrate.train import extend_budget, finished_reason, run_is_finished
 from grokscope.portable import check_portable_process
-from grokscope.store import rundir
-from grokscope.train.core import check_device
+
+# the run directory, training and the device check (torch) are imported where they are used,
+# after the config's own checks: a mistake there is one line without waiting for torch
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,8 @@ def plan_training(
             return plan
     else:
         plan = _plan_new(preset, overrides, Path(out), name)
+    from grokscope.train.core import check_device
+
     check_device(plan.cfg.train.device)  # before anything is written or printed
     return plan
 
@@ -59,7 +61,11 @@ def plan_training(
 def _plan_resume(resume: Path, overrides: list[str], name: str) -> TrainPlan:
     if name:
         raise GrokscopeError("--resume continues a run under its own name; drop --name")
+    from grokscope.store import rundir
+
     cfg = rundir.read_config(resume)
+    from grokscope.orchestrate.train import extend_budget, finished_reason
+
     check_portable_process(cfg.train.portable)  # before a new budget is written
     if overrides:
         cfg = extend_budget(resume, overrides)
@@ -82,6 +88,8 @@ def _plan_new(preset: str, overrides: list[str], out: Path, name: str) -> TrainP
     cfg = config_mod.resolve(config_mod.apply_overrides(config_mod.preset(preset), overrides))
     run = out / (name or run_id(cfg))
     if (run / "config.json").exists():
+        from grokscope.orchestrate.train import run_is_finished
+
         hint = (
             "it is finished; pick another --name"
             if run_is_finished(run)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from grokscope.dynamics.hmm import SCALINGS, TrainingMap, TrainingMapWarning
+from grokscope.dynamics.hmm import TrainingMap, TrainingMapWarning, check_map_options
 from grokscope.errors import GrokscopeError, RunDirError
 from grokscope.measures.weights import (
     WEIGHT_STAT_COLUMNS,
@@ -127,27 +127,6 @@ def build_map(
             paths, out, max_states, restarts, covariance, threshold, seed, figures,
             scaling.replace("-", "_"), min_dwell,
         )  # fmt: skip
-
-
-def check_map_options(
-    max_states: int,
-    restarts: int,
-    covariance: str,
-    scaling: str,
-    min_dwell: int,
-    threads: int | None = None,
-) -> None:
-    """Refuse options :func:`build_map` cannot use, in one line each (GrokscopeError)."""
-    if covariance not in ("diag", "full"):
-        raise GrokscopeError(f"--covariance must be diag or full, got {covariance!r}")
-    if max_states < 1 or restarts < 1:
-        raise GrokscopeError("--max-states and --restarts must be >= 1")
-    if scaling.replace("-", "_") not in SCALINGS:
-        raise GrokscopeError(f"--scaling must be per-run or pooled, got {scaling!r}")
-    if min_dwell < 1:
-        raise GrokscopeError(f"--min-dwell must be >= 1, got {min_dwell}")
-    if threads is not None and threads < 0:
-        raise GrokscopeError(f"--threads must be >= 0, got {threads}")
 
 
 def _build_map(

@@ -58,8 +58,10 @@ def adaptation(curves: dict[int, np.ndarray], exact: np.ndarray, out: Path, most
 
 
 def interventions(table: pd.DataFrame, out: Path) -> Path:
-    """Each edit's response over training: the model's change of prediction at the probes over
-    the exact predictor's (1: as an optimal model; above 1: over-reacts)."""
+    """Each edit's response over training: the signed change of the target topic's share in the
+    model's predictions at the probes over the exact predictor's
+    (:func:`grokscope.measures.document_interventions.edit_response`; 1: as an optimal model;
+    above 1: over-reacts)."""
     t = table[table["epoch"] > 0].sort_values("epoch")
     fig, ax = subplots(figsize=(7, 4.2))
     for name in EDITS:
@@ -69,7 +71,7 @@ def interventions(table: pd.DataFrame, out: Path) -> Path:
     ax.axhline(1.0, color="0.5", lw=0.8, ls=":")
     ax.set_xscale("log")
     ax.set_xlabel("step")
-    ax.set_ylabel("response, model / exact")
+    ax.set_ylabel("topic-share change, model / exact")
     ax.set_title("responses to edits of the document", fontsize=10)
     ax.legend(fontsize=8)
     return save_figure(fig, out)

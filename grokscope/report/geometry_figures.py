@@ -35,23 +35,44 @@ def _scatter(ax, E: np.ndarray, k: int, title: str) -> None:
     ax.set_aspect("equal", adjustable="datalim")
 
 
+def phase_tag(epoch: int, phases: dict | None, t_mem: int | None, t_grok: int | None) -> str:
+    """The phase an epoch falls in, by the run's phase ends (Nanda et al. 2023: memorization,
+    circuit formation, cleanup), where they were found; otherwise only what the events say
+    (after t_mem, after t_grok), since an epoch past t_mem may already be forming the circuit."""
+    phases = phases or {}
+    ends = [phases.get(k) for k in ("memorization_end", "circuit_formation_end", "cleanup_end")]
+    if all(e is not None for e in ends):
+        names = ("memorization", "circuit formation", "cleanup")
+        for end, name in zip(ends, names, strict=True):
+            if epoch <= end:
+                return f" ({name})"
+        return " (after cleanup)"
+    if t_grok is not None and epoch >= t_grok:
+        return " (after t_grok)"
+    if t_mem is not None and epoch >= t_mem:
+        return " (after t_mem)"
+    return ""
+
+
 def embedding_evolution_figure(
-    embeddings: dict[int, np.ndarray], k: int, t_mem: int | None, t_grok: int | None, out: Path
+    embeddings: dict[int, np.ndarray],
+    k: int,
+    t_mem: int | None,
+    t_grok: int | None,
+    out: Path,
+    phases: dict | None = None,
 ) -> str:
     """Small multiples: the embedding of every residue (colour: its position on the operand grid)
     on the principal plane of its frequency-k components (:func:`frequency_plane`; k: the final
-    checkpoint's most circular key frequency), at up to 8 checkpoints spread in log epoch.
-    Before grokking a cloud, after it a circle (Zhong et al. 2023, Nanda et al. 2023)."""
+    checkpoint's most circular key frequency), at up to 8 checkpoints spread in log epoch, each
+    titled with its phase (:func:`phase_tag`). Before grokking a cloud, after it a circle (Zhong
+    et al. 2023, Nanda et al. 2023)."""
     epochs = _pick(sorted(embeddings), 8)
     cols = min(4, len(epochs))
     rows = int(np.ceil(len(epochs) / cols))
     fig, axes = subplots(rows, cols, figsize=(2.6 * cols, 2.7 * rows), squeeze=False)
     for ax, epoch in zip(axes.flat, epochs, strict=False):
-        tag = ""
-        if t_mem is not None and epoch >= t_mem:
-            tag = " (memorized)"
-        if t_grok is not None and epoch >= t_grok:
-            tag = " (grokked)"
+        tag = phase_tag(epoch, phases, t_mem, t_grok)
         _scatter(ax, embeddings[epoch], k, f"epoch {epoch}{tag}")
     for ax in list(axes.flat)[len(epochs) :]:
         ax.axis("off")
@@ -77,11 +98,12 @@ def embedding_animation(embeddings: dict[int, np.ndarray], k: int, out: Path) ->
 # legend words for the geometry columns
 LABELS = {
     "circularity_keys": "circles at the key frequencies (share of variance)",
-    "circularity_best": "circle at the best frequency",
+    "circularity_best": "circle at the best frequency (share of all variance)",
     "pca_circularity": "PCA circularity (Zhong et al.)",
     "fourier_ipr_pooled": "Fourier IPR, pooled (ours)",
     "gromov_ipr": "Gromov's IPR, per column",
-    "rqi": "RQI (Liu et al.), 10 % tolerance",
+    "rqi": "RQI (Liu et al.), 10 % tolerance; 0 on circles",
+    "ildr": "ILDR, penultimate layer, test inputs",
     "distance_irrelevance": "distance irrelevance",
     "gradient_symmetricity": "gradient symmetricity",
     "hessian_top1": "top Hessian eigenvalue",
@@ -94,14 +116,18 @@ LABELS = {
 
 def geometry_figure(table: pd.DataFrame, t_mem: int | None, t_grok: int | None, out: Path) -> str:
     """The geometry columns over training (log epoch): circularity (key frequencies, best
-    frequency, PCA), Fourier IPR, RQI, and the clock-vs-pizza pair, with t_mem and t_grok."""
+    frequency, PCA), Fourier IPR, RQI, the clock-vs-pizza pair and ILDR (a ratio, on a log
+    scale of its own), with t_mem and t_grok."""
     t = table[table["epoch"] > 0].sort_values("epoch")
-    fig, axes = subplots(1, 3, figsize=(13, 3.5))
+    fig, axes = subplots(1, 4, figsize=(17, 3.5))
     panels = (
         (("circularity_keys", "circularity_best", "pca_circularity"), "circularity"),
         (("fourier_ipr_pooled", "gromov_ipr", "rqi"), "Fourier IPR / RQI"),
         (("distance_irrelevance", "gradient_symmetricity"), "clock (q~1, s~0.3) vs pizza"),
+        (("ildr",), "inter- / intra-class distance"),
     )
+    if "ildr" in t and (t["ildr"].astype(float) > 0).any():
+        axes[3].set_yscale("log")
     for ax, (cols, label) in zip(axes, panels, strict=True):
         for col in cols:
             if col in t and t[col].notna().any():

@@ -47,8 +47,11 @@ def loss_figure(
     leaf = "loss_leaf_test" in m and every_token is None
     train, test = ("loss_leaf_train", "loss_leaf_test") if leaf else ("train_loss", "test_loss")
     where = "leaf tokens" if leaf else every_token or "every token, boundary included"
-    ax.plot(m["step"], m[train], color="0.35", lw=1, ls="--", label=f"train ({where})")
-    ax.plot(m["step"], m[test], color="k", lw=2, label=f"test ({where})")
+    # test thick underneath, train thin and coloured on top: where the two coincide (a large
+    # training set) the train curve stays visible
+    ax.plot(m["step"], m[test], color="k", lw=2.2, label=f"test ({where})", zorder=2)
+    ax.plot(m["step"], m[train], color="tab:orange", lw=1, ls="--", label=f"train ({where})",
+            zorder=3)  # fmt: skip
     for k in range(levels + 1):
         h = float(metrics[f"h_l{k}_test"].iloc[0])
         if np.isfinite(h):

@@ -15,19 +15,33 @@ from grokscope.tasks.sequence import Tree
 ID_COLOR, GEN_COLOR = "#1f77b4", "#d62728"
 
 
-def accuracy_figure(metrics: pd.DataFrame, events: dict, title: str, out: Path) -> Path:
-    """In-distribution and generalization accuracy (and LM loss) over steps, t_id / t_gen marked."""
+def accuracy_figure(
+    metrics: pd.DataFrame,
+    events: dict,
+    title: str,
+    out: Path,
+    thresholds: tuple[float, float] | None = None,
+    words: str = "accuracy",
+) -> Path:
+    """In-distribution and generalization accuracy (``words``: what the two columns measure)
+    and the LM loss over steps; t_id / t_gen marked where reached, and said in the legend
+    where not (with the ``thresholds`` they did not reach), so no caption names a line that
+    is not drawn."""
     fig, (ax, bx) = subplots(1, 2, figsize=(10, 3.6))
     m = metrics.sort_values("epoch")
     ax.plot(m["epoch"], m["id_acc"], color=ID_COLOR, label="in distribution (test)")
     ax.plot(m["epoch"], m["gen_acc"], color=GEN_COLOR, label="generalization")
-    for key, color, name in (("t_id_step", ID_COLOR, "t_id"), ("t_gen_step", GEN_COLOR, "t_gen")):
+    marks = (("t_id_step", ID_COLOR, "t_id", 0), ("t_gen_step", GEN_COLOR, "t_gen", 1))
+    for key, color, name, i in marks:
         if events.get(key) is not None:
             ax.axvline(events[key], color=color, ls=":", lw=1)
             ax.text(events[key], 0.02, f" {name}", color=color, fontsize=8)
+        else:
+            below = f" (< {thresholds[i]:g})" if thresholds else ""
+            ax.plot([], [], color=color, ls=":", lw=1, label=f"{name} not reached{below}")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("step")
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel(words)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="center right")
     bx.plot(m["epoch"], m["train_loss"], color="0.3", label="train")
@@ -37,6 +51,7 @@ def accuracy_figure(metrics: pd.DataFrame, events: dict, title: str, out: Path) 
     bx.set_xlabel("step")
     bx.set_ylabel("LM loss per token")
     bx.legend(fontsize=8)
+    fig.tight_layout(w_pad=2.0)
     return save_figure(fig, out)
 
 
@@ -63,22 +78,26 @@ def tree_measures_figure(table: pd.DataFrame, out: Path) -> Path:
 
 
 def _layout(tree: Tree) -> tuple[list[tuple[float, float, float, float]], float]:
-    """Line segments (x0, y0, x1, y1) of a tree drawn over leaf positions, and its height."""
+    """Line segments (x0, y0, x1, y1) of a tree drawn as a dendrogram over leaf positions, and
+    its height. A node is a horizontal bar over its children at one above the tallest of them,
+    each child hangs from the bar by a vertical line at its own x: a subtree stays inside the
+    box of its leaves below its height, so no two lines cross (a diagonal from a node to a far
+    child can pass through a taller sibling; tests/test_structural_tasks.py checks)."""
     segments: list[tuple[float, float, float, float]] = []
 
-    def walk(t: Tree) -> tuple[float, float, int, int]:
-        """(x, y, first leaf, last leaf) of ``t``; x is the middle of its leaves, so branches
-        never cross."""
+    def walk(t: Tree) -> tuple[float, float]:
+        """(x, y) of ``t``'s top: the middle of its children's x, one above the tallest."""
         if isinstance(t, int | np.integer):
-            return float(t), 0.0, int(t), int(t)
+            return float(t), 0.0
         kids = [walk(c) for c in t]
-        first, last = kids[0][2], kids[-1][3]
-        x, y = (first + last) / 2.0, max(k[1] for k in kids) + 1.0
-        for kx, ky, _, _ in kids:
-            segments.append((x, y, kx, ky))
-        return x, y, first, last
+        y = max(k[1] for k in kids) + 1.0
+        x0, x1 = kids[0][0], kids[-1][0]
+        segments.append((x0, y, x1, y))
+        for kx, ky in kids:
+            segments.append((kx, y, kx, ky))
+        return (x0 + x1) / 2.0, y
 
-    _, height, _, _ = walk(tree)
+    _, height = walk(tree)
     return segments, height
 
 

@@ -17,17 +17,17 @@ import re
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
 
 from grokscope import config as config_mod
 from grokscope.errors import GrokscopeError, RunDirError
+
+if TYPE_CHECKING:  # torch and safetensors load with the first checkpoint read or written
+    import torch
 
 CKPT_RE = re.compile(r"^epoch_(\d{8})\.safetensors$")
 RESUME_RE = re.compile(r"^resume_(\d{8})\.safetensors$")
@@ -188,6 +188,8 @@ def save_checkpoint(
     The resume file carries ``meta`` (epoch, step, ...) as safetensors metadata, so it is written
     in one atomic rename together with the tensors.
     """
+    from safetensors.torch import save
+
     atomic_write(checkpoint_path(run, epoch), save(_contiguous_cpu(weights)))
     blob = save(_contiguous_cpu(resume), metadata={"meta": json.dumps(meta)})
     atomic_write(resume_path(run, epoch), blob)
@@ -209,6 +211,9 @@ def load_weights(run: Path, epoch: int) -> dict[str, torch.Tensor]:
     path = checkpoint_path(run, epoch)
     if not path.is_file():
         raise RunDirError(f"checkpoint {path} is missing")
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
@@ -232,7 +237,7 @@ def load_into(model: torch.nn.Module, run: Path, epoch: int, unit: str = "epoch"
 
 def load_resume(run: Path) -> tuple[int, dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
     """(epoch, weights, resume tensors, meta) of the newest complete, readable checkpoint."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     for epoch in reversed(list_epochs(run, RESUME_RE)):
         if epoch not in list_epochs(run):

@@ -8,19 +8,14 @@ from pathlib import Path
 
 from grokscope import display
 from grokscope.config import Config, TaskConfig
-from grokscope.kinds.algorithmic.analysis import AlgorithmicAnalysis
-from grokscope.kinds.algorithmic.report import (
-    CAPTIONS,
-    ablations_table,
-    headline_rows,
-    phases_table,
-    plot_training_curves,
-)
+from grokscope.kinds.algorithmic.captions import CAPTIONS
 from grokscope.kinds.base import Kind, SweepView
 from grokscope.tasks.modular import modular_task
 from grokscope.tasks.parity import sparse_parity_task
 from grokscope.tasks.permutation import permutation_task
-from grokscope.train.examples import ExampleData
+
+# the analysis, report and training data (torch, matplotlib) are imported where they are used,
+# so that the registry, and every one-line error before training, stays light
 
 
 class Algorithmic(Kind):
@@ -37,6 +32,8 @@ class Algorithmic(Kind):
         return sparse_parity_task(t.n_bits, t.k_bits, t.n_samples, t.train_fraction, t.data_seed)
 
     def train_data(self, cfgs, datasets, device):
+        from grokscope.train.examples import ExampleData
+
         return ExampleData.for_batch(cfgs, datasets, device)
 
     def export_tables(self, cfg: Config, ds) -> tuple[dict, dict]:
@@ -88,7 +85,9 @@ class Algorithmic(Kind):
         )
         return what.replace("/", "div").replace("*", "mul").replace("^", "").replace(" ", "_")
 
-    def analysis(self, run, options: dict) -> AlgorithmicAnalysis:
+    def analysis(self, run, options: dict):
+        from grokscope.kinds.algorithmic.analysis import AlgorithmicAnalysis
+
         return AlgorithmicAnalysis(run, options)
 
     def summary_lines(self, summary: dict) -> list[str]:
@@ -96,12 +95,14 @@ class Algorithmic(Kind):
         keys = summary.get("key_frequencies")
         if keys is not None:
             basis = summary.get("fourier_basis")
-            lines.append(f"key frequencies {keys}" + (f" over {basis}" if basis else ""))
+            listed = ", ".join(str(k) for k in keys) or "none"
+            lines.append(f"key frequencies {listed}" + (f" over {basis}" if basis else ""))
             share = display.share(summary.get("neuron_single_freq_share"))
             lines.append(f"single-frequency neurons {share}")
         ph = summary.get("phases") or {}
         if ph:
             ends = [ph.get(k) for k in ("memorization_end", "circuit_formation_end", "cleanup_end")]
+            ends = ["not found" if e is None else e for e in ends]
             lines.append("phases end at epochs {} / {} / {}".format(*ends))
             lines.append("  (memorization / circuit formation / cleanup)")
         return lines
@@ -111,15 +112,24 @@ class Algorithmic(Kind):
         return [
             f"{summary['checkpoints_analysed']} checkpoints analysed in "
             f"{summary['analysis_wall_s']:.1f} s",
-            f"t_mem {summary['t_mem_epoch']}, t_grok {summary['t_grok_epoch']} (epochs)",
+            "t_mem {}, t_grok {}".format(
+                *(
+                    "not reached" if summary[k] is None else f"epoch {summary[k]}"
+                    for k in ("t_mem_epoch", "t_grok_epoch")
+                )
+            ),
             *self.summary_lines(summary),
             *(f"note: {n}" for n in summary["notes"]),
         ]
 
     def report_rows(self, run) -> dict[str, str]:
+        from grokscope.kinds.algorithmic.report import headline_rows
+
         return headline_rows(run.config, run.status or {}, run.last_row(), run.summary or {})
 
     def report_sections(self, run) -> list[tuple[str, str]]:
+        from grokscope.kinds.algorithmic.report import ablations_table, phases_table
+
         summary = run.summary or {}
         out = []
         if summary.get("phases"):
@@ -129,6 +139,8 @@ class Algorithmic(Kind):
         return out
 
     def curves_figure(self, run, folder: Path) -> Path:
+        from grokscope.kinds.algorithmic.report import plot_training_curves
+
         status = run.status or {}
         return plot_training_curves(
             run.metrics, folder / "training_curves.png", status.get("t_mem_epoch"),

@@ -109,16 +109,18 @@ def _context(run, model: HookedModule, load, rule: neurons.KeyFreqRule) -> _Cont
     )  # fmt: skip
     if ctx.reason is not None:
         ctx.notes.append(
-            "key_frequencies, restricted_loss, excluded_loss, logit_var_explained and "
-            f"ablations are null: {ctx.reason}"
+            "the key frequencies, the restricted and excluded losses, the logit variance "
+            f"explained and the ablations are not computed: {ctx.reason}"
         )
     if ds.modulus is None:
         ctx.notes.append(
-            "gini_embed, gini_unembed and neuron_single_freq_share are null: " + ctx.reason
+            "the Gini sparsities of the embedding and unembedding and the share of "
+            "single-frequency neurons are not computed: " + ctx.reason
         )
     elif not ctx.full_grid:
         ctx.notes.append(
-            "neuron_single_freq_share is null: the dataset does not cover the p x p grid"
+            "the share of single-frequency neurons is not computed: the dataset does not cover "
+            "the p x p grid"
         )
     return ctx
 
@@ -148,9 +150,10 @@ def _final_checkpoint(ctx: _Context, epoch: int) -> _Final:
         key_freqs = neurons.key_frequencies(fractions, ctx.rule)
         if not key_freqs:
             ctx.notes.append(
-                f"no key frequencies at the final checkpoint (epoch {epoch}) by the rule "
-                f"{asdict(ctx.rule)}: restricted_loss, excluded_loss and logit_var_explained "
-                "are null"
+                f"no key frequencies at the final checkpoint (epoch {epoch}): no frequency "
+                f"held {ctx.rule.min_neuron_fraction:g} of the energy of "
+                f"{ctx.rule.min_neuron_share:.0%} of the neurons; the restricted and excluded "
+                "losses and the logit variance explained are not computed"
             )
     rows = None
     if ctx.reason is None and key_freqs:
@@ -346,7 +349,12 @@ def _figures(ctx: _Context, final: _Final, table: pd.DataFrame, summary: dict) -
         k = max(keys, key=lambda j: per[j - 1]) if keys else int(np.nanargmax(per)) + 1
         extra = [
             geometry_figures.embedding_evolution_figure(
-                ctx.embeddings, k, t_mem, t_grok, folder / "embedding_evolution.png"
+                ctx.embeddings,
+                k,
+                t_mem,
+                t_grok,
+                folder / "embedding_evolution.png",
+                summary.get("phases"),
             ),
             geometry_figures.embedding_animation(
                 ctx.embeddings, k, folder / "embedding_evolution.gif"

@@ -1,5 +1,5 @@
-"""The report lines of an algorithmic run (headline, phases, ablations), its training-curves
-figure and its figure captions."""
+"""The report lines of an algorithmic run (headline, phases, ablations) and its training-curves
+figure (its figure captions: :mod:`grokscope.kinds.algorithmic.captions`)."""
 
 from __future__ import annotations
 
@@ -8,28 +8,6 @@ from pathlib import Path
 from grokscope.report.figure_io import save_figure, subplots
 from grokscope.report.html import html_table as _table
 from grokscope.report.html import text as _text
-
-# figures we know, in reading order, with a caption each; others follow alphabetically
-CAPTIONS = {
-    "training_curves": "Loss and accuracy over training (log epoch axis).",
-    "loss_phases": "Train and test loss with the automatically found phases shaded.",
-    "progress_measures": "Progress measures over training: restricted and excluded loss, Gini "
-    "sparsity of the embedding and unembedding in the Fourier basis, weight norm.",
-    "embedding_fourier_norms": "Norm of each Fourier component of the embedding.",
-    "key_frequency_circles": "The embedding projected on each key frequency's cos / sin "
-    "directions: the inputs lie on circles.",
-    "neuron_frequency_histogram": "How many MLP neurons are dominated by each frequency.",
-    "logit_fourier_spectrum": "2-D Fourier spectrum of the logits over the (a, b) grid.",
-    "embedding_evolution": "Clouds to circles: each residue's embedding on the top two principal "
-    "components of its checkpoint (colour: position on the operand grid), at checkpoints spread "
-    "over training; embedding_evolution.gif animates every analysed checkpoint.",
-    "geometry": "Geometry over training: circularity of the embedding (mean over key "
-    "frequencies, best frequency, PCA-based), Fourier IPR and RQI, and the clock-vs-pizza "
-    "diagnostics (distance irrelevance, gradient symmetricity); dotted: t_mem, t_grok.",
-    "curvature": "Curvature of the training loss (top Hessian eigenvalue, trace, norm-scaled and "
-    "scaled-Hessian sharpness λ_max(D H D), with the training loss) and the local learning "
-    "coefficient.",
-}
 
 
 def plot_training_curves(metrics, path: Path, t_mem: int | None, t_grok: int | None) -> Path:

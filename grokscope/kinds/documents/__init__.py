@@ -43,9 +43,9 @@ CAPTIONS = {
     "documents_adaptation": "Loss on the d-th content word after a topic change (paragraphs "
     "after the first), at checkpoints through training (colour), beside the exact curves of the "
     "paragraph, trajectory and genre levels (dashed).",
-    "documents_interventions": "Responses to edits over training: how much the model's "
-    "predictions move at the probes, over how much the exact predictor's move (1: as an "
-    "optimal model).",
+    "documents_interventions": "Responses to edits over training: the signed change of the "
+    "target topic's share in the model's predictions at the probes, over the exact predictor's "
+    "change (1: as an optimal model; above 1: over-reacts; below 0: moves the wrong way).",
 }
 
 
@@ -94,6 +94,7 @@ class Documents(LanguageKind):
     name = "documents"
     tasks = ("documents",)
     figure_captions = CAPTIONS
+    accuracy_words = "agreement with the exact predictor"
 
     def build_dataset(self, t: TaskConfig):
         return documents_task(grammar_of(t), t.n_train, t.n_dev, t.n_test, t.n_gen, t.data_seed)

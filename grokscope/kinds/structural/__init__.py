@@ -10,16 +10,14 @@ from grokscope.config import Config, TaskConfig
 from grokscope.display import f3, fmt, isnull
 from grokscope.kinds.base import SweepView
 from grokscope.kinds.language import CURVATURE_REFUSED, LanguageKind
-from grokscope.kinds.structural.analysis import StructuralAnalysis
-from grokscope.kinds.structural.data import StructuralData
-from grokscope.report.html import text as _text
 from grokscope.tasks.dyck import dyck_task
 from grokscope.tasks.question_formation import question_formation_task
 from grokscope.tasks.tense_inflection import tense_inflection_task
 
 CAPTIONS = {
     "accuracy": "In-distribution and generalization accuracy over steps (left; dotted: t_id and "
-    "t_gen), language-model loss per token (right).",
+    "t_gen where reached, the legend names those that were not), language-model loss per token "
+    "(right).",
     "tree_measures": "Tree-structuredness over training (tree score, bracketing F1 of the induced "
     "trees against the gold parses) and the two rival predictors: weight norm, attention entropy.",
     "trees": "Trees induced from the final model (left) beside the grammar's parses (right).",
@@ -47,6 +45,8 @@ class Structural(LanguageKind):
         return dyck_task(t.dyck_k, t.dyck_depth, *sizes, max_len=t.max_len)
 
     def train_data(self, cfgs, datasets, device):
+        from grokscope.kinds.structural.data import StructuralData
+
         return StructuralData.for_batch(cfgs, datasets, device)
 
     def describe(self, cfg: Config) -> str:
@@ -62,7 +62,9 @@ class Structural(LanguageKind):
             return f"dyck{t.dyck_k}-{t.dyck_depth}-L{layers}"
         return f"{'qf' if t.name == 'question_formation' else 'tense'}-L{layers}"
 
-    def analysis(self, run, options: dict) -> StructuralAnalysis:
+    def analysis(self, run, options: dict):
+        from grokscope.kinds.structural.analysis import StructuralAnalysis
+
         self.refuse_options(options, CURVATURE_REFUSED)
         return StructuralAnalysis(run, options)
 
@@ -83,6 +85,8 @@ class Structural(LanguageKind):
         ]
 
     def report_rows(self, run) -> dict[str, str]:
+        from grokscope.report.html import text as _text
+
         rows = super().report_rows(run)
         summary = run.summary or {}
         if summary.get("kind") != "sequence":

@@ -16,16 +16,15 @@ from grokscope.kinds.language import (
     plateau_text,
     step_text,
 )
-from grokscope.kinds.tree_language.analysis import TreeAnalysis
-from grokscope.kinds.tree_language.data import TreeData
 from grokscope.tasks.tree_language import tree_language_task
 
 CAPTIONS = {
     "levels_loss": "Train and test loss per token with the exact plateaus H_k of the test set "
     "(dashed: the best loss using correlations up to level k) and each level's transition t*_k.",
     "levels_kl": "Left: KL divergence from each level's exact predictor to the model on the test "
-    "set. Right: each level's progress on the positions that need it (0: the level below's "
-    "predictor, 1: this level's; thick test, dashed train).",
+    "set. Right: each level's coefficient c_k, the weight of that level's evidence in the "
+    "model's log-likelihood (0: none of it, 1: all of it; thick test, dashed train; a run "
+    "recorded before the coefficients shows the positional progress f_k, as its axis says).",
     "levels_positions": "Test loss at every position before and after each transition, with the "
     "exact per-position plateaus; digits: the level each position's prediction needs.",
     "levels_cascade": "Perturbation cascade: swap one node of level k, regenerate below it; the "
@@ -51,6 +50,7 @@ class TreeLanguage(LanguageKind):
     name = "tree_language"
     tasks = ("tree_language",)
     figure_captions = CAPTIONS
+    accuracy_words = "agreement with the exact predictor"
 
     def build_dataset(self, t: TaskConfig):
         return tree_language_task(
@@ -65,6 +65,8 @@ class TreeLanguage(LanguageKind):
         )  # fmt: skip
 
     def train_data(self, cfgs, datasets, device):
+        from grokscope.kinds.tree_language.data import TreeData
+
         return TreeData.for_batch(cfgs, datasets, device)
 
     def level_count(self, cfg: Config) -> int:
@@ -104,7 +106,9 @@ class TreeLanguage(LanguageKind):
         t = cfg.task
         return f"tree{t.tree_levels}-P{t.n_train}-L{cfg.model.n_layers}"
 
-    def analysis(self, run, options: dict) -> TreeAnalysis:
+    def analysis(self, run, options: dict):
+        from grokscope.kinds.tree_language.analysis import TreeAnalysis
+
         self.refuse_options(options, CURVATURE_REFUSED)
         return TreeAnalysis(run, options)
 
