@@ -146,7 +146,7 @@ def test_level_off_rule_waits_for_the_gini_and_the_weight_norm():
     df["gini_embed"] = np.interp(df["epoch"], [0, 4000, 20000], [0.05, 0.05, 0.7])  # never flat
     out = find_phases(df)
     assert out["cleanup_end"] is None
-    assert any("the Gini sparsity of the embedding still changing" in n for n in out["notes"])
+    assert any("the Gini sparsity of the embedding is still changing" in n for n in out["notes"])
     assert find_phases(df, TEST_FALL)["cleanup_end"] == 12000
     # without the Gini columns (tasks without a modulus) the rest decide, and a note says so
     out = find_phases(df.drop(columns=["gini_embed", "gini_unembed"]))

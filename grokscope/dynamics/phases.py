@@ -438,7 +438,8 @@ CURVE_WORDS = {
 
 
 def _words(curves) -> str:
-    return ", ".join(CURVE_WORDS.get(c, c) for c in curves)
+    words = [CURVE_WORDS.get(c, c) for c in curves]
+    return " and ".join([", ".join(words[:-1]), words[-1]]) if len(words) > 1 else "".join(words)
 
 
 def _level_off_cleanup(level: dict[str, int | None], notes: list[str]) -> int | None:
@@ -453,7 +454,8 @@ def _level_off_cleanup(level: dict[str, int | None], notes: list[str]) -> int | 
     moving = [c for c, e in level.items() if e is None]
     if moving:
         notes.append(
-            f"{_words(moving)} still changing at the last checkpoints (faster than the "
+            f"{_words(moving)} {'is' if len(moving) == 1 else 'are'} still changing at the last "
+            "checkpoints (faster than the "
             "level-off threshold): no end of cleanup yet"
         )
         return None
