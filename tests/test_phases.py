@@ -152,7 +152,8 @@ def test_level_off_rule_waits_for_the_gini_and_the_weight_norm():
     out = find_phases(df.drop(columns=["gini_embed", "gini_unembed"]))
     assert out["cleanup_end"] == 12000
     assert any(
-        "the Gini sparsity of the embedding, the Gini sparsity of the unembedding not measured" in n
+        "the Gini sparsity of the embedding and the Gini sparsity of the unembedding are not "
+        "measured" in n
         for n in out["notes"]
     )
 

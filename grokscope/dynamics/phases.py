@@ -449,7 +449,7 @@ def _level_off_cleanup(level: dict[str, int | None], notes: list[str]) -> int | 
     if missing:
         notes.append(
             f"the end of cleanup is read from {_words(level) or 'no curve'} only: "
-            f"{_words(missing)} not measured for this run"
+            f"{_words(missing)} {'is' if len(missing) == 1 else 'are'} not measured for this run"
         )
     moving = [c for c, e in level.items() if e is None]
     if moving:
