@@ -15,26 +15,10 @@ from grokscope.store import rundir
 from grokscope.sweep.executor import run_sweep
 from grokscope.sweep.spec import load_sweep
 from tests.conftest import run_cli
+from tests.test_sweep import BASE
 
-SPEC = """
-name = "page"
-preset = "default"
-seeds = [0, 1]
-
-[set]
-"task.p" = 23
-model.d_model = 32
-model.n_heads = 4
-model.d_head = 8
-model.d_mlp = 64
-"optim.lr" = 3e-3
-"train.epochs" = 40
-"train.eval_every" = 5
-"train.checkpoint_every" = 20
-
-[grid]
-"task.train_fraction" = [0.3, 0.6]
-"""
+SPEC = BASE.format(name="page", epochs=40)  # 4 cells x 2 seeds of a tiny transformer
+FIRST_CELL = "c000-train_fraction=0.3-weight_decay=0.5"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
@@ -45,7 +29,7 @@ def sweep_root(tmp_path_factory) -> Path:
     run_sweep(load_sweep(tmp / "s.toml"), tmp / "sweeps", workers=1, threads=1)
     root = tmp / "sweeps" / "page"
     # one run has a report: its panel and its row link to it, the others do not
-    (root / "runs" / "c000-train_fraction=0.3-s1" / "report.html").write_text("<html></html>")
+    (root / "runs" / f"{FIRST_CELL}-s1" / "report.html").write_text("<html></html>")
     return root
 
 
@@ -59,12 +43,12 @@ def _summary(monkeypatch, capsys, root: Path) -> str:
 def test_the_page_holds_every_run_and_needs_no_network(monkeypatch, capsys, sweep_root):
     page = _summary(monkeypatch, capsys, sweep_root)
     runs = [r["run"] for r in rundir.read_json(sweep_root / "sweep.json")["runs"]]
-    assert len(runs) == 4
+    assert len(runs) == 8
     for run in runs:  # a panel (with its curves) and a table row per run
         assert page.count(f'data-run="{run}"') == 2
     assert page.count("<polyline") == 2 * len(runs)  # train and test curve of each run
     links = re.findall(r'href="([^"]+)"', page)
-    assert links == ["runs/c000-train_fraction=0.3-s1/report.html"] * 2  # only the report there
+    assert links == [f"runs/{FIRST_CELL}-s1/report.html"] * 2  # only the report there
     assert not re.search(r"(src|href)=\"(https?:)?//", page)  # nothing fetched
     status = rundir.read_status(sweep_root / "runs" / runs[0])
     event = "not reached" if status["t_grok_epoch"] is None else str(status["t_grok_epoch"])
@@ -73,13 +57,13 @@ def test_the_page_holds_every_run_and_needs_no_network(monkeypatch, capsys, swee
 
 def test_a_sweep_with_unstarted_runs_still_gets_its_page(monkeypatch, capsys, tmp_path):
     """A page while a sweep is under way: runs not yet started are listed as such."""
-    (tmp_path / "s.toml").write_text(SPEC.replace('"train.epochs" = 40', '"train.epochs" = 10'))
+    (tmp_path / "s.toml").write_text(BASE.format(name="page", epochs=10))
     spec = load_sweep(tmp_path / "s.toml")
     run_sweep(spec, tmp_path / "sweeps", workers=1, threads=1)
     root = tmp_path / "sweeps" / "page"
-    shutil.rmtree(root / "runs" / "c001-train_fraction=0.6-s1")
+    shutil.rmtree(root / "runs" / "c003-train_fraction=0.6-weight_decay=1-s1")
     page = _summary(monkeypatch, capsys, root)
-    assert "<td>not started</td>" in page and page.count("<polyline") == 6
+    assert "<td>not started</td>" in page and page.count("<polyline") == 14
 
 
 def _browser() -> str | None:
@@ -98,7 +82,7 @@ def test_the_page_renders_and_its_hover_works_in_a_real_browser(monkeypatch, cap
     ).stdout  # fmt: skip
     body = re.search(r"<body([^>]*)>", dom).group(1)
     attrs = dict(re.findall(r'data-(\w+)="([^"]*)"', body))
-    assert attrs["panels"] == "4"  # the script ran over every run's panel
-    first = "c000-train_fraction=0.3-s0"
+    assert attrs["panels"] == "8"  # the script ran over every run's panel
+    first = f"{FIRST_CELL}-s0"
     assert attrs["tip"].startswith(first) and "t_mem" in attrs["tip"]  # hover shows id, events
     assert attrs["highlighted"] == "1"  # and marks the run's row in the table
