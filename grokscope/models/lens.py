@@ -44,12 +44,12 @@ class LensError(GrokscopeError):
 
 
 def _lens():
+    """TransformerLens's HookedTransformer and its config class, or LensError."""
     try:
-        import transformer_lens
         from transformer_lens import HookedTransformer, HookedTransformerConfig
     except ImportError as err:
         raise LensError(f"TransformerLens 2.x-3.x is not installed ({err}): {INSTALL}") from None
-    return transformer_lens, HookedTransformer, HookedTransformerConfig
+    return HookedTransformer, HookedTransformerConfig
 
 
 def _post_ln_block_class():
@@ -126,7 +126,7 @@ def to_hooked_transformer(model: HookedModule):
     eval mode on the CPU: logits agree with grokscope's to float32 rounding and every hook
     name grokscope caches sees the same activation (tests/test_lens.py)."""
     kind = _check(model)
-    _, HookedTransformer, HookedTransformerConfig = _lens()
+    HookedTransformer, HookedTransformerConfig = _lens()
     cfg = model.cfg
     post_ln = kind == "lm" and cfg.ln_position == "post"
     layernorm = kind == "lm" or cfg.layernorm

@@ -19,6 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -28,7 +29,7 @@ from grokscope.models import HookedModule, build_model
 from grokscope.store import rundir
 from grokscope.store.runfiles import RunFiles, table_or_none
 from grokscope.tasks import Dataset
-from grokscope.tasks.sequence import SequenceDataset
+from grokscope.tasks.sequence import SequenceDataset, padded
 from grokscope.train.core import check_device
 
 
@@ -57,12 +58,11 @@ class Run(RunFiles):
             names = list(ds.splits) if split == "all" else [split]
             if split != "all" and split not in ds.splits:
                 raise ValueError(f"unknown split {split!r}; choose all, {', '.join(ds.splits)}")
-            lines = [ds.splits[n].sequence(i) for n in names for i in range(len(ds.splits[n]))]
-            width = max(len(x) for x in lines)
-            out = torch.zeros(len(lines), width, dtype=torch.int64)
-            for row, line in enumerate(lines):
-                out[row, : len(line)] = torch.as_tensor(line)
-            return out
+            parts = [padded(ds.splits[n])[0] for n in names]
+            width = max(p.shape[1] for p in parts)
+            return torch.as_tensor(
+                np.concatenate([np.pad(p, ((0, 0), (0, width - p.shape[1]))) for p in parts])
+            )
         return torch.as_tensor(ds.tokens[self._index(split)])
 
     def labels(self, split: str = "all") -> torch.Tensor:
