@@ -1,6 +1,7 @@
-"""The golden fingerprint of portable mode: a hash and a few values of the metrics of three short
-portable runs (the ``quick`` preset for 200 epochs, a short ``structural_cpu`` and a short
-``levels_cpu`` run), which must be the same bits on any x86-64 CPU with AVX2 and this torch.
+"""The golden fingerprint of portable mode: a hash and a few values of the metrics of four short
+portable runs (the ``quick`` preset for 200 epochs, a short ``structural_cpu``, ``levels_cpu``
+and ``documents_cpu`` run), which must be the same bits on any x86-64 CPU with AVX2 and this
+torch.
 
 ``python tests/portable_fingerprint.py`` prints them (run it in the portable environment:
 ``tests/test_portable.py`` does); ``--record`` writes ``tests/portable_fingerprints.json``.
@@ -26,11 +27,12 @@ RUNS = {
 
 
 def runs() -> dict:
-    import record  # the short structural and tree-language runs of the kind fixtures
+    import record  # the short structural, tree-language and document runs of the kind fixtures
 
     out = dict(RUNS)
     out["structural"] = record.RUNS["structural"]
     out["tree_language"] = record.RUNS["tree_language"]
+    out["documents"] = record.RUNS["documents"]
     return out
 
 
