@@ -94,19 +94,21 @@ class LanguageKind(Kind):
             "state": f"{status.get('state')}, {status.get('epochs_done')} of "
             f"{cfg.train.epochs} steps",
         }
-        words, r = self.accuracy_words, cfg.train
+        words = self.accuracy_words
         if last:
             rows[f"{words} at the last evaluation"] = (
                 f"in distribution {last['id_acc']:.3f}, generalization {last['gen_acc']:.3f}"
             )
-        for key, column, threshold, name, where in (
-            ("t_mem_epoch", "id_acc", r.mem_threshold, "t_id", "in-distribution"),
-            ("t_grok_epoch", "gen_acc", r.grok_threshold, "t_gen", "generalization"),
-        ):
+        # the kind's two events, under status.json's core keys
+        for ev, key, where in zip(
+            self.events, ("t_mem_epoch", "t_grok_epoch"), ("in-distribution", "generalization"),
+            strict=True,
+        ):  # fmt: skip
             text = step_text(status.get(key))
-            if status.get(key) is None and metrics is not None and column in metrics:
-                text += f": the {where} {words} peaked at {metrics[column].max():.3f}"
-            rows[f"{name} ({where} {words} >= {threshold:g})"] = text
+            if status.get(key) is None and metrics is not None and ev.column in metrics:
+                text += f": the {where} {words} peaked at {metrics[ev.column].max():.3f}"
+            threshold = getattr(cfg.train, ev.threshold)
+            rows[f"{ev.name} ({where} {words} >= {threshold:g})"] = text
         return rows
 
     def curves_figure(self, run, folder):
