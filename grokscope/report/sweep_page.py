@@ -105,7 +105,7 @@ figure{margin:1.5em 0} img{max-width:100%;border:1px solid #eee} figcaption{colo
 .frame{fill:#fafafa;stroke:#ddd} polyline{fill:none;stroke-width:1.5}
 .c0{stroke:#1f77b4} .c1{stroke:#d62728} .e0,.e1{stroke-dasharray:3 3;stroke-width:1}
 .e0{stroke:#1f77b4} .e1{stroke:#d62728} .run:hover .frame,.hl .frame{stroke:#222;stroke-width:2}
-tr.hl{background:#fff3c4}
+tr.hl{background:#fff3c4} .wide{overflow-x:auto}
 #tip{position:fixed;display:none;background:#222;color:#fff;padding:.4em .6em;border-radius:4px;
 font-size:.85em;pointer-events:none;white-space:pre;z-index:9}
 .key span{display:inline-block;width:1.5em;height:.3em;margin:0 .3em .2em 1em;vertical-align:middle}
@@ -204,9 +204,10 @@ def write_sweep_page(
         for i, ev in enumerate(events)
     )
     summary = (
-        "<table><tr>" + "".join(f"<th>{_esc(h)}</th>" for h in headers) + "</tr>"
+        '<div class="wide"><table><tr>' + "".join(f"<th>{_esc(h)}</th>" for h in headers)
+        + "</tr>"
         + "".join("<tr>" + "".join(f"<td>{_esc(v)}</td>" for v in r) + "</tr>" for r in rows)
-        + "</table>"
+        + "</table></div>"
     )  # fmt: skip
     cell_blocks = "".join(
         f'<div class="cell"><h3>{_esc(cell)}: '
@@ -226,8 +227,10 @@ def write_sweep_page(
         f"<h2>Every run</h2><p class='key'>{unit} (log scale) against value, 0 to 1:{key}. "
         "Hover a run for its id and events; a framed panel links to its report.</p>",
         cell_blocks,
-        "<h2>Runs</h2><table><tr>" + "".join(f"<th>{_esc(h)}</th>" for h in run_head) + "</tr>",
-        "".join(table) + "</table>",
+        '<h2>Runs</h2><div class="wide"><table><tr>'
+        + "".join(f"<th>{_esc(h)}</th>" for h in run_head)
+        + "</tr>",
+        "".join(table) + "</table></div>",
         *[_figure(p) for p in figures if Path(p).is_file()],
         "<details><summary>sweep.json</summary><pre>"
         + _esc(json.dumps(spec, indent=2))
