@@ -131,6 +131,8 @@ def test_sequence_sweep_trains_each_cell_as_one_batch_and_summarizes_per_cell(
     code, out, err = run_cli(monkeypatch, capsys, "sweep-summary", str(root))
     assert code in (0, None), err
     assert "spearman(tree_score, final gen acc)" in out
+    # two depths: the inverted-U test says why it is not made
+    assert "inverted U over depth: not tested: needs 3 or more depths" in out.replace("\n", " ")
     runs = pd.read_parquet(root / "runs.parquet")
     cells = pd.read_parquet(root / "summary.parquet")
     assert len(runs) == 4 and (runs["state"] == "done").all()

@@ -113,15 +113,21 @@ class Structural(LanguageKind):
     def sweep_summary(self, root: Path, manifest: dict, figures: bool, options: dict) -> SweepView:
         from grokscope.kinds.structural.sweep_summary import summarize_structural
 
-        _, cells, corr, paths = summarize_structural(root, manifest, figures)
+        _, cells, corr, trend, paths = summarize_structural(root, manifest, figures)
         fields = list(manifest["spec"]["grid"])
         rows = [
             [
                 *[fmt(row[f]) for f in fields],
                 f"{row['n_done']}/{row['n_runs']}",
                 f3(row["gen_acc_mean"]),
+                _interval(row, "gen_acc_last5k"),
                 f3(row["gen_acc_max_mean"]),
-                f"{row['n_structural']}/{row['n_done']}",
+                f"{row['n_structural']}/{row['n_done']}"
+                + (
+                    ""
+                    if isnull(row["structural_lo"])
+                    else f" ({row['structural_lo']:.2f}-{row['structural_hi']:.2f})"
+                ),
                 f3(row["tree_score_mean"]),
                 f3(row["bracket_f1_mean"]),
                 "-" if isnull(row["weight_norm_mean"]) else f"{row['weight_norm_mean']:.1f}",
@@ -134,15 +140,37 @@ class Structural(LanguageKind):
             f"(p {f3(c['p'])}, {c['n_runs']} finished and analysed runs)"
             for _, c in corr.iterrows()
         ]
+        lines.append(trend_text(trend))
         lines.append(
-            f"means over finished runs; wrote {Path(root) / 'summary.parquet'}, runs.parquet"
+            f"means over finished runs (intervals 95 %: t over seeds, Clopper-Pearson for the "
+            f"share grokking structurally); wrote {Path(root) / 'summary.parquet'}, runs.parquet"
             + (f" and {len(paths)} figure" if paths else "")
         )
         headers = [f.split(".")[-1] for f in fields] + [
-            "done", "gen acc", "max gen", "structural", "tree score", "F1", "weight norm",
-            "attn entropy",
+            "done", "gen acc", "last 5k (95% CI)", "max gen", "structural", "tree score", "F1",
+            "weight norm", "attn entropy",
         ]  # fmt: skip
         return SweepView(headers, rows, lines, paths)
+
+
+def _interval(row, col: str) -> str:
+    mean, lo, hi = row.get(f"{col}_mean"), row.get(f"{col}_lo"), row.get(f"{col}_hi")
+    if mean is None or isnull(mean):
+        return "-"
+    return f3(mean) + ("" if lo is None or isnull(lo) else f" ({lo:.2f}-{hi:.2f})")
+
+
+def trend_text(trend: dict | str) -> str:
+    """The inverted-U tests in one line (grokscope.dynamics.depth_trend)."""
+    if isinstance(trend, str):
+        return f"inverted U over depth: not tested: {trend}"
+    c, q = trend["contrast"], trend["quadratic"]
+    return (
+        f"inverted U over depth (last-5k generalization; negative = inverted U): ends - middle "
+        f"{c['contrast']:+.3f} (95 % CI {c['low']:+.3f} to {c['high']:+.3f}, p {c['p']:.3f}); "
+        f"quadratic term {q['b2']:+.4f} per layer^2 (95 % CI {q['low']:+.4f} to "
+        f"{q['high']:+.4f}, p {q['p']:.3f})"
+    )
 
 
 KIND = Structural()

@@ -12,6 +12,13 @@ runs these are descriptive (a p below 0.05 needs |rho| > 0.8 with six runs), and
 means answer the paper's question directly: does the
 cell with the highest tree score also generalize best?
 
+Over depth (a grid over ``model.n_layers``), the inverted U of Murty et al. is tested as the
+depth experiment's design fixed it (docs/structural.md): on each finished run's mean
+generalization accuracy over its last 5k steps (``gen_acc_last5k``), the contrast ends minus
+middle and the quadratic term, with their intervals (:mod:`grokscope.dynamics.depth_trend`);
+per cell that mean with its t-interval and the share grokking structurally with its
+Clopper-Pearson interval.
+
 Writes ``runs.parquet``, ``summary.parquet`` and ``figures/generalization_by_cell.png``.
 """
 
@@ -24,6 +31,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from grokscope.dynamics.depth_trend import (
+    ends_minus_middle,
+    mean_interval,
+    quadratic_term,
+    share_interval,
+)
 from grokscope.dynamics.structural import structural_events
 from grokscope.report.structural_figures import depth_figure
 from grokscope.store import rundir
@@ -33,6 +46,16 @@ PREDICTORS = ("tree_score", "bracket_f1", "weight_norm", "attn_entropy")
 # fewer runs than this give no correlation (NaN): with 3 or 4 runs every rank order is one of a
 # handful, and scipy's p-value for a perfect order of 3 (exactly 0) would read as proof
 MIN_RUNS_FOR_RHO = 5
+# the window of the depth experiment's per-run value: the mean generalization accuracy over the
+# last 5k steps (a single evaluation swings by 0.1-0.3 between evaluations late in a run)
+LAST_STEPS = 5000
+DEPTH = "model.n_layers"
+
+
+def last_window_mean(metrics: pd.DataFrame, steps: int = LAST_STEPS) -> float:
+    """Mean generalization accuracy over the evaluations of the last ``steps`` steps."""
+    end = metrics["epoch"].max()
+    return float(metrics.loc[metrics["epoch"] > end - steps, "gen_acc"].mean())
 
 
 def _final_analysis(table: pd.DataFrame | None, steps: int | None) -> dict:
@@ -66,6 +89,7 @@ def structural_runs(root: Path, manifest: dict) -> tuple[pd.DataFrame, dict[str,
                 id_acc=ev["final_id_acc"],
                 gen_acc=ev["final_gen_acc"],
                 gen_acc_max=float(metrics["gen_acc"].max()),
+                gen_acc_last5k=last_window_mean(metrics),
                 t_id_step=ev["t_id_step"],
                 t_gen_step=ev["t_gen_step"],
                 structural_grokking=ev["structural_grokking"],
@@ -101,14 +125,37 @@ def structural_cells(runs: pd.DataFrame, fields: list[str]) -> pd.DataFrame:
         done = group[group.get("state") == "done"] if "state" in group else group.iloc[0:0]
         row = {"cell": cell, **{f: group[f].iloc[0] for f in fields}}
         row.update(n_runs=len(group), n_done=len(done))
-        for col in ("gen_acc", "gen_acc_max", "id_acc", *PREDICTORS):
+        for col in ("gen_acc", "gen_acc_max", "gen_acc_last5k", "id_acc", *PREDICTORS):
             vals = done[col].dropna() if col in done else pd.Series(dtype=float)
             row[f"{col}_mean"] = float(vals.mean()) if len(vals) else math.nan
             row[f"{col}_sd"] = float(vals.std(ddof=1)) if len(vals) > 1 else math.nan
+        last = done["gen_acc_last5k"].dropna() if "gen_acc_last5k" in done else []
+        if len(last):
+            _, row["gen_acc_last5k_lo"], row["gen_acc_last5k_hi"] = mean_interval(last)
         flags = done["structural_grokking"] if "structural_grokking" in done else []
         row["n_structural"] = int(np.sum([f is True for f in flags]))
+        _, row["structural_lo"], row["structural_hi"] = share_interval(
+            row["n_structural"], len(done)
+        )
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def depth_trend(runs: pd.DataFrame) -> dict | str:
+    """The inverted-U tests over the finished runs of a grid over depth: {"contrast": ...,
+    "quadratic": ...}, or why they cannot be made (a sentence)."""
+    if DEPTH not in runs or "gen_acc_last5k" not in runs:
+        return "the sweep is not over model.n_layers"
+    done = runs[runs["state"] == "done"].dropna(subset=["gen_acc_last5k"])
+    counts = done.groupby(DEPTH).size().reindex(sorted(runs[DEPTH].unique()), fill_value=0)
+    if len(counts) < 3 or counts.min() < 2:
+        have = ", ".join(f"{int(d)} layers: {n}" for d, n in counts.items())
+        return f"needs 3 or more depths with 2 or more finished runs each (finished: {have})"
+    depths, values = done[DEPTH].to_numpy(float), done["gen_acc_last5k"].to_numpy(float)
+    return {
+        "contrast": ends_minus_middle(depths, values),
+        "quadratic": quadratic_term(depths, values),
+    }
 
 
 def summarize_structural(root: Path, manifest: dict, figures: bool = True) -> tuple:
@@ -119,6 +166,7 @@ def summarize_structural(root: Path, manifest: dict, figures: bool = True) -> tu
     runs, curves = structural_runs(root, manifest)
     cells = structural_cells(runs, fields)
     corr = predictor_correlations(runs)
+    trend = depth_trend(runs)
     rundir.write_table(root / "runs.parquet", runs)
     rundir.write_table(root / "summary.parquet", cells)
     paths = []
@@ -132,4 +180,4 @@ def summarize_structural(root: Path, manifest: dict, figures: bool = True) -> tu
         label = f"{fields[0].split('.')[-1]} = " if fields else ""
         out = root / "figures" / "generalization_by_cell.png"
         paths.append(depth_figure(by_cell, title, out, label))
-    return runs, cells, corr, paths
+    return runs, cells, corr, trend, paths
