@@ -124,7 +124,7 @@ def analyze(
         raise GrokscopeError(
             f"unknown --cleanup-rule {cleanup_rule!r}; choose one of {', '.join(CLEANUP_RULES)}"
         )
-    rundir.read_config(run)  # a path that is not a run: one line, before torch loads
+    cfg = rundir.read_config(run)  # a path that is not a run: one line, before torch loads
     from grokscope.orchestrate.analyze import analyze_run
     from grokscope.orchestrate.threads import use_threads
 
@@ -139,7 +139,7 @@ def analyze(
         )
     from grokscope.kinds import kind_of
 
-    for line in kind_of(rundir.read_config(run)).analysis_lines(s):
+    for line in kind_of(cfg).analysis_lines(s):
         say(line)
     say(f"wrote {run / 'analysis.parquet'} and {run / 'summary.json'}")
     if not no_figures:

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.animation import FuncAnimation
 
+from grokscope.dynamics.phases import PHASE_KEYS
 from grokscope.measures.geometry import circularity, frequency_plane
 from grokscope.report.figure_io import save_animation, save_figure, subplots
 
@@ -40,7 +41,7 @@ def phase_tag(epoch: int, phases: dict | None, t_mem: int | None, t_grok: int | 
     circuit formation, cleanup), where they were found; otherwise only what the events say
     (after t_mem, after t_grok), since an epoch past t_mem may already be forming the circuit."""
     phases = phases or {}
-    ends = [phases.get(k) for k in ("memorization_end", "circuit_formation_end", "cleanup_end")]
+    ends = [phases.get(k) for k in PHASE_KEYS]
     if all(e is not None for e in ends):
         names = ("memorization", "circuit formation", "cleanup")
         for end, name in zip(ends, names, strict=True):

@@ -91,6 +91,8 @@ class Algorithmic(Kind):
         return AlgorithmicAnalysis(run, options)
 
     def summary_lines(self, summary: dict) -> list[str]:
+        from grokscope.dynamics.phases import PHASE_KEYS  # here: the registry loads no pandas
+
         lines = []
         keys = summary.get("key_frequencies")
         if keys is not None:
@@ -101,7 +103,7 @@ class Algorithmic(Kind):
             lines.append(f"single-frequency neurons {share}")
         ph = summary.get("phases") or {}
         if ph:
-            ends = [ph.get(k) for k in ("memorization_end", "circuit_formation_end", "cleanup_end")]
+            ends = [ph.get(k) for k in PHASE_KEYS]
             ends = ["not found" if e is None else e for e in ends]
             lines.append("phases end at epochs {} / {} / {}".format(*ends))
             lines.append("  (memorization / circuit formation / cleanup)")

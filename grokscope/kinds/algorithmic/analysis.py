@@ -24,7 +24,7 @@ import torch
 
 from grokscope.config import Config
 from grokscope.display import none_if_nan
-from grokscope.dynamics.phases import PhaseParams, find_phases
+from grokscope.dynamics.phases import PHASE_KEYS, PhaseParams, find_phases
 from grokscope.events import event_epoch
 from grokscope.measures import ablations, geometry, neurons, progress
 from grokscope.measures.curvature import checkpoint_curvature
@@ -321,9 +321,7 @@ def _summary(
         "t_grok_epoch": event_epoch(events_table, "test_acc", cfg.train.grok_threshold),
         "mem_threshold": cfg.train.mem_threshold,
         "grok_threshold": cfg.train.grok_threshold,
-        "phases": {
-            k: phases[k] for k in ("memorization_end", "circuit_formation_end", "cleanup_end")
-        },
+        "phases": {k: phases[k] for k in PHASE_KEYS},
         "phase_details": phases["details"],
         "phase_params": asdict(phase_params),
         "final": {

@@ -12,9 +12,10 @@ CAPTIONS = {
     "directions: the inputs lie on circles.",
     "neuron_frequency_histogram": "How many MLP neurons are dominated by each frequency.",
     "logit_fourier_spectrum": "2-D Fourier spectrum of the logits over the (a, b) grid.",
-    "embedding_evolution": "Clouds to circles: each residue's embedding on the top two principal "
-    "components of its checkpoint (colour: position on the operand grid), at checkpoints spread "
-    "over training; embedding_evolution.gif animates every analysed checkpoint.",
+    "embedding_evolution": "Clouds to circles: each residue's embedding on the plane of its "
+    "frequency-k components, k the final checkpoint's most circular key frequency (colour: "
+    "position on the operand grid), at checkpoints spread over training, each titled with its "
+    "phase; embedding_evolution.gif animates every analysed checkpoint.",
     "geometry": "Geometry over training: circularity of the embedding (mean over key "
     "frequencies, best frequency, PCA-based), Fourier IPR and RQI, the clock-vs-pizza "
     "diagnostics (distance irrelevance, gradient symmetricity) and ILDR; dotted: t_mem, t_grok. "
